@@ -1,0 +1,45 @@
+# calabi_push -- PGXS build
+#
+# The extension needs libcurl, cJSON and zlib from the system (Debian:
+# libcurl4-openssl-dev, libcjson-dev, zlib1g-dev), found with pkg-config.
+
+EXTENSION = calabi_push
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" calabi_push.control)
+MODULE_big = calabi_push
+OBJS = \
+	src/calabi_push.o \
+	src/encoder.o \
+	src/stream.o \
+	src/preview.o
+
+DATA = sql/calabi_push--$(EXTVERSION).sql
+
+# Regression tests: one file per concern in sql/, expected output in expected/.
+# They run in a temporary instance configured like production
+# (test/regress.conf), so nothing needs to be running beforehand.
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/calabi_push--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=test/regress.conf \
+	--load-extension=calabi_push
+TAP_TESTS = 1
+
+PKG_CONFIG ?= pkg-config
+DEP_PKGS = libcurl libcjson zlib
+PG_CPPFLAGS = -Isrc $(shell $(PKG_CONFIG) --cflags $(DEP_PKGS)) \
+	-DCALABI_PUSH_VERSION=\"$(EXTVERSION)\"
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS))
+# PostgreSQL's own headers trip -Wunused-parameter and -Wsign-compare under
+# -Wextra; everything else is an error.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare
+
+EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# TAP tests live in test/t; PGXS looks for t/*.pl relative to the source dir.
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+PROVE_FLAGS = -I ./test/lib
+
+# PGXS tracks no header dependencies: rebuild everything when one changes.
+$(OBJS): $(wildcard src/*.h)

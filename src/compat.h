@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  Every PG_VERSION_NUM difference calabi_push cares about, in one place.
+ *
+ * calabi_push supports PostgreSQL 14 to 17.  The rest of the code calls the
+ * newest API and this header maps it onto older servers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_COMPAT_H
+#define CALABI_PUSH_COMPAT_H
+
+#include "postgres.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#if PG_VERSION_NUM < 140000
+#error "calabi_push requires PostgreSQL 14 or later"
+#endif
+
+/*
+ * Materialized set-returning functions of a scalar type (the result row
+ * shape is the executor's expectedDesc): PG15 introduced SetSingleFuncCall,
+ * renamed InitMaterializedSRF in PG16 (and kept under both names in later
+ * 15.x).  PG14 has neither, so set the tuplestore up by hand.
+ */
+#if PG_VERSION_NUM >= 160000 || defined(MAT_SRF_USE_EXPECTED_DESC)
+#define cp_init_materialized_srf(fcinfo) \
+	InitMaterializedSRF((fcinfo), MAT_SRF_USE_EXPECTED_DESC)
+#elif PG_VERSION_NUM >= 150000
+#define cp_init_materialized_srf(fcinfo) \
+	SetSingleFuncCall((fcinfo), SRF_SINGLE_USE_EXPECTED)
+#else
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+static inline void
+cp_init_materialized_srf(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcontext;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize) ||
+		rsinfo->expectedDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->setDesc = CreateTupleDescCopy(rsinfo->expectedDesc);
+	MemoryContextSwitchTo(oldcontext);
+}
+#endif
+
+/*
+ * Reserving the GUC prefix: PG15 renamed EmitWarningsOnPlaceholders to
+ * MarkGUCPrefixReserved and made it also reject unknown names.
+ */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+/*
+ * Interval text in the postgres IntervalStyle.  PG15 switched EncodeInterval
+ * to struct pg_itm; PG17 added infinite intervals, which the caller checks
+ * with cp_interval_is_finite before asking for text.
+ */
+static inline void
+cp_encode_interval_postgres(Interval *span, char *buf)
+{
+#if PG_VERSION_NUM >= 150000
+	struct pg_itm itm;
+
+	interval2itm(*span, &itm);
+	EncodeInterval(&itm, INTSTYLE_POSTGRES, buf);
+#else
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	interval2tm(*span, &tm, &fsec);
+	EncodeInterval(&tm, fsec, INTSTYLE_POSTGRES, buf);
+#endif
+}
+
+#if PG_VERSION_NUM >= 170000
+#define cp_interval_is_finite(span) (!INTERVAL_NOT_FINITE(span))
+#else
+#define cp_interval_is_finite(span) true
+#endif
+
+#endif							/* CALABI_PUSH_COMPAT_H */
