@@ -1,0 +1,93 @@
+# Shared by test/run and the demo: install what calabi_push needs on Debian 12,
+# build and install it, and run commands as an unprivileged user (PostgreSQL
+# refuses to run as root).  Source it; it defines functions only.
+
+CP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CP_PG_MAJOR=${CP_PG_MAJOR:-15}
+CP_TEST_USER=${CP_TEST_USER:-calabi}
+
+# Debian packages: build, test and demo dependencies.
+CP_PACKAGES=(
+	make gcc pkg-config
+	"postgresql-$CP_PG_MAJOR" "postgresql-server-dev-$CP_PG_MAJOR"
+	libcurl4-openssl-dev libcjson-dev zlib1g-dev
+	libipc-run-perl locales
+)
+# Locales the money tests switch lc_monetary to.
+CP_LOCALES=(de_DE.UTF-8 ja_JP.UTF-8)
+
+cp_log() { printf '==> %s\n' "$*" >&2; }
+
+cp_as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	else
+		sudo "$@"
+	fi
+}
+
+cp_install_dependencies() {
+	local missing=() pkg
+	for pkg in "${CP_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$pkg")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		cp_log "installing Debian packages: ${missing[*]}"
+		cp_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		cp_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends "${missing[@]}"
+	fi
+
+	local loc need=0
+	for loc in "${CP_LOCALES[@]}"; do
+		locale -a 2>/dev/null | grep -qix "${loc/UTF-8/utf8}" || need=1
+	done
+	if [ $need -eq 1 ]; then
+		cp_log "generating locales: ${CP_LOCALES[*]}"
+		for loc in "${CP_LOCALES[@]}"; do
+			cp_as_root sed -i "s/^# *\(${loc} UTF-8\)/\1/" /etc/locale.gen
+			grep -q "^${loc} UTF-8" /etc/locale.gen ||
+				echo "${loc} UTF-8" | cp_as_root tee -a /etc/locale.gen >/dev/null
+		done
+		cp_as_root locale-gen >/dev/null
+	fi
+}
+
+cp_pg_bindir() {
+	echo "/usr/lib/postgresql/$CP_PG_MAJOR/bin"
+}
+
+cp_build_and_install() {
+	local pgc
+	pgc="$(cp_pg_bindir)/pg_config"
+	cp_log "building calabi_push against $("$pgc" --version)"
+	make -C "$CP_ROOT" -s PG_CONFIG="$pgc"
+	cp_as_root make -C "$CP_ROOT" -s PG_CONFIG="$pgc" install
+}
+
+# Where the unprivileged user works: a copy of the tree owned by it when we
+# are root (root's checkout stays untouched), the tree itself otherwise.
+# Sets CP_WORKTREE; call it once, outside any pipeline, before
+# cp_run_unprivileged.
+cp_prepare_worktree() {
+	if [ "$(id -u)" -ne 0 ]; then
+		CP_WORKTREE=$CP_ROOT
+		return
+	fi
+	id "$CP_TEST_USER" >/dev/null 2>&1 ||
+		useradd --create-home --shell /bin/bash "$CP_TEST_USER"
+	CP_WORKTREE=$(mktemp -d /tmp/calabi_push-run.XXXXXX)
+	cp -a "$CP_ROOT/." "$CP_WORKTREE/"
+	chown -R "$CP_TEST_USER:" "$CP_WORKTREE"
+}
+
+# Run "$@" in CP_WORKTREE, as the unprivileged user when we are root.
+cp_run_unprivileged() {
+	if [ "$(id -u)" -ne 0 ]; then
+		(cd "$CP_WORKTREE" && "$@")
+	else
+		runuser -u "$CP_TEST_USER" -- env -C "$CP_WORKTREE" \
+			PATH="$(cp_pg_bindir):$PATH" "$@"
+	fi
+}
