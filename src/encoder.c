@@ -53,28 +53,33 @@ static const struct
 	{"search_path", "pg_catalog, pg_temp"},
 };
 
+/*
+ * money is written with the fraction digits of the server's configured
+ * lc_monetary, not of whatever the session SET: go back to the value the
+ * session started with (postgresql.conf, or ALTER DATABASE/ROLE ... SET).
+ */
+static void
+pin_configured_lc_monetary(void)
+{
+	const char *monetary = GetConfigOptionResetString("lc_monetary");
+
+	if (monetary != NULL)
+		(void) set_config_option("lc_monetary", monetary,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+}
+
 int
 cp_encoder_pin_settings(void)
 {
 	int			nestlevel = NewGUCNestLevel();
-	const char *monetary;
 
 	for (int i = 0; i < (int) lengthof(pinned_settings); i++)
 		(void) set_config_option(pinned_settings[i].name,
 								 pinned_settings[i].value,
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-
-	/*
-	 * money is written with the fraction digits of the server's configured
-	 * lc_monetary, not of whatever the session SET: go back to the value the
-	 * session started with (postgresql.conf, or ALTER DATABASE/ROLE).
-	 */
-	monetary = GetConfigOptionResetString("lc_monetary");
-	if (monetary != NULL)
-		(void) set_config_option("lc_monetary", monetary,
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	pin_configured_lc_monetary();
 	return nestlevel;
 }
 
@@ -84,12 +89,19 @@ cp_encoder_unpin_settings(int nestlevel)
 	AtEOXact_GUC(true, nestlevel);
 }
 
-/* The fraction digits cash_out uses under the current lc_monetary. */
+/*
+ * The fraction digits cash_out uses under the configured lc_monetary,
+ * whatever the caller has pinned or SET at this moment.
+ */
 static int
 money_fraction_digits(void)
 {
-	struct lconv *lconv = PGLC_localeconv();
-	int			digits = lconv->frac_digits;
+	int			nestlevel = NewGUCNestLevel();
+	int			digits;
+
+	pin_configured_lc_monetary();
+	digits = PGLC_localeconv()->frac_digits;
+	AtEOXact_GUC(true, nestlevel);
 
 	/* cash_out's own fallback for locales that leave it unset */
 	if (digits < 0 || digits > 10)

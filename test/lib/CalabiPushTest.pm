@@ -1,0 +1,31 @@
+# Helpers shared by the TAP tests of calabi_push.
+package CalabiPushTest;
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+
+use Exporter 'import';
+our @EXPORT = qw(calabi_node);
+
+# A started node configured as calabi_push needs in production (see the
+# README), with UTF8 encoding; extra postgresql.conf lines may be given.
+sub calabi_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+	$node->append_conf('postgresql.conf', <<"CONF");
+shared_preload_libraries = 'calabi_push'
+wal_level = logical
+max_replication_slots = 10
+max_worker_processes = 16
+CONF
+	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
+	$node->start unless $opts{no_start};
+	return $node;
+}
+
+1;
