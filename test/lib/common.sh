@@ -91,3 +91,49 @@ cp_run_unprivileged() {
 			PATH="$(cp_pg_bindir):$PATH" "$@"
 	fi
 }
+
+# A throwaway cluster for the demo and the benchmarks: cp_cluster_start DIR
+# PORT [CONF_LINE…] initialises DIR (owned by the unprivileged user when we
+# are root), configures it as the README says and starts it; cp_psql runs
+# psql against it as the superuser "postgres"; cp_cluster_stop stops it.
+cp_run_as_server_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		id "$CP_TEST_USER" >/dev/null 2>&1 ||
+			useradd --create-home --shell /bin/bash "$CP_TEST_USER"
+		runuser -u "$CP_TEST_USER" -- "$@"
+	else
+		"$@"
+	fi
+}
+
+cp_cluster_start() {
+	local dir=$1 port=$2 line
+	shift 2
+	CP_CLUSTER_DIR=$dir
+	CP_CLUSTER_PORT=$port
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	[ "$(id -u)" -eq 0 ] && chown "$CP_TEST_USER:" "$dir"
+	cp_run_as_server_user "$(cp_pg_bindir)/initdb" -D "$dir/data" -U postgres \
+		-A trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+	{
+		echo "port = $port"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "shared_preload_libraries = 'calabi_push'"
+		echo "wal_level = logical"
+		for line in "$@"; do echo "$line"; done
+	} | cp_run_as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
+	cp_run_as_server_user "$(cp_pg_bindir)/pg_ctl" -D "$dir/data" \
+		-l "$dir/server.log" -w start >/dev/null
+}
+
+cp_psql() {
+	cp_run_as_server_user "$(cp_pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 \
+		-h "$CP_CLUSTER_DIR" -p "$CP_CLUSTER_PORT" -U postgres "$@"
+}
+
+cp_cluster_stop() {
+	cp_run_as_server_user "$(cp_pg_bindir)/pg_ctl" -D "$CP_CLUSTER_DIR/data" \
+		-m fast -w stop >/dev/null
+}
