@@ -12,7 +12,13 @@ OBJS = \
 	src/stream.o \
 	src/preview.o
 
-DATA = sql/calabi_push--$(EXTVERSION).sql
+# The install script is built from sql/install/*.sql, one file per concern,
+# concatenated in name order.
+DATA_built = sql/calabi_push--$(EXTVERSION).sql
+INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
+
+sql/calabi_push--$(EXTVERSION).sql: $(INSTALL_PARTS) calabi_push.control
+	cat $(INSTALL_PARTS) > $@
 
 # Regression tests: one file per concern in sql/, expected output in expected/.
 # They run in a temporary instance configured like production

@@ -1,5 +1,4 @@
--- calabi_push 0.1.0: install script
-\echo Use "CREATE EXTENSION calabi_push" to load this file. \quit
+-- preview() and stream_schema(): what a sync of a relation would send.
 
 -- The data objects of the RECORDs a sync of rel would send, one per row.
 -- max_rows NULL: every row.  Reads as the caller: SELECT privilege and

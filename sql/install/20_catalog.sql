@@ -1,0 +1,82 @@
+------------------------------------------------------------------------------
+-- Catalog.  The tables are the truth about destinations and syncs; the
+-- launcher's shared memory only mirrors which syncs should run.  Nothing is
+-- granted on them: the management functions (SECURITY DEFINER) write them,
+-- the views show them without secrets.
+------------------------------------------------------------------------------
+
+CREATE TABLE destination (
+    name        text PRIMARY KEY
+                CONSTRAINT destination_name_valid CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    url         text NOT NULL,
+    -- every option but the secrets: ca_file, ca_pem, client_cert, compression,
+    -- connect_timeout, request_timeout, proxy, token_url, client_id, scope,
+    -- allow_http (see docs/destinations.md)
+    options     jsonb NOT NULL DEFAULT '{}',
+    created_by  name NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Secrets live apart so that no view, grant or join can reach them by accident.
+CREATE TABLE destination_secret (
+    destination   text PRIMARY KEY REFERENCES destination (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+    token         text,     -- static bearer token
+    client_secret text,     -- OAuth2 client credentials
+    client_key    text      -- PEM private key for mutual TLS
+);
+
+CREATE TABLE sync (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name            text NOT NULL UNIQUE
+                    CONSTRAINT sync_name_valid CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    destination     text NOT NULL REFERENCES destination (name) ON UPDATE CASCADE,
+    method          text NOT NULL
+                    CHECK (method IN ('full_refresh', 'xmin', 'cursor', 'cdc')),
+    destination_sync_mode text NOT NULL
+                    CHECK (destination_sync_mode IN ('overwrite', 'append', 'append_dedup')),
+    -- schedule, batch_rows, batch_bytes, batch_linger_ms, chunk_rows, ...
+    options         jsonb NOT NULL DEFAULT '{}',
+    run_as          regrole NOT NULL,       -- the role whose privileges reads use
+    enabled         boolean NOT NULL DEFAULT false,  -- start_sync'ed, not stopped
+    error_stopped   boolean NOT NULL DEFAULT false,  -- stopped by a refusal
+    run_started_at  timestamptz,            -- the current or last run
+    run_completed_at timestamptz,           -- every stream read to the end
+    -- Calabi-Batch-Seq numbers below this may have been used; a run reserves
+    -- a block above it before sending (ingest protocol: never reuse a number)
+    next_batch_seq  bigint NOT NULL DEFAULT 1,
+    batches_sent    bigint NOT NULL DEFAULT 0,
+    records_sent    bigint NOT NULL DEFAULT 0,
+    bytes_sent      bigint NOT NULL DEFAULT 0,
+    retries         bigint NOT NULL DEFAULT 0,
+    last_ack_at     timestamptz,
+    last_error      text,
+    last_error_at   timestamptz,
+    created_by      name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE sync_stream (
+    sync_id         uuid NOT NULL REFERENCES sync (id) ON DELETE CASCADE,
+    relid           regclass NOT NULL,
+    ordinal         int NOT NULL,           -- read order within the sync
+    -- pending: to be read; reading: a read is under way (checkpoint says
+    -- where); done: read to the end in the current run
+    phase           text NOT NULL DEFAULT 'pending'
+                    CHECK (phase IN ('pending', 'reading', 'done')),
+    generation      bigint NOT NULL DEFAULT 0,  -- of the current/last read
+    checkpoint      jsonb,                  -- the state last acknowledged
+    rows_sent       bigint NOT NULL DEFAULT 0,  -- in the current read
+    read_started_at timestamptz,
+    read_finished_at timestamptz,
+    PRIMARY KEY (sync_id, relid)
+);
+
+-- pg_dump keeps the configuration (and the checkpoints: a restored cluster's
+-- syncs resume, or are resync'ed by the DBA).
+SELECT pg_catalog.pg_extension_config_dump('destination', '');
+SELECT pg_catalog.pg_extension_config_dump('destination_secret', '');
+SELECT pg_catalog.pg_extension_config_dump('sync', '');
+SELECT pg_catalog.pg_extension_config_dump('sync_stream', '');
+
+REVOKE ALL ON destination, destination_secret, sync, sync_stream FROM PUBLIC;

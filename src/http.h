@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  The HTTPS client of a destination: one libcurl handle per destination,
+ *	  reused for keep-alive; TLS always verified; custom CA, client
+ *	  certificates, proxies, bearer tokens and OAuth2 client credentials.
+ *
+ * One call of cp_http_post is one attempt (plus, with OAuth2, one retry
+ * after a 401 with a fresh token): the retry policy (backoff, Retry-After,
+ * 413 splitting) belongs to the caller.  While a request is in flight the
+ * caller's latch and postmaster death are watched together with curl's
+ * sockets, and CHECK_FOR_INTERRUPTS() runs between curl calls (never inside
+ * a curl callback), so SIGTERM stops a worker promptly even when the
+ * endpoint stalls.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_HTTP_H
+#define CALABI_PUSH_HTTP_H
+
+#include "postgres.h"
+
+/* Everything needed to reach a destination; strings may be NULL. */
+typedef struct CpDestinationConfig
+{
+	char	   *name;
+	char	   *url;			/* full URL; nothing is appended */
+	char	   *token;			/* static bearer token (secret) */
+	char	   *ca_file;		/* CA bundle path ... */
+	char	   *ca_pem;			/* ... or PEM text; neither: system CAs */
+	char	   *client_cert;	/* PEM text, mutual TLS */
+	char	   *client_key;		/* PEM text (secret) */
+	char	   *proxy;			/* http://, https://, socks5://, socks5h:// URL */
+	bool		allow_http;		/* plain http:// allowed (loopback tests) */
+	int			connect_timeout_ms;
+	int			request_timeout_ms;
+	/* OAuth2 client credentials grant; token_url set means it is in use */
+	char	   *token_url;
+	char	   *client_id;
+	char	   *client_secret;	/* secret */
+	char	   *scope;
+} CpDestinationConfig;
+
+typedef enum CpHttpOutcome
+{
+	CP_HTTP_ACCEPTED,			/* 2xx, or 409 (already accepted) */
+	CP_HTTP_TRANSIENT,			/* 408 425 429 5xx-retryable, transport
+								 * failure, timeout: retry the same bytes */
+	CP_HTTP_TOO_LARGE,			/* 413: split the batch */
+	CP_HTTP_REFUSED				/* any other 4xx (and 401 without OAuth2,
+								 * or after one token refresh): stop */
+} CpHttpOutcome;
+
+typedef struct CpHttpResult
+{
+	CpHttpOutcome outcome;
+	long		status;			/* HTTP status; 0 when no response */
+	int			retry_after_ms; /* from Retry-After (seconds or HTTP date);
+								 * -1 when absent or unparsable */
+	/* for a person: "HTTP 400: {"error":"..."}" (start of the body), or the
+	 * transport error ("connection refused", "timed out after 30000 ms") */
+	char		message[512];
+} CpHttpResult;
+
+/* One protocol request: the body and the Calabi headers' values. */
+typedef struct CpHttpRequest
+{
+	const char *body;
+	size_t		body_len;
+	bool		gzip;			/* body is gzip: Content-Encoding: gzip */
+	const char *sync_name;
+	const char *sync_id;		/* uuid text */
+	int64		batch_seq;
+} CpHttpRequest;
+
+typedef struct CpHttpClient CpHttpClient;
+
+/*
+ * Creates a client for cfg (copied into mcxt).  Errors (ereport) on a
+ * configuration libcurl rejects.  The client lives until destroyed or the
+ * process exits.
+ */
+extern CpHttpClient *cp_http_client_create(const CpDestinationConfig *cfg,
+										   MemoryContext mcxt);
+extern void cp_http_client_destroy(CpHttpClient *client);
+
+/*
+ * POST one batch per the ingest protocol (all headers, User-Agent,
+ * Authorization) and classify the answer.  Never errors for anything the
+ * endpoint or the network does; may ERROR/FATAL out of CHECK_FOR_INTERRUPTS.
+ */
+extern void cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
+						 CpHttpResult *result);
+
+#endif							/* CALABI_PUSH_HTTP_H */
