@@ -1,6 +1,6 @@
--- Integers, floats and numeric as JSON numbers (type-mapping.md: the rows
--- "smallint ... oid", "real, double precision", "numeric, decimal" and
--- "array of any of the above").  Every value is printed next to a label so
+-- Integers, floats and numeric as JSON numbers, and boolean as true/false
+-- (type-mapping.md: the rows "smallint ... oid", "real, double precision",
+-- "numeric, decimal", "boolean" and "array of any of the above").  Every value is printed next to a label so
 -- it can be checked by eye; the checks at the end of each section compare
 -- the JSON with an independent reading of the stored value.
 CREATE SCHEMA types_numeric;
@@ -135,6 +135,13 @@ SELECT p.j->>'label' AS label, e.key AS column, e.value
 SELECT key AS column, value AS schema
   FROM json_each(calabi_push.stream_schema('number_arrays')->'json_schema'->'properties');
 
+-- boolean (a JSON literal, not a number): true, false, null, and arrays
+CREATE TABLE booleans (b boolean, a boolean[]);
+INSERT INTO booleans VALUES (true, '{true,false,NULL}'), (false, '{{t},{f}}'), (NULL, '{}');
+SELECT * FROM calabi_push.preview('booleans', NULL);
+SELECT key AS column, value AS schema
+  FROM json_each(calabi_push.stream_schema('booleans')->'json_schema'->'properties');
+
 -- every row above is valid JSON
 SELECT count(*) AS valid_json_rows FROM (
   SELECT j::text::jsonb FROM calabi_push.preview('ints', NULL) j
@@ -142,4 +149,5 @@ SELECT count(*) AS valid_json_rows FROM (
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('floats', NULL) j
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('numerics', NULL) j
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('number_arrays', NULL) j
+  UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('booleans', NULL) j
 ) v;

@@ -9,7 +9,8 @@ SET search_path = types_text;
 CREATE EXTENSION citext SCHEMA types_text;
 
 -- every control character 0x01..0x1f, and DEL (0x7f, which JSON does not
--- require to be escaped), one per row; the last row holds all of them
+-- require to be escaped: it is written as it is, and psql shows it as \x7F),
+-- one per row; the last row holds all of them
 CREATE TABLE controls (code int, s text);
 INSERT INTO controls
   SELECT i, chr(i) FROM generate_series(1, 31) i
@@ -128,42 +129,58 @@ CREATE TABLE string_arrays (label text, t text[], c char(3)[], b bytea[], bi bit
 INSERT INTO string_arrays VALUES
   ('values', '{"a \"b\"","c\\d",é,NULL,"NULL",""}', '{a,bc}', '{"\\x6b707a",NULL}',
    '{01,10}', ARRAY['{"a": 1}'::jsonb, '"s"']),
-  ('two dimensions', '{{a,b},{c,"\n"}}', '{{x},{y}}', '{{"\\x00"},{"\\xff"}}', '{{11}}', '{}'),
+  ('two dimensions', ARRAY[['a','b'],['c',E'\n']], '{{x},{y}}', '{{"\\x00"},{"\\xff"}}', '{{11}}', '{}'),
   ('empty', '{}', '{}', '{}', '{}', '{}');
 SELECT * FROM calabi_push.preview('string_arrays', NULL);
 
 -- values large enough to be stored out of line (TOAST), compressed or not.
 -- They are checked rather than printed: the JSON value is the whole
--- stored value (->> reads it back), its JSON text has the expected length
--- and md5 (computed independently from the stored value), and it is valid.
-CREATE TABLE large_values (label text, t text, b bytea);
-ALTER TABLE large_values ALTER COLUMN t SET STORAGE EXTENDED,
-  ALTER COLUMN b SET STORAGE EXTENDED;
-INSERT INTO large_values VALUES
-  ('repetitive text', repeat('abc', 100000), NULL),
-  ('repetitive, escaped', repeat(E'a"\n', 50000), NULL),
-  ('repetitive multi-byte', repeat('中文é', 50000), NULL),
-  -- 32000 hex digits from an md5 chain: hardly compressible text
-  ('md5 chain text', (SELECT string_agg(md5(i::text), '' ORDER BY i) FROM generate_series(1, 1000) i), NULL),
-  -- the same digits decoded: 16000 incompressible bytes
-  ('md5 chain bytea', NULL, (SELECT decode(string_agg(md5(i::text), '' ORDER BY i), 'hex')
-                               FROM generate_series(1, 1000) i)),
-  ('repetitive bytea', NULL, decode(repeat('00ff', 100000), 'hex'));
--- how each is stored: compressed (a method) or not, out of line or not
-SELECT label,
-       coalesce(octet_length(t), octet_length(b)) AS bytes,
-       coalesce(pg_column_size(t), pg_column_size(b)) AS stored_bytes,
-       coalesce(pg_column_compression(t), pg_column_compression(b)) AS compression
-  FROM large_values ORDER BY label;
+-- stored value (->> reads it back), and its JSON text has the length and
+-- md5 of the string computed independently from the stored value (with
+-- to_json for text, encode(..., 'hex') for bytea).
+CREATE TABLE large_texts (label text, t text);
+INSERT INTO large_texts VALUES
+  ('repetitive', repeat('abc', 100000)),
+  ('repetitive, escaped', repeat(E'a"\n', 50000)),
+  ('repetitive, multi-byte', repeat('中文é', 50000)),
+  -- 32000 hex digits from an md5 chain: text that does not compress
+  ('md5 chain', (SELECT string_agg(md5(i::text), '' ORDER BY i) FROM generate_series(1, 1000) i));
+CREATE TABLE large_byteas (label text, b bytea);
+INSERT INTO large_byteas VALUES
+  ('repetitive', decode(repeat('00ff', 100000), 'hex')),
+  -- the md5 chain's digits decoded: 16000 incompressible bytes
+  ('md5 chain', (SELECT decode(string_agg(md5(i::text), '' ORDER BY i), 'hex')
+                   FROM generate_series(1, 1000) i));
+-- how each is stored: compressed with pglz or not; out of line (counted in
+-- the tables' TOAST relations) except "repetitive, escaped", which
+-- compresses small enough to stay in its row
+SELECT label, octet_length(t) AS bytes, pg_column_size(t) AS stored_bytes,
+       pg_column_compression(t) AS compression
+  FROM large_texts ORDER BY label;
+SELECT label, octet_length(b) AS bytes, pg_column_size(b) AS stored_bytes,
+       pg_column_compression(b) AS compression
+  FROM large_byteas ORDER BY label;
+SELECT reltoastrelid::regclass AS toast FROM pg_class WHERE oid = 'large_texts'::regclass \gset
+SELECT count(DISTINCT chunk_id) AS out_of_line_texts FROM :toast;
+SELECT reltoastrelid::regclass AS toast FROM pg_class WHERE oid = 'large_byteas'::regclass \gset
+SELECT count(DISTINCT chunk_id) AS out_of_line_byteas FROM :toast;
 SELECT x.label,
-       length(p.j::text) AS row_json_length,
-       coalesce(p.j->>'t' = x.t, p.j->>'b' = '\x' || encode(x.b, 'hex')) AS reads_back,
-       md5(coalesce(p.j->'t', p.j->'b')::text) AS value_json_md5,
-       md5(coalesce(p.j->'t', p.j->'b')::text) =
-         md5(coalesce(to_json(x.t)::text, '"\\x' || encode(x.b, 'hex') || '"')) AS md5_as_expected,
-       (p.j::text::jsonb IS NOT NULL) AS valid_json
-  FROM calabi_push.preview('large_values', NULL) WITH ORDINALITY p(j, n)
-  JOIN large_values x ON x.label = p.j->>'label'
+       p.j->>'t' = x.t AS reads_back,
+       length((p.j->'t')::text) AS json_length,
+       length(to_json(x.t)::text) AS expected_length,
+       md5((p.j->'t')::text) AS json_md5,
+       md5(to_json(x.t)::text) AS expected_md5
+  FROM calabi_push.preview('large_texts', NULL) WITH ORDINALITY p(j, n)
+  JOIN large_texts x ON x.label = p.j->>'label'
+ ORDER BY p.n;
+SELECT x.label,
+       p.j->>'b' = '\x' || encode(x.b, 'hex') AS reads_back,
+       length((p.j->'b')::text) AS json_length,
+       2 * octet_length(x.b) + 5 AS expected_length,
+       md5((p.j->'b')::text) AS json_md5,
+       md5('"\\x' || encode(x.b, 'hex') || '"') AS expected_md5
+  FROM calabi_push.preview('large_byteas', NULL) WITH ORDINALITY p(j, n)
+  JOIN large_byteas x ON x.label = p.j->>'label'
  ORDER BY p.n;
 
 -- the JSON schema: every one of these is a string
@@ -182,4 +199,6 @@ SELECT count(*) AS valid_json_rows FROM (
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('bits', NULL) j
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('jsons', NULL) j
   UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('string_arrays', NULL) j
+  UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('large_texts', NULL) j
+  UNION ALL SELECT j::text::jsonb FROM calabi_push.preview('large_byteas', NULL) j
 ) v;
