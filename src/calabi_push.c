@@ -1,16 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * calabi_push.c
- *	  Library entry point: module magic and _PG_init.
+ *	  Library entry point: module magic, settings, and what must be set up
+ *	  at server start (shared memory, the launcher) or in every backend
+ *	  (the commit-time notifications of the management functions).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "launcher.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -19,10 +24,30 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	DefineCustomIntVariable("calabi_push.max_syncs",
+							"Maximum number of syncs that can run at once in the cluster.",
+							"Each running sync uses a background worker (see max_worker_processes).",
+							&cp_max_syncs,
+							64, 1, 10000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
 	/*
 	 * Every setting of ours is named calabi_push.*; reserving the prefix
 	 * turns a mistyped one in postgresql.conf into an error instead of a
 	 * silently ignored placeholder.
 	 */
 	MarkGUCPrefixReserved("calabi_push");
+
+	/*
+	 * preview() works in any backend that loads the library; syncs need
+	 * shared memory and the launcher, which only shared_preload_libraries
+	 * can give (the management functions say so when it is missing).
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		cp_shmem_init();
+		cp_register_launcher();
+	}
+	cp_launcher_init_backend_hooks();
 }

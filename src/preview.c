@@ -147,7 +147,7 @@ calabi_push_stream_schema(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	cp_stream_append_object(&buf, rel, enc);
+	cp_stream_append_object(&buf, rel, enc, NULL);
 	relation_close(rel, NoLock);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }

@@ -123,7 +123,8 @@ cp_stream_primary_key(Relation rel)
 }
 
 void
-cp_stream_append_object(StringInfo buf, Relation rel, const CpRowEncoder *enc)
+cp_stream_append_object(StringInfo buf, Relation rel, const CpRowEncoder *enc,
+						const char *extra_members)
 {
 	const char *nspname = get_namespace_name(RelationGetNamespace(rel));
 	const char *relname = RelationGetRelationName(rel);
@@ -149,5 +150,11 @@ cp_stream_append_object(StringInfo buf, Relation rel, const CpRowEncoder *enc)
 		cp_append_json_string(buf, col, strlen(col));
 		appendStringInfoChar(buf, ']');
 	}
-	appendStringInfoString(buf, "]}");
+	appendStringInfoChar(buf, ']');
+	if (extra_members != NULL)
+	{
+		appendStringInfoChar(buf, ',');
+		appendStringInfoString(buf, extra_members);
+	}
+	appendStringInfoChar(buf, '}');
 }

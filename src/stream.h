@@ -31,10 +31,12 @@ extern char *cp_stream_select_query(Relation rel);
 extern List *cp_stream_primary_key(Relation rel);
 
 /*
- * Append the "stream" object: namespace, name, json_schema, primary_key.
+ * Append the "stream" object: namespace, name, json_schema, primary_key,
+ * then extra_members (JSON members, e.g. the sync modes) when not NULL.
  * enc must have been built from the relation's tuple descriptor.
  */
 extern void cp_stream_append_object(StringInfo buf, Relation rel,
-									const CpRowEncoder *enc);
+									const CpRowEncoder *enc,
+									const char *extra_members);
 
 #endif							/* CALABI_PUSH_STREAM_H */

@@ -1,0 +1,19 @@
+-- Called by the management functions when a sync should start, stop or
+-- restart: takes effect when the calling transaction commits (the launcher
+-- is told then, and only then).
+CREATE FUNCTION _sync_changed(sync_id uuid, should_run boolean, restart boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_sync_changed'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION _sync_changed(uuid, boolean, boolean) FROM PUBLIC;
+
+-- What the workers of this database's syncs are doing now (shared memory).
+CREATE FUNCTION _sync_runtime(
+    OUT sync_id uuid, OUT should_run boolean, OUT pid integer, OUT state text,
+    OUT worker_started_at timestamptz, OUT retries bigint,
+    OUT next_retry_at timestamptz, OUT next_restart_at timestamptz,
+    OUT last_exit text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'calabi_push_sync_runtime'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION _sync_runtime() FROM PUBLIC;

@@ -1,0 +1,75 @@
+-- Observation: one row per sync, one row per sync and stream.  No secrets;
+-- nothing granted to PUBLIC (GRANT SELECT to the roles that watch).
+
+CREATE VIEW sync_status AS
+SELECT s.name,
+       s.id,
+       s.method,
+       s.destination_sync_mode,
+       s.destination,
+       CASE
+           WHEN NOT s.enabled AND s.error_stopped THEN 'error'
+           WHEN NOT s.enabled THEN 'stopped'
+           WHEN r.state IS NOT NULL THEN r.state
+           WHEN s.run_completed_at IS NOT NULL AND r.last_exit = 'done' THEN 'idle'
+           WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
+           ELSE 'starting'
+       END AS state,
+       r.pid,
+       s.run_started_at AS started_at,
+       s.run_completed_at AS completed_at,
+       s.last_ack_at,
+       s.batches_sent,
+       s.records_sent,
+       s.bytes_sent,
+       s.retries + coalesce(r.retries, 0) AS retries,
+       coalesce(r.next_retry_at, r.next_restart_at) AS next_attempt_at,
+       s.last_error,
+       s.last_error_at
+  FROM calabi_push.sync s
+  LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id;
+
+COMMENT ON VIEW sync_status IS
+'one row per sync: state (starting, running, retrying, idle, stopped, error), worker, progress counters and the last error';
+
+CREATE VIEW stream_status AS
+WITH streams AS (
+    SELECT st.*, c.relkind,
+           CASE c.relkind
+               WHEN 'p' THEN (SELECT sum(greatest(pc.reltuples, 0))::int8
+                                FROM pg_catalog.pg_partition_tree(st.relid) pt
+                                JOIN pg_catalog.pg_class pc ON pc.oid = pt.relid
+                               WHERE pt.isleaf)
+               WHEN 'r' THEN nullif(c.reltuples, -1)::int8
+               WHEN 'm' THEN nullif(c.reltuples, -1)::int8
+           END AS rows_estimate
+      FROM calabi_push.sync_stream st
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = st.relid
+)
+SELECT s.name AS sync,
+       st.relid AS relation,
+       st.ordinal,
+       st.phase,
+       st.generation,
+       st.rows_sent,
+       st.rows_estimate,
+       CASE
+           WHEN st.phase = 'done' THEN 100.0
+           WHEN st.rows_estimate > 0
+               THEN least(round(100.0 * st.rows_sent / st.rows_estimate, 1), 99.9)
+       END AS percent_done,
+       CASE
+           WHEN st.phase = 'reading' AND st.rows_sent > 0 AND st.rows_estimate > st.rows_sent
+               THEN now() + (now() - st.read_started_at)
+                            * ((st.rows_estimate - st.rows_sent)::float8 / st.rows_sent)
+       END AS eta,
+       st.read_started_at,
+       st.read_finished_at,
+       st.checkpoint
+  FROM streams st
+  JOIN calabi_push.sync s ON s.id = st.sync_id;
+
+COMMENT ON VIEW stream_status IS
+'one row per sync and stream: phase, rows sent, estimated total, percent done, ETA and the acknowledged checkpoint';
+
+REVOKE ALL ON sync_status, stream_status FROM PUBLIC;

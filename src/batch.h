@@ -1,0 +1,71 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.h
+ *	  A batch being built: NDJSON message lines, and for each line the state
+ *	  its stream reaches once the line is delivered.
+ *
+ * Keeping a state per line is what lets a 413 split a batch anywhere: each
+ * part gets a STATE that reaches exactly its own last line.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_BATCH_H
+#define CALABI_PUSH_BATCH_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+
+typedef struct CpBatchItem
+{
+	int			line_off;		/* in lines */
+	int			line_len;		/* with its '\n'; 0: state only */
+	int			state_off;		/* in states */
+	int			state_len;		/* 0: the stream's state does not move */
+	int			stream;			/* index of the stream in the run */
+	bool		is_record;
+} CpBatchItem;
+
+typedef struct CpBatch
+{
+	StringInfoData lines;
+	StringInfoData states;
+	CpBatchItem *items;
+	int			nitems;
+	int			maxitems;
+	int			nrecords;
+	TimestampTz first_at;		/* when the first item was added */
+} CpBatch;
+
+extern void cp_batch_init(CpBatch *batch, MemoryContext mcxt);
+extern void cp_batch_reset(CpBatch *batch);
+
+/*
+ * Append a line: cp_batch_line_begin returns where it starts; the caller
+ * appends the JSON message to batch->lines and calls cp_batch_line_end.
+ */
+extern int	cp_batch_line_begin(CpBatch *batch);
+extern void cp_batch_line_end(CpBatch *batch, int start, int stream,
+							  bool is_record);
+/* The state the stream of the last item reaches (a JSON object). */
+extern void cp_batch_set_state(CpBatch *batch, const char *state, int len);
+/* An item that only moves a stream's state. */
+extern void cp_batch_add_state(CpBatch *batch, int stream, const char *state,
+							   int len);
+
+/*
+ * The body for items [from, to): their lines, then the STATE line naming
+ * batch_seq and the last state of each stream in the range.  stream_names
+ * gives each stream's "namespace":..,"name":.. members (JSON text).
+ * Optionally gzip-compressed.  Returns the number of records in the range.
+ */
+extern int	cp_batch_body(const CpBatch *batch, int from, int to, int64 batch_seq,
+						  const char *const *stream_names, int nstreams,
+						  bool gzip, StringInfo body);
+
+/* The last state of each stream in [from, to): -1 or the item index. */
+extern void cp_batch_last_states(const CpBatch *batch, int from, int to,
+								 int *last_item, int nstreams);
+
+#endif							/* CALABI_PUSH_BATCH_H */

@@ -1,0 +1,359 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  The sync worker's reads and writes of the calabi_push tables.
+ *
+ * JSON in the tables (options, checkpoints) is taken apart by the queries
+ * themselves: the worker gets plain columns back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+
+/* Defaults for options a sync or destination left out. */
+#define DEFAULT_BATCH_ROWS			10000
+#define DEFAULT_BATCH_BYTES			(8 * 1024 * 1024)
+#define DEFAULT_BATCH_LINGER_MS		1000
+#define DEFAULT_CHUNK_ROWS			10000
+#define DEFAULT_MAX_BACKOFF_MS		(5 * 60 * 1000)
+#define DEFAULT_CONNECT_TIMEOUT_MS	10000
+#define DEFAULT_REQUEST_TIMEOUT_MS	60000
+
+static void
+begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+static void
+exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL,
+										   false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "calabi_push catalog query failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+}
+
+/*
+ * Whether this database has calabi_push's tables: the extension may be
+ * absent, or (in a database that skipped an upgrade) older than them.
+ */
+static bool
+catalog_present(void)
+{
+	Oid			nsp;
+
+	if (!OidIsValid(get_extension_oid("calabi_push", true)))
+		return false;
+	nsp = get_namespace_oid("calabi_push", true);
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("sync", nsp));
+}
+
+static Datum
+uuid_datum(const pg_uuid_t *id)
+{
+	return UUIDPGetDatum((pg_uuid_t *) id);
+}
+
+/* column n (1-based) of row 0 as a palloc'd string in mcxt, or NULL */
+static char *
+text_column(int n, MemoryContext mcxt)
+{
+	char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, n);
+	char	   *copy = value ? MemoryContextStrdup(mcxt, value) : NULL;
+
+	if (value)
+		pfree(value);
+	return copy;
+}
+
+static int64
+int_column(HeapTuple tuple, int n)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, SPI_tuptable->tupdesc, n, &isnull);
+	Oid			type = SPI_gettypeid(SPI_tuptable->tupdesc, n);
+
+	if (isnull)
+		return 0;
+	switch (type)
+	{
+		case INT4OID:
+			return DatumGetInt32(d);
+		case INT8OID:
+			return DatumGetInt64(d);
+		case OIDOID:
+			return DatumGetObjectId(d);
+		case BOOLOID:
+			return DatumGetBool(d);
+		default:
+			elog(ERROR, "unexpected type %u in calabi_push catalog query", type);
+	}
+	return 0;
+}
+
+CpSyncDef *
+cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
+{
+	CpSyncDef  *sync = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {uuid_datum(id)};
+
+	begin();
+	if (!catalog_present())
+	{
+		end();
+		return NULL;
+	}
+
+	exec("SELECT s.name, s.method, s.destination_sync_mode, s.run_as::oid, s.enabled,"
+		 " COALESCE((s.options->>'batch_rows')::int, " CppAsString2(DEFAULT_BATCH_ROWS) "),"
+		 " COALESCE((s.options->>'batch_bytes')::int, " CppAsString2(DEFAULT_BATCH_BYTES) "),"
+		 " COALESCE((s.options->>'batch_linger_ms')::int, " CppAsString2(DEFAULT_BATCH_LINGER_MS) "),"
+		 " COALESCE((s.options->>'chunk_rows')::int, " CppAsString2(DEFAULT_CHUNK_ROWS) "),"
+		 " COALESCE(extract(epoch FROM (s.options->>'schedule')::interval) * 1000, 0)::int8,"
+		 " COALESCE(extract(epoch FROM (s.options->>'max_backoff')::interval) * 1000, "
+		 CppAsString2(DEFAULT_MAX_BACKOFF_MS) ")::int8,"
+		 " d.url, d.options->>'ca_file', d.options->>'ca_pem', d.options->>'client_cert',"
+		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, false),"
+		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(DEFAULT_CONNECT_TIMEOUT_MS) "),"
+		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(DEFAULT_REQUEST_TIMEOUT_MS) "),"
+		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
+		 " COALESCE(d.options->>'compression', 'gzip') <> 'none',"
+		 " sec.token, sec.client_secret, sec.client_key, s.id::text"
+		 " FROM calabi_push.sync s"
+		 " JOIN calabi_push.destination d ON d.name = s.destination"
+		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
+		 " WHERE s.id = $1",
+		 1, types, values, SPI_OK_SELECT);
+
+	if (SPI_processed == 1)
+	{
+		HeapTuple	row = SPI_tuptable->vals[0];
+		MemoryContext oldcontext;
+
+		sync = MemoryContextAllocZero(mcxt, sizeof(CpSyncDef));
+		sync->id = *id;
+		sync->name = text_column(1, mcxt);
+		sync->method = text_column(2, mcxt);
+		sync->mode = text_column(3, mcxt);
+		sync->run_as = (Oid) int_column(row, 4);
+		sync->enabled = int_column(row, 5) != 0;
+		sync->batch_rows = (int) int_column(row, 6);
+		sync->batch_bytes = (int) int_column(row, 7);
+		sync->batch_linger_ms = (int) int_column(row, 8);
+		sync->chunk_rows = (int) int_column(row, 9);
+		sync->schedule_ms = int_column(row, 10);
+		sync->max_backoff_ms = int_column(row, 11);
+		sync->dest.name = NULL;
+		sync->dest.url = text_column(12, mcxt);
+		sync->dest.ca_file = text_column(13, mcxt);
+		sync->dest.ca_pem = text_column(14, mcxt);
+		sync->dest.client_cert = text_column(15, mcxt);
+		sync->dest.proxy = text_column(16, mcxt);
+		sync->dest.allow_http = int_column(row, 17) != 0;
+		sync->dest.connect_timeout_ms = (int) int_column(row, 18);
+		sync->dest.request_timeout_ms = (int) int_column(row, 19);
+		sync->dest.token_url = text_column(20, mcxt);
+		sync->dest.client_id = text_column(21, mcxt);
+		sync->dest.scope = text_column(22, mcxt);
+		sync->gzip = int_column(row, 23) != 0;
+		sync->dest.token = text_column(24, mcxt);
+		sync->dest.client_secret = text_column(25, mcxt);
+		sync->dest.client_key = text_column(26, mcxt);
+		oldcontext = MemoryContextSwitchTo(mcxt);
+		strlcpy(sync->id_text, SPI_getvalue(row, SPI_tuptable->tupdesc, 27),
+				sizeof(sync->id_text));
+		MemoryContextSwitchTo(oldcontext);
+
+		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
+			 " (checkpoint->>'relfilenode')::oid,"
+			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after'))"
+			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
+			 1, types, values, SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	srow = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			CpStreamDef *stream = MemoryContextAllocZero(mcxt, sizeof(CpStreamDef));
+			bool		isnull;
+			Datum		after;
+
+			stream->relid = (Oid) int_column(srow, 1);
+			stream->ordinal = (int) int_column(srow, 2);
+			stream->phase = MemoryContextStrdup(mcxt, SPI_getvalue(srow, desc, 3));
+			stream->generation = int_column(srow, 4);
+			stream->rows_sent = int_column(srow, 5);
+			stream->relfilenode = (Oid) int_column(srow, 6);
+			after = SPI_getbinval(srow, desc, 7, &isnull);
+			if (!isnull)
+			{
+				Datum	   *elems;
+				int			nelems;
+
+				deconstruct_array(DatumGetArrayTypeP(after), TEXTOID, -1, false,
+								  TYPALIGN_INT, &elems, NULL, &nelems);
+				for (int e = 0; e < nelems; e++)
+				{
+					oldcontext = MemoryContextSwitchTo(mcxt);
+					stream->after = lappend(stream->after,
+											TextDatumGetCString(elems[e]));
+					MemoryContextSwitchTo(oldcontext);
+				}
+			}
+			oldcontext = MemoryContextSwitchTo(mcxt);
+			sync->streams = lappend(sync->streams, stream);
+			MemoryContextSwitchTo(oldcontext);
+		}
+	}
+	end();
+	return sync;
+}
+
+List *
+cp_catalog_enabled_syncs(void)
+{
+	List	   *ids = NIL;
+
+	begin();
+	if (catalog_present())
+	{
+		exec("SELECT id FROM calabi_push.sync WHERE enabled", 0, NULL, NULL,
+			 SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			pg_uuid_t  *id = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t));
+
+			*id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+			ids = lappend(ids, id);
+		}
+	}
+	end();
+	return ids;
+}
+
+int64
+cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n)
+{
+	Oid			types[2] = {UUIDOID, INT4OID};
+	Datum		values[2] = {uuid_datum(&sync->id), Int32GetDatum(n)};
+	int64		first;
+
+	begin();
+	exec("UPDATE calabi_push.sync SET next_batch_seq = next_batch_seq + $2"
+		 " WHERE id = $1 RETURNING next_batch_seq - $2",
+		 2, types, values, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sync \"%s\" no longer exists", sync->name)));
+	first = int_column(SPI_tuptable->vals[0], 1);
+	end();
+	return first;
+}
+
+void
+cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
+					  int64 records, int64 bytes, int64 retries)
+{
+	Oid			stypes[3] = {UUIDOID, OIDOID, TEXTOID};
+	Oid			types[4] = {UUIDOID, INT8OID, INT8OID, INT8OID};
+	Datum		values[4] = {uuid_datum(&sync->id), Int64GetDatum(records),
+	Int64GetDatum(bytes), Int64GetDatum(retries)};
+
+	begin();
+	for (int i = 0; i < nacks; i++)
+	{
+		Datum		svalues[3] = {uuid_datum(&sync->id),
+			ObjectIdGetDatum(acks[i].relid),
+		CStringGetTextDatum(acks[i].state)};
+
+		exec("WITH s(state) AS (SELECT $3::jsonb)"
+			 " UPDATE calabi_push.sync_stream SET checkpoint = s.state,"
+			 "  phase = s.state->>'phase',"
+			 "  rows_sent = COALESCE((s.state->>'rows')::int8, 0),"
+			 "  read_started_at = CASE WHEN generation IS DISTINCT FROM (s.state->>'generation')::int8"
+			 "   OR phase = 'pending' THEN now() ELSE read_started_at END,"
+			 "  read_finished_at = CASE WHEN s.state->>'phase' = 'done' THEN now() END,"
+			 "  generation = COALESCE((s.state->>'generation')::int8, generation)"
+			 " FROM s WHERE sync_id = $1 AND relid = $2",
+			 3, stypes, svalues, SPI_OK_UPDATE);
+	}
+	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"
+		 " records_sent = records_sent + $2, bytes_sent = bytes_sent + $3,"
+		 " retries = retries + $4, last_ack_at = now() WHERE id = $1",
+		 4, types, values, SPI_OK_UPDATE);
+	end();
+}
+
+void
+cp_catalog_run_completed(const CpSyncDef *sync)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {uuid_datum(&sync->id)};
+
+	begin();
+	exec("UPDATE calabi_push.sync SET run_completed_at = now() WHERE id = $1",
+		 1, types, values, SPI_OK_UPDATE);
+	end();
+}
+
+void
+cp_catalog_run_begins(const CpSyncDef *sync)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {uuid_datum(&sync->id)};
+
+	begin();
+	exec("UPDATE calabi_push.sync SET run_started_at = now(), run_completed_at = NULL"
+		 " WHERE id = $1", 1, types, values, SPI_OK_UPDATE);
+	exec("UPDATE calabi_push.sync_stream SET phase = 'pending'"
+		 " WHERE sync_id = $1 AND phase = 'done'", 1, types, values, SPI_OK_UPDATE);
+	end();
+}
+
+void
+cp_catalog_record_error(const pg_uuid_t *id, const char *message, bool refused)
+{
+	Oid			types[3] = {UUIDOID, TEXTOID, BOOLOID};
+	Datum		values[3] = {uuid_datum(id), CStringGetTextDatum(message),
+	BoolGetDatum(refused)};
+
+	begin();
+	if (catalog_present())
+		exec("UPDATE calabi_push.sync SET last_error = $2, last_error_at = now(),"
+			 " enabled = enabled AND NOT $3, error_stopped = error_stopped OR $3"
+			 " WHERE id = $1", 3, types, values, SPI_OK_UPDATE);
+	end();
+}

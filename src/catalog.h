@@ -1,0 +1,92 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *	  What a sync worker reads from and writes to the calabi_push tables.
+ *
+ * Every function runs its own short transaction: call them with none open.
+ * The worker writes nothing else, and it writes a checkpoint only after
+ * the endpoint acknowledged the batch that reaches it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_CATALOG_H
+#define CALABI_PUSH_CATALOG_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+#include "utils/uuid.h"
+
+#include "http.h"
+
+typedef struct CpStreamDef
+{
+	Oid			relid;
+	int			ordinal;
+	char	   *phase;			/* pending, reading, done */
+	int64		generation;
+	int64		rows_sent;
+	/* from the acknowledged checkpoint, when a read is under way */
+	Oid			relfilenode;
+	List	   *after;			/* keyset position: key values as text */
+} CpStreamDef;
+
+typedef struct CpSyncDef
+{
+	pg_uuid_t	id;
+	char		id_text[UUID_LEN * 2 + 5];
+	char	   *name;
+	char	   *method;
+	char	   *mode;			/* destination_sync_mode */
+	Oid			run_as;
+	bool		enabled;
+	int			batch_rows;
+	int			batch_bytes;
+	int			batch_linger_ms;
+	int			chunk_rows;
+	int64		schedule_ms;	/* 0: run once per start */
+	int64		max_backoff_ms;
+	bool		gzip;
+	CpDestinationConfig dest;
+	List	   *streams;		/* CpStreamDef *, in read order */
+} CpSyncDef;
+
+/*
+ * Load a sync; NULL when it no longer exists or the extension is gone from
+ * this database.
+ */
+extern CpSyncDef *cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt);
+
+/* Enabled syncs of this database (a probe's question). */
+extern List *cp_catalog_enabled_syncs(void);
+
+/*
+ * Reserve n batch numbers: returns the first; numbers up to first + n - 1
+ * are ours.  Committed before any of them is used.
+ */
+extern int64 cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n);
+
+/* One stream's acknowledged state, as sent in the STATE message. */
+typedef struct CpStreamAck
+{
+	Oid			relid;
+	const char *state;			/* JSON object text */
+} CpStreamAck;
+
+/* The endpoint acknowledged a batch: record its checkpoint and counters. */
+extern void cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks,
+								  int nacks, int64 records, int64 bytes,
+								  int64 retries);
+
+/* A run read every stream to the end / a scheduled run begins. */
+extern void cp_catalog_run_completed(const CpSyncDef *sync);
+extern void cp_catalog_run_begins(const CpSyncDef *sync);
+
+/*
+ * Record an error for sync_status; refused = the endpoint refused a batch:
+ * the sync stops (enabled = false) until start_sync.
+ */
+extern void cp_catalog_record_error(const pg_uuid_t *id, const char *message,
+									bool refused);
+
+#endif							/* CALABI_PUSH_CATALOG_H */

@@ -1,0 +1,532 @@
+/*-------------------------------------------------------------------------
+ *
+ * full_refresh.c
+ *	  Full refresh: read a stream to its end in chunks, each in its own
+ *	  short transaction, never holding one for the whole table.
+ *
+ * Two ways to read:
+ *
+ * - A table with a primary key (or a replica identity index) is read by
+ *   keyset pagination: WHERE (key) > (last key sent) ORDER BY key LIMIT n.
+ *   Every row is read at its version current at its chunk, exactly once;
+ *   the checkpoint is the last key acknowledged, so a crash resumes right
+ *   after it, in the same generation.  A table rewritten between chunks
+ *   (VACUUM FULL, CLUSTER, TRUNCATE give it a new relfilenode) restarts its
+ *   read under a new generation, announced with refresh_start.
+ *
+ * - Anything else (views, materialized views, foreign tables, keyless
+ *   tables) is read through a cursor WITH HOLD: its query runs once, at the
+ *   commit of the transaction that declared it, into a tuplestore (spilling
+ *   to disk), and later chunks fetch from it in transactions of their own.
+ *   One consistent snapshot, no transaction left open; but a cursor does not
+ *   survive a restart, so an interrupted read starts again under a new
+ *   generation.
+ *
+ * Reads run as the sync's role: its privileges and row-level security
+ * apply.  Everything a chunk encodes is under pinned settings (encoder.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "stream.h"
+#include "worker.h"
+
+/* rows fetched from a held cursor at a time, so a byte limit can stop us */
+#define CURSOR_PIECE_ROWS 100
+
+/* milliseconds since the Unix epoch, as the protocol's emitted_at */
+static int64
+unix_ms_now(void)
+{
+	return GetCurrentTimestamp() / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}
+
+static Oid
+current_relfilenode(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			relfilenode;
+
+	if (!HeapTupleIsValid(tuple))
+		return InvalidOid;
+	relfilenode = ((Form_pg_class) GETSTRUCT(tuple))->relfilenode;
+	ReleaseSysCache(tuple);
+	return relfilenode;
+}
+
+/* Open the stream's relation as the sync's role; errors name the fix. */
+static Relation
+open_stream_relation(CpRun *run, CpStreamRun *s)
+{
+	if (get_rel_relkind(s->def->relid) == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("a relation of sync \"%s\" no longer exists (OID %u)",
+						run->sync->name, s->def->relid),
+				 errhint("Drop the sync and create it again without that relation.")));
+	return cp_stream_open(s->def->relid, run->sync->run_as);
+}
+
+static void
+append_state(StringInfo buf, CpStreamRun *s, const char *phase)
+{
+	ListCell   *lc;
+
+	appendStringInfo(buf, "{\"method\":\"full_refresh\",\"generation\":" INT64_FORMAT
+					 ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
+					 s->generation, phase, s->rows);
+	if (s->keyset && strcmp(phase, "reading") == 0)
+	{
+		appendStringInfo(buf, ",\"relfilenode\":%u,\"after\":[", s->relfilenode);
+		foreach(lc, s->after)
+		{
+			const char *value = lfirst(lc);
+
+			if (foreach_current_index(lc) > 0)
+				appendStringInfoChar(buf, ',');
+			cp_append_json_string(buf, value, strlen(value));
+		}
+		appendStringInfoChar(buf, ']');
+	}
+	appendStringInfoChar(buf, '}');
+}
+
+/* A line that moves the stream's state: a CONTROL, or nothing (append). */
+static void
+emit_control(CpRun *run, int idx, const char *kind, const char *phase)
+{
+	CpStreamRun *s = &run->streams[idx];
+	CpBatch    *batch = &run->batch;
+	StringInfoData state;
+
+	initStringInfo(&state);
+	append_state(&state, s, phase);
+	if (run->overwrite)
+	{
+		int			start = cp_batch_line_begin(batch);
+
+		appendStringInfo(&batch->lines,
+						 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
+						 INT64_FORMAT "}}", kind, s->control_names, s->generation);
+		cp_batch_line_end(batch, start, idx, false);
+		cp_batch_set_state(batch, state.data, state.len);
+	}
+	else
+		cp_batch_add_state(batch, idx, state.data, state.len);
+	pfree(state.data);
+}
+
+/* Describe the stream and decide how to read it (in a transaction). */
+static void
+prepare_stream(CpRun *run, int idx)
+{
+	CpStreamRun *s = &run->streams[idx];
+	Relation	rel;
+	List	   *pk;
+	CpRowEncoder *schema_enc;
+	StringInfoData buf;
+	CpBatch    *batch = &run->batch;
+	int			start;
+	MemoryContext oldcontext;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = open_stream_relation(run, s);
+
+	oldcontext = MemoryContextSwitchTo(run->mcxt);
+	s->nspname = get_namespace_name(RelationGetNamespace(rel));
+	s->relname = pstrdup(RelationGetRelationName(rel));
+	s->select_query = cp_stream_select_query(rel);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\"namespace\":");
+	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
+	appendStringInfoString(&buf, ",\"name\":");
+	cp_append_json_string(&buf, s->relname, strlen(s->relname));
+	s->names_json = pstrdup(buf.data);
+	run->stream_names[idx] = s->names_json;
+
+	/* CONTROL and RECORD messages name it "stream", STATE and STREAM "name" */
+	resetStringInfo(&buf);
+	appendStringInfoString(&buf, "\"namespace\":");
+	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
+	appendStringInfoString(&buf, ",\"stream\":");
+	cp_append_json_string(&buf, s->relname, strlen(s->relname));
+	s->control_names = pstrdup(buf.data);
+
+	s->record_prefix = psprintf("{\"type\":\"RECORD\",\"record\":{%s,\"emitted_at\":",
+								s->control_names);
+	pfree(buf.data);
+
+	/* keyset needs a key and a relation that has rows of its own */
+	pk = (rel->rd_rel->relkind == RELKIND_RELATION ||
+		  rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE) ?
+		cp_stream_primary_key(rel) : NIL;
+	s->keyset = pk != NIL;
+	if (s->keyset)
+	{
+		ListCell   *lc;
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		s->nkeys = list_length(pk);
+		s->key_names = palloc(sizeof(char *) * s->nkeys);
+		s->key_types = palloc(sizeof(Oid) * s->nkeys);
+		s->key_typmods = palloc(sizeof(int32) * s->nkeys);
+		s->key_columns = palloc0(sizeof(int) * s->nkeys);
+		s->key_out = palloc(sizeof(FmgrInfo) * s->nkeys);
+		foreach(lc, pk)
+		{
+			int			k = foreach_current_index(lc);
+			AttrNumber	attnum = get_attnum(RelationGetRelid(rel), lfirst(lc));
+			Form_pg_attribute attr = TupleDescAttr(desc, attnum - 1);
+			Oid			outfunc;
+			bool		isvarlena;
+
+			s->key_names[k] = pstrdup(quote_identifier(lfirst(lc)));
+			s->key_types[k] = attr->atttypid;
+			s->key_typmods[k] = attr->atttypmod;
+			getTypeOutputInfo(attr->atttypid, &outfunc, &isvarlena);
+			fmgr_info_cxt(outfunc, &s->key_out[k], run->mcxt);
+		}
+		s->relfilenode = rel->rd_rel->relfilenode;
+	}
+	else
+		s->cursor_name = psprintf("calabi_push_stream_%d", idx);
+
+	/* the STREAM message, sent in every run before the stream's records */
+	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
+	start = cp_batch_line_begin(batch);
+	appendStringInfoString(&batch->lines, "{\"type\":\"STREAM\",\"stream\":");
+	{
+		StringInfoData extra;
+
+		initStringInfo(&extra);
+		appendStringInfo(&extra,
+						 "\"sync_mode\":\"full_refresh\",\"destination_sync_mode\":\"%s\","
+						 "\"method\":\"full_refresh\"", run->sync->mode);
+		cp_stream_append_object(&batch->lines, rel, schema_enc, extra.data);
+		pfree(extra.data);
+	}
+	appendStringInfoChar(&batch->lines, '}');
+	cp_batch_line_end(batch, start, idx, false);
+	MemoryContextSwitchTo(oldcontext);
+
+	relation_close(rel, NoLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextReset(run->chunkcxt);
+}
+
+/* Encode one row of a chunk as a RECORD with its state. */
+static void
+add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
+		   Datum *values, bool *isnull, int64 emitted_at, StringInfo state)
+{
+	CpStreamRun *s = &run->streams[idx];
+	CpBatch    *batch = &run->batch;
+	int			start = cp_batch_line_begin(batch);
+
+	heap_deform_tuple(tuple, desc, values, isnull);
+	appendStringInfoString(&batch->lines, s->record_prefix);
+	appendStringInfo(&batch->lines, INT64_FORMAT ",\"data\":", emitted_at);
+	cp_encode_row(s->enc, &batch->lines, values, isnull);
+	appendStringInfoString(&batch->lines, "}}");
+	cp_batch_line_end(batch, start, idx, true);
+	s->rows++;
+
+	if (s->keyset)
+	{
+		MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
+
+		list_free_deep(s->after);
+		s->after = NIL;
+		for (int k = 0; k < s->nkeys; k++)
+			s->after = lappend(s->after,
+							   OutputFunctionCall(&s->key_out[k],
+												  values[s->key_columns[k] - 1]));
+		MemoryContextSwitchTo(oldcontext);
+	}
+	resetStringInfo(state);
+	append_state(state, s, "reading");
+	cp_batch_set_state(batch, state->data, state->len);
+}
+
+static void
+make_encoder(CpRun *run, CpStreamRun *s, TupleDesc desc)
+{
+	if (s->enc != NULL)
+		return;
+	s->enc = cp_row_encoder_create(desc, run->mcxt);
+	if (s->keyset)
+		for (int k = 0; k < s->nkeys; k++)
+			s->key_columns[k] = SPI_fnumber(desc, s->key_names[k]);
+}
+
+/*
+ * Read the next chunk of a keyset stream: at most max_rows rows, fewer if
+ * the batch's byte limit is reached first.  Returns the rows read, or -1
+ * when the table was rewritten since the read began.
+ */
+static int
+read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
+{
+	CpStreamRun *s = &run->streams[idx];
+	StringInfoData query;
+	Datum	   *args = NULL;
+	int			nargs = list_length(s->after);
+	int			rows = 0;
+	Oid			save_userid;
+	int			save_sec;
+
+	if (s->relfilenode != InvalidOid &&
+		current_relfilenode(s->def->relid) != s->relfilenode)
+		return -1;
+
+	initStringInfo(&query);
+	appendStringInfoString(&query, s->select_query);
+	if (nargs > 0)
+	{
+		appendStringInfoString(&query, " WHERE (");
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_names[k]);
+		appendStringInfoString(&query, ") > (");
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&query, "%s$%d", k ? ", " : "", k + 1);
+		appendStringInfoChar(&query, ')');
+
+		/* the key as it was written, read back with the same settings */
+		args = palloc(sizeof(Datum) * nargs);
+		for (int k = 0; k < nargs; k++)
+		{
+			Oid			typinput,
+						typioparam;
+
+			getTypeInputInfo(s->key_types[k], &typinput, &typioparam);
+			args[k] = OidInputFunctionCall(typinput, list_nth(s->after, k),
+										   typioparam, s->key_typmods[k]);
+		}
+	}
+	appendStringInfoString(&query, " ORDER BY ");
+	for (int k = 0; k < s->nkeys; k++)
+		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_names[k]);
+	appendStringInfo(&query, " LIMIT %d", max_rows);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_execute_with_args(query.data, nargs, s->key_types, args, NULL,
+							  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *isnull = palloc(sizeof(bool) * desc->natts);
+		int64		emitted_at = unix_ms_now();
+		StringInfoData state;
+
+		make_encoder(run, s, desc);
+		initStringInfo(&state);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+					   emitted_at, &state);
+			rows++;
+			if (run->batch.lines.len >= run->sync->batch_bytes)
+				break;
+		}
+		*exhausted = SPI_processed < (uint64) max_rows;
+		if (rows < (int) SPI_processed)
+			*exhausted = false; /* stopped early: more to read */
+	}
+	return rows;
+}
+
+/* Declare the held cursor over the whole stream (its own transaction). */
+static void
+open_cursor(CpRun *run, CpStreamRun *s)
+{
+	Oid			save_userid;
+	int			save_sec;
+	SPIParseOpenOptions options;
+
+	memset(&options, 0, sizeof(options));
+	options.cursorOptions = CURSOR_OPT_HOLD | CURSOR_OPT_NO_SCROLL;
+	options.read_only = true;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_cursor_parse_open(s->cursor_name, s->select_query, &options) == NULL)
+		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	s->cursor_open = true;
+}
+
+static int
+read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
+{
+	CpStreamRun *s = &run->streams[idx];
+	Portal		portal = SPI_cursor_find(s->cursor_name);
+	int			rows = 0;
+	int64		emitted_at = unix_ms_now();
+	StringInfoData state;
+
+	if (portal == NULL)
+		elog(ERROR, "cursor \"%s\" of calabi_push is gone", s->cursor_name);
+	initStringInfo(&state);
+	*exhausted = false;
+	while (rows < max_rows && run->batch.lines.len < run->sync->batch_bytes)
+	{
+		TupleDesc	desc;
+		Datum	   *values;
+		bool	   *isnull;
+
+		SPI_cursor_fetch(portal, true, Min(CURSOR_PIECE_ROWS, max_rows - rows));
+		if (SPI_processed == 0)
+		{
+			*exhausted = true;
+			break;
+		}
+		desc = SPI_tuptable->tupdesc;
+		make_encoder(run, s, desc);
+		values = palloc(sizeof(Datum) * desc->natts);
+		isnull = palloc(sizeof(bool) * desc->natts);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+					   emitted_at, &state);
+		rows += SPI_processed;
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return rows;
+}
+
+static void
+close_cursor(CpStreamRun *s)
+{
+	Portal		portal;
+
+	if (!s->cursor_open)
+		return;
+	StartTransactionCommand();
+	portal = GetPortalByName(s->cursor_name);
+	if (PortalIsValid(portal))
+		PortalDrop(portal, false);
+	CommitTransactionCommand();
+	s->cursor_open = false;
+}
+
+/* Begin a read under a new generation. */
+static void
+begin_read(CpRun *run, int idx)
+{
+	CpStreamRun *s = &run->streams[idx];
+
+	s->generation = s->def->generation + 1;
+	s->def->generation = s->generation;
+	s->rows = 0;
+	list_free_deep(s->after);
+	s->after = NIL;
+	if (s->keyset)
+	{
+		StartTransactionCommand();
+		s->relfilenode = current_relfilenode(s->def->relid);
+		CommitTransactionCommand();
+	}
+	emit_control(run, idx, "refresh_start", "reading");
+}
+
+void
+cp_full_refresh_stream(CpRun *run, int idx)
+{
+	CpStreamRun *s = &run->streams[idx];
+	bool		exhausted = false;
+
+	prepare_stream(run, idx);
+
+	/* resume an acknowledged keyset read of the same table, else start */
+	if (strcmp(s->def->phase, "reading") == 0 && s->keyset &&
+		s->def->relfilenode == s->relfilenode && s->def->after != NIL)
+	{
+		s->generation = s->def->generation;
+		s->rows = s->def->rows_sent;
+		s->after = s->def->after;
+		/* a refresh_start of the open generation changes nothing */
+		emit_control(run, idx, "refresh_start", "reading");
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" resumes reading \"%s\".\"%s\" after " INT64_FORMAT " rows",
+						run->sync->name, s->nspname, s->relname, s->rows)));
+	}
+	else
+		begin_read(run, idx);
+
+	while (!exhausted)
+	{
+		int			room = run->sync->batch_rows - run->batch.nrecords;
+		int			max_rows = Min(run->sync->chunk_rows, Max(room, 1));
+		int			nestlevel;
+		int			rows;
+
+		CHECK_FOR_INTERRUPTS();
+
+		if (!s->keyset && !s->cursor_open)
+		{
+			/* the query runs at this commit, with the server's settings */
+			StartTransactionCommand();
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			open_cursor(run, s);
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		nestlevel = cp_encoder_pin_settings();
+		{
+			MemoryContext oldcontext = MemoryContextSwitchTo(run->chunkcxt);
+
+			rows = s->keyset ?
+				read_keyset_chunk(run, idx, max_rows, &exhausted) :
+				read_cursor_chunk(run, idx, max_rows, &exhausted);
+			MemoryContextSwitchTo(oldcontext);
+		}
+		cp_encoder_unpin_settings(nestlevel);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextReset(run->chunkcxt);
+
+		if (rows < 0)
+		{
+			ereport(LOG,
+					(errmsg("calabi_push sync \"%s\": \"%s\".\"%s\" was rewritten during its read; reading it again",
+							run->sync->name, s->nspname, s->relname)));
+			begin_read(run, idx);
+			continue;
+		}
+		if (cp_delivery_batch_full(run))
+			cp_delivery_flush(run);
+	}
+
+	close_cursor(s);
+	emit_control(run, idx, "refresh_end", "done");
+	s->def->phase = "done";
+}

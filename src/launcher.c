@@ -1,0 +1,697 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher: one background worker per cluster that starts, restarts
+ *	  and stops the sync workers of every database.
+ *
+ * It is connected to no database, like core's logical replication launcher,
+ * and reads only pg_database.  At its start it sends a short-lived probe
+ * worker into each database that accepts connections; a probe marks that
+ * database's enabled syncs as "should run" in shared memory and exits.
+ * From then on the management functions keep shared memory up to date at
+ * commit (calabi_push._sync_changed), so no setting has to list databases.
+ *
+ * A worker that fails is restarted after a delay that doubles with each
+ * consecutive failure (1 s up to 5 min); one that finished a run without a
+ * schedule, or whose batch the endpoint refused, waits for start_sync.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "launcher.h"
+#include "shmem.h"
+
+/* restart delays of a failing sync worker */
+#define RESTART_DELAY_MIN_MS	1000
+#define RESTART_DELAY_MAX_MS	(5 * 60 * 1000)
+/* at most this many database probes at a time */
+#define MAX_CONCURRENT_PROBES	2
+
+PGDLLEXPORT void calabi_push_launcher_main(Datum main_arg);
+
+/* the launcher's own handles, by slot; lost (harmlessly) if it restarts */
+static BackgroundWorkerHandle **handles = NULL;
+static uint64 *handle_generations = NULL;
+
+/* databases still to be probed */
+static List *probe_queue = NIL;
+
+/*
+ * Delay before the n-th consecutive restart.  Called with the lock held by
+ * whoever notices the failure.
+ */
+void
+cp_schedule_restart(CpSyncSlot *slot)
+{
+	int64		delay = RESTART_DELAY_MIN_MS;
+
+	slot->failures++;
+	for (int i = 1; i < slot->failures && delay < RESTART_DELAY_MAX_MS; i++)
+		delay *= 2;
+	delay = Min(delay, RESTART_DELAY_MAX_MS);
+	slot->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+}
+
+void
+cp_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "calabi_push");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	if (cp_shared->launcher_pid == MyProcPid)
+		cp_shared->launcher_pid = 0;
+	LWLockRelease(cp_shared->lock);
+}
+
+/* Every database a sync could live in. */
+static void
+queue_all_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext oldcontext;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+		probe_queue = lappend_oid(probe_queue, db->oid);
+		MemoryContextSwitchTo(oldcontext);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Register the worker of a slot (lock held exclusively). */
+static bool
+launch(int slotno)
+{
+	CpSyncSlot *slot = &cp_shared->slots[slotno];
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+
+	slot->generation++;
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
+	bgw.bgw_notify_pid = MyProcPid;
+	bgw.bgw_main_arg = Int32GetDatum(slotno);
+	memcpy(bgw.bgw_extra, &slot->generation, sizeof(uint64));
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "calabi_push");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_worker_main");
+	if (slot->probe)
+	{
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push probe of database %u",
+				 slot->dboid);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push probe");
+	}
+	else
+	{
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push sync worker");
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push sync");
+	}
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+		return false;
+
+	handles[slotno] = handle;
+	handle_generations[slotno] = slot->generation;
+	slot->launched = true;
+	slot->signalled = false;
+	slot->pid = 0;
+	slot->last_exit = CP_EXIT_UNKNOWN;
+	slot->state = CP_RUN_STARTING;
+	slot->started_at = GetCurrentTimestamp();
+	slot->retries = 0;
+	return true;
+}
+
+/*
+ * A launched worker that exited before it could attach (or without its exit
+ * callback) is noticed through our handle.  Lock held exclusively.
+ */
+static void
+reap(int slotno)
+{
+	CpSyncSlot *slot = &cp_shared->slots[slotno];
+	pid_t		pid;
+
+	if (!slot->launched || handles[slotno] == NULL ||
+		handle_generations[slotno] != slot->generation)
+		return;
+	if (GetBackgroundWorkerPid(handles[slotno], &pid) != BGWH_STOPPED)
+		return;
+	/* stopped: the exit callback cleared launched unless it never ran */
+	if (slot->launched)
+	{
+		slot->launched = false;
+		slot->pid = 0;
+		slot->state = CP_RUN_NONE;
+		if (!slot->probe)
+			cp_schedule_restart(slot);
+	}
+	pfree(handles[slotno]);
+	handles[slotno] = NULL;
+}
+
+/* One pass over the slots; returns how long to sleep at most. */
+static long
+reconcile(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = 10000;
+	int			probes = 0;
+	bool		out_of_workers = false;
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+
+	for (int i = 0; i < cp_shared->nslots; i++)
+	{
+		CpSyncSlot *slot = &cp_shared->slots[i];
+
+		if (!slot->in_use)
+			continue;
+		reap(i);
+
+		if (slot->probe)
+		{
+			if (slot->launched)
+				probes++;
+			else if (slot->kick && !out_of_workers)
+			{
+				slot->kick = false;
+				if (launch(i))
+					probes++;
+				else
+				{
+					slot->kick = true;
+					out_of_workers = true;
+				}
+			}
+			else if (!slot->kick)
+				slot->in_use = false;	/* probe done */
+			continue;
+		}
+
+		if (!slot->should_run)
+		{
+			if (slot->launched)
+			{
+				if (!slot->signalled && slot->pid != 0)
+				{
+					kill(slot->pid, SIGTERM);
+					slot->signalled = true;
+				}
+			}
+			else
+				slot->in_use = false;
+			continue;
+		}
+
+		if (slot->launched)
+		{
+			if (slot->restart && !slot->signalled && slot->pid != 0)
+			{
+				kill(slot->pid, SIGTERM);
+				slot->signalled = true;
+			}
+			continue;
+		}
+
+		/* should run, no worker */
+		if (slot->restart)
+		{
+			slot->restart = false;
+			slot->kick = true;
+		}
+		if (slot->kick)
+		{
+			slot->failures = 0;
+			slot->next_start = 0;
+		}
+		else if (slot->last_exit == CP_EXIT_DONE ||
+				 slot->last_exit == CP_EXIT_REFUSED ||
+				 slot->last_exit == CP_EXIT_GONE)
+			continue;			/* waits for start_sync or resync */
+		else if (slot->next_start > now)
+		{
+			long		ms = TimestampDifferenceMilliseconds(now, slot->next_start);
+
+			sleep_ms = Min(sleep_ms, Max(ms, 1));
+			continue;
+		}
+
+		if (out_of_workers)
+			continue;
+		slot->kick = false;
+		if (!launch(i))
+		{
+			slot->kick = true;
+			out_of_workers = true;
+		}
+	}
+
+	/* probe more databases while there is room */
+	while (probe_queue != NIL && probes < MAX_CONCURRENT_PROBES && !out_of_workers)
+	{
+		Oid			dboid = linitial_oid(probe_queue);
+		CpSyncSlot *slot = NULL;
+
+		for (int i = 0; i < cp_shared->nslots; i++)
+		{
+			if (!cp_shared->slots[i].in_use)
+			{
+				uint64		generation = cp_shared->slots[i].generation;
+
+				slot = &cp_shared->slots[i];
+				memset(slot, 0, sizeof(*slot));
+				slot->generation = generation;
+				slot->in_use = true;
+				slot->probe = true;
+				slot->dboid = dboid;
+				if (!launch(i))
+				{
+					slot->in_use = false;
+					out_of_workers = true;
+					slot = NULL;
+				}
+				break;
+			}
+		}
+		if (slot == NULL)
+			break;
+		probes++;
+		probe_queue = list_delete_first(probe_queue);
+	}
+
+	LWLockRelease(cp_shared->lock);
+
+	if (out_of_workers)
+	{
+		ereport(WARNING,
+				(errmsg("calabi_push could not start a background worker: all of max_worker_processes are in use"),
+				 errhint("Raise max_worker_processes (one per running sync, plus the launcher).")));
+		sleep_ms = Min(sleep_ms, 5000);
+	}
+	return sleep_ms;
+}
+
+void
+calabi_push_launcher_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(BackgroundWorkerHandle *) * cp_shared->nslots);
+	handle_generations = MemoryContextAllocZero(TopMemoryContext,
+												sizeof(uint64) * cp_shared->nslots);
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	cp_shared->launcher_pid = MyProcPid;
+	LWLockRelease(cp_shared->lock);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	queue_all_databases();
+
+	for (;;)
+	{
+		long		sleep_ms = reconcile();
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+/*
+ * calabi_push._sync_changed(sync_id, should_run, restart): remember what the
+ * management function decided, and tell the launcher when (and only if) the
+ * transaction commits, as core's ApplyLauncherWakeupAtCommit does.
+ */
+typedef struct PendingChange
+{
+	pg_uuid_t	sync_id;
+	bool		should_run;
+	bool		restart;
+	int			nestlevel;		/* subtransaction that asked */
+} PendingChange;
+
+static List *pending_changes = NIL;
+static bool pending_stop_database = false;	/* DROP EXTENSION */
+
+PG_FUNCTION_INFO_V1(calabi_push_sync_changed);
+
+Datum
+calabi_push_sync_changed(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *sync_id = PG_GETARG_UUID_P(0);
+	bool		should_run = PG_GETARG_BOOL(1);
+	bool		restart = PG_GETARG_BOOL(2);
+	PendingChange *change;
+	MemoryContext oldcontext;
+
+	cp_shmem_attach();
+
+	/* refuse now, not silently at commit, when no slot can take it */
+	if (should_run)
+	{
+		int			free = 0;
+
+		LWLockAcquire(cp_shared->lock, LW_SHARED);
+		if (cp_slot_find(MyDatabaseId, sync_id) == NULL)
+			for (int i = 0; i < cp_shared->nslots; i++)
+				if (!cp_shared->slots[i].in_use)
+					free++;
+		LWLockRelease(cp_shared->lock);
+		if (free == 0 && cp_slot_find(MyDatabaseId, sync_id) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too many syncs are running in this cluster"),
+					 errdetail("calabi_push.max_syncs is %d.", cp_max_syncs),
+					 errhint("Stop a sync, or raise calabi_push.max_syncs and restart the server.")));
+	}
+
+	oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+	change = palloc(sizeof(PendingChange));
+	change->sync_id = *sync_id;
+	change->should_run = should_run;
+	change->restart = restart;
+	change->nestlevel = GetCurrentTransactionNestLevel();
+	pending_changes = lappend(pending_changes, change);
+	MemoryContextSwitchTo(oldcontext);
+	PG_RETURN_VOID();
+}
+
+static void
+apply_pending_changes(void)
+{
+	ListCell   *lc;
+	bool		wake = false;
+
+	if (cp_shared == NULL)
+		return;
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, pending_changes)
+	{
+		PendingChange *change = lfirst(lc);
+		CpSyncSlot *slot;
+
+		slot = change->should_run ?
+			cp_slot_claim(MyDatabaseId, &change->sync_id) :
+			cp_slot_find(MyDatabaseId, &change->sync_id);
+		if (slot == NULL)
+			continue;			/* checked when asked; a race lost: the
+								 * next probe finds it */
+		slot->should_run = change->should_run;
+		if (change->should_run)
+			slot->kick = true;
+		if (change->restart)
+			slot->restart = true;
+		wake = true;
+	}
+	if (pending_stop_database)
+	{
+		for (int i = 0; i < cp_shared->nslots; i++)
+		{
+			CpSyncSlot *slot = &cp_shared->slots[i];
+
+			if (slot->in_use && !slot->probe && slot->dboid == MyDatabaseId)
+			{
+				slot->should_run = false;
+				wake = true;
+			}
+		}
+	}
+	LWLockRelease(cp_shared->lock);
+	if (wake)
+		cp_wake_launcher();
+}
+
+static void
+forget_pending_changes(void)
+{
+	list_free_deep(pending_changes);
+	pending_changes = NIL;
+	pending_stop_database = false;
+}
+
+static void
+launcher_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (pending_changes != NIL || pending_stop_database)
+				apply_pending_changes();
+			forget_pending_changes();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			forget_pending_changes();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+launcher_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	foreach(lc, pending_changes)
+	{
+		PendingChange *change = lfirst(lc);
+
+		if (change->nestlevel >= level)
+		{
+			pending_changes = foreach_delete_current(pending_changes, lc);
+			pfree(change);
+		}
+	}
+}
+
+/*
+ * DROP DATABASE, and renaming a database or moving it to another
+ * tablespace, need every session of the database gone: stop its sync
+ * workers first, wait for them (a few seconds at most), and let them start
+ * again if the command fails or the database lives on.
+ */
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+static List *
+pause_database(Oid dboid)
+{
+	List	   *paused = NIL;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < cp_shared->nslots; i++)
+	{
+		CpSyncSlot *slot = &cp_shared->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid && !slot->probe && slot->should_run)
+		{
+			slot->should_run = false;
+			paused = lappend_int(paused, i);
+		}
+	}
+	LWLockRelease(cp_shared->lock);
+	if (paused == NIL)
+		return NIL;
+	cp_wake_launcher();
+
+	for (;;)
+	{
+		bool		alive = false;
+
+		LWLockAcquire(cp_shared->lock, LW_SHARED);
+		for (int i = 0; i < cp_shared->nslots; i++)
+		{
+			CpSyncSlot *slot = &cp_shared->slots[i];
+
+			if (slot->in_use && slot->dboid == dboid && slot->launched)
+				alive = true;
+		}
+		LWLockRelease(cp_shared->lock);
+		if (!alive || GetCurrentTimestamp() >= deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 50, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return paused;
+}
+
+static void
+resume_database(Oid dboid, List *paused)
+{
+	ListCell   *lc;
+
+	if (paused == NIL)
+		return;
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, paused)
+	{
+		CpSyncSlot *slot = &cp_shared->slots[lfirst_int(lc)];
+
+		if (slot->in_use && slot->dboid == dboid && !slot->probe)
+		{
+			slot->should_run = true;
+			slot->kick = true;
+		}
+	}
+	LWLockRelease(cp_shared->lock);
+	cp_wake_launcher();
+}
+
+/* not inlined: its locals must not live across the PG_TRY below */
+static pg_noinline Oid
+database_needing_exclusive_access(Node *stmt)
+{
+	const char *dbname = NULL;
+
+	if (IsA(stmt, DropdbStmt))
+		dbname = ((DropdbStmt *) stmt)->dbname;
+	else if (IsA(stmt, RenameStmt) &&
+			 ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		dbname = ((RenameStmt *) stmt)->subname;
+	else if (IsA(stmt, AlterDatabaseStmt))
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				dbname = ((AlterDatabaseStmt *) stmt)->dbname;
+	}
+	return dbname ? get_database_oid(dbname, true) : InvalidOid;
+}
+
+static bool
+is_drop_of_this_extension(Node *stmt)
+{
+	DropStmt   *drop;
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt))
+		return false;
+	drop = (DropStmt *) stmt;
+	if (drop->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, drop->objects)
+		if (strcmp(strVal(lfirst(lc)), "calabi_push") == 0)
+			return true;
+	return false;
+}
+
+static void
+calabi_push_process_utility(PlannedStmt *pstmt, const char *queryString,
+							bool readOnlyTree, ProcessUtilityContext context,
+							ParamListInfo params, QueryEnvironment *queryEnv,
+							DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	volatile Oid dboid = cp_shared ? database_needing_exclusive_access(stmt) : InvalidOid;
+	List	   *volatile paused = NIL;
+
+	if (cp_shared != NULL && is_drop_of_this_extension(stmt))
+		pending_stop_database = true;	/* applied if the DROP commits */
+
+	if (OidIsValid(dboid))
+		paused = pause_database(dboid);
+
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		resume_database(dboid, paused);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	/* a dropped database's slots are freed by the launcher (should_run off) */
+	if (!IsA(stmt, DropdbStmt))
+		resume_database(dboid, paused);
+}
+
+void
+cp_launcher_init_backend_hooks(void)
+{
+	RegisterXactCallback(launcher_xact_callback, NULL);
+	RegisterSubXactCallback(launcher_subxact_callback, NULL);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = calabi_push_process_utility;
+}

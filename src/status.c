@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.c
+ *	  calabi_push._sync_runtime(): what the workers of this database's syncs
+ *	  are doing right now, from shared memory, for the sync_status view.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "compat.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(calabi_push_sync_runtime);
+
+static const char *
+state_name(CpRunState state)
+{
+	switch (state)
+	{
+		case CP_RUN_STARTING:
+			return "starting";
+		case CP_RUN_RUNNING:
+			return "running";
+		case CP_RUN_RETRYING:
+			return "retrying";
+		case CP_RUN_IDLE:
+			return "idle";
+		case CP_RUN_NONE:
+			break;
+	}
+	return NULL;
+}
+
+static const char *
+exit_name(CpExitKind kind)
+{
+	switch (kind)
+	{
+		case CP_EXIT_ERROR:
+			return "error";
+		case CP_EXIT_DONE:
+			return "done";
+		case CP_EXIT_REFUSED:
+			return "refused";
+		case CP_EXIT_GONE:
+			return "gone";
+		case CP_EXIT_UNKNOWN:
+			break;
+	}
+	return NULL;
+}
+
+#define RUNTIME_COLUMNS 9
+
+Datum
+calabi_push_sync_runtime(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TupleDesc	tupdesc;
+	Tuplestorestate *store;
+	MemoryContext oldcontext;
+
+	cp_shmem_attach();
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
+	MemoryContextSwitchTo(oldcontext);
+
+	LWLockAcquire(cp_shared->lock, LW_SHARED);
+	for (int i = 0; i < cp_shared->nslots; i++)
+	{
+		CpSyncSlot *slot = &cp_shared->slots[i];
+		Datum		values[RUNTIME_COLUMNS];
+		bool		nulls[RUNTIME_COLUMNS];
+		const char *state = state_name(slot->state);
+		const char *last_exit = exit_name(slot->last_exit);
+		pg_uuid_t  *id;
+
+		if (!slot->in_use || slot->probe || slot->dboid != MyDatabaseId)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		id = palloc(sizeof(pg_uuid_t));
+		*id = slot->sync_id;
+		values[0] = UUIDPGetDatum(id);
+		values[1] = BoolGetDatum(slot->should_run);
+		nulls[2] = slot->pid == 0;
+		values[2] = Int32GetDatum(slot->pid);
+		nulls[3] = !slot->launched || state == NULL;
+		values[3] = state ? CStringGetTextDatum(state) : (Datum) 0;
+		nulls[4] = !slot->launched;
+		values[4] = TimestampTzGetDatum(slot->started_at);
+		values[5] = Int64GetDatum(slot->retries);
+		nulls[6] = slot->state != CP_RUN_RETRYING || !slot->launched;
+		values[6] = TimestampTzGetDatum(slot->retry_at);
+		nulls[7] = slot->launched || slot->next_start == 0;
+		values[7] = TimestampTzGetDatum(slot->next_start);
+		nulls[8] = last_exit == NULL;
+		values[8] = last_exit ? CStringGetTextDatum(last_exit) : (Datum) 0;
+		tuplestore_putvalues(store, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(cp_shared->lock);
+	return (Datum) 0;
+}

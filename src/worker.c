@@ -1,0 +1,286 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  A sync worker (one per running sync), and the database probe the
+ *	  launcher sends into each database at its start.
+ *
+ * One error boundary: any error is logged, recorded in the sync's row for
+ * sync_status, and ends the process; the launcher restarts it with backoff.
+ * A refusal by the endpoint (a 4xx other than 408/409/413/425/429) stops
+ * the sync instead: retrying would only be refused again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "launcher.h"
+#include "worker.h"
+
+PGDLLEXPORT void calabi_push_worker_main(Datum main_arg);
+
+static int	my_slotno = -1;
+static uint64 my_generation = 0;
+static CpExitKind my_exit = CP_EXIT_UNKNOWN;
+static pg_uuid_t my_sync_id;
+
+static CpSyncSlot *
+my_slot(void)
+{
+	CpSyncSlot *slot = &cp_shared->slots[my_slotno];
+
+	return slot->generation == my_generation ? slot : NULL;
+}
+
+static void
+worker_detach(int code, Datum arg)
+{
+	CpSyncSlot *slot;
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	slot = my_slot();
+	if (slot != NULL)
+	{
+		slot->pid = 0;
+		slot->launched = false;
+		slot->state = CP_RUN_NONE;
+		slot->last_exit = my_exit;
+		if (!slot->probe &&
+			(my_exit == CP_EXIT_UNKNOWN || my_exit == CP_EXIT_ERROR) &&
+			!slot->signalled)
+			cp_schedule_restart(slot);
+	}
+	LWLockRelease(cp_shared->lock);
+	cp_wake_launcher();
+}
+
+void
+cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
+{
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	if (my_slot() != NULL)
+	{
+		CpSyncSlot *slot = my_slot();
+
+		if (state == CP_RUN_RETRYING)
+			slot->retries++;
+		else if (state == CP_RUN_RUNNING && slot->state != CP_RUN_RETRYING)
+			slot->failures = 0; /* making progress */
+		slot->state = state;
+		slot->retry_at = retry_at;
+	}
+	LWLockRelease(cp_shared->lock);
+}
+
+void
+cp_worker_stop_refused(CpRun *run, const char *message)
+{
+	ereport(LOG,
+			(errmsg("calabi_push sync \"%s\" stopped: the endpoint refused a batch: %s",
+					run->sync->name, message),
+			 errhint("Fix the cause, then run SELECT calabi_push.start_sync('%s').",
+					 run->sync->name)));
+	cp_catalog_record_error(&run->sync->id, message, true);
+	my_exit = CP_EXIT_REFUSED;
+	proc_exit(0);
+}
+
+/* A probe: tell the launcher which syncs of this database should run. */
+static void
+probe_database(void)
+{
+	List	   *ids = cp_catalog_enabled_syncs();
+	ListCell   *lc;
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, ids)
+	{
+		CpSyncSlot *slot = cp_slot_claim(MyDatabaseId, lfirst(lc));
+
+		if (slot == NULL)
+		{
+			ereport(WARNING,
+					(errmsg("calabi_push cannot run every enabled sync: calabi_push.max_syncs (%d) is too low",
+							cp_max_syncs),
+					 errhint("Raise calabi_push.max_syncs and restart the server.")));
+			break;
+		}
+		slot->should_run = true;
+		slot->kick = true;
+	}
+	LWLockRelease(cp_shared->lock);
+	my_exit = CP_EXIT_DONE;
+}
+
+static CpRun *
+build_run(void)
+{
+	MemoryContext mcxt = AllocSetContextCreate(TopMemoryContext, "calabi_push run",
+											   ALLOCSET_DEFAULT_SIZES);
+	CpRun	   *run = MemoryContextAllocZero(mcxt, sizeof(CpRun));
+	ListCell   *lc;
+
+	run->mcxt = mcxt;
+	run->chunkcxt = AllocSetContextCreate(mcxt, "calabi_push chunk",
+										  ALLOCSET_DEFAULT_SIZES);
+	run->sync = cp_catalog_load_sync(&my_sync_id, mcxt);
+	if (run->sync == NULL || !run->sync->enabled)
+		return NULL;
+
+	run->overwrite = strcmp(run->sync->mode, "overwrite") == 0;
+	run->nstreams = list_length(run->sync->streams);
+	run->streams = MemoryContextAllocZero(mcxt, sizeof(CpStreamRun) * Max(run->nstreams, 1));
+	run->stream_names = MemoryContextAllocZero(mcxt, sizeof(char *) * Max(run->nstreams, 1));
+	foreach(lc, run->sync->streams)
+		run->streams[foreach_current_index(lc)].def = lfirst(lc);
+	cp_batch_init(&run->batch, mcxt);
+	return run;
+}
+
+static void
+run_sync(void)
+{
+	CpRun	   *run = build_run();
+
+	if (run == NULL)
+	{
+		my_exit = CP_EXIT_GONE;
+		return;
+	}
+	pgstat_report_appname(psprintf("calabi_push sync %s", run->sync->name));
+
+	if (strcmp(run->sync->method, "full_refresh") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("sync \"%s\" uses method \"%s\", which this version cannot run",
+						run->sync->name, run->sync->method),
+				 errhint("Drop the sync, or update calabi_push.")));
+
+	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
+	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+
+	for (;;)
+	{
+		TimestampTz started = GetCurrentTimestamp();
+
+		for (int i = 0; i < run->nstreams; i++)
+		{
+			if (strcmp(run->streams[i].def->phase, "done") == 0)
+				continue;
+			cp_full_refresh_stream(run, i);
+		}
+		cp_delivery_flush(run);
+		cp_catalog_run_completed(run->sync);
+		ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
+							 run->sync->name)));
+
+		if (run->sync->schedule_ms <= 0)
+		{
+			my_exit = CP_EXIT_DONE;
+			return;
+		}
+
+		/* wait for the next run, serving signals */
+		cp_worker_set_state(run, CP_RUN_IDLE, 0);
+		for (;;)
+		{
+			TimestampTz next = TimestampTzPlusMilliseconds(started, run->sync->schedule_ms);
+			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next);
+
+			if (left <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 left, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+		}
+		cp_catalog_run_begins(run->sync);
+		for (int i = 0; i < run->nstreams; i++)
+			run->streams[i].def->phase = "pending";
+		cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+	}
+}
+
+void
+calabi_push_worker_main(Datum main_arg)
+{
+	CpSyncSlot *slot;
+	Oid			dboid;
+	bool		probe;
+
+	my_slotno = DatumGetInt32(main_arg);
+	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint64));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	slot = my_slot();
+	if (slot == NULL || !slot->in_use)
+	{
+		/* launched for a sync that was since dropped or relaunched */
+		LWLockRelease(cp_shared->lock);
+		proc_exit(0);
+	}
+	slot->pid = MyProcPid;
+	dboid = slot->dboid;
+	probe = slot->probe;
+	my_sync_id = slot->sync_id;
+	LWLockRelease(cp_shared->lock);
+	before_shmem_exit(worker_detach, (Datum) 0);
+
+	/* as the bootstrap superuser: reads switch to the sync's role */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	/* our queries name every object with its schema */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
+
+	if (probe)
+	{
+		pgstat_report_appname("calabi_push probe");
+		probe_database();
+		proc_exit(0);
+	}
+
+	PG_TRY();
+	{
+		run_sync();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		RESUME_INTERRUPTS();
+
+		cp_catalog_record_error(&my_sync_id, edata->message, false);
+		my_exit = CP_EXIT_ERROR;
+		proc_exit(1);
+	}
+	PG_END_TRY();
+
+	proc_exit(0);
+}
