@@ -8,9 +8,18 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" calabi_push.con
 MODULE_big = calabi_push
 OBJS = \
 	src/calabi_push.o \
+	src/batch.o \
+	src/catalog.o \
+	src/delivery.o \
 	src/encoder.o \
+	src/full_refresh.o \
+	src/http.o \
+	src/launcher.o \
+	src/preview.o \
+	src/shmem.o \
+	src/status.o \
 	src/stream.o \
-	src/preview.o
+	src/worker.o
 
 # The install script is built from sql/install/*.sql, one file per concern,
 # concatenated in name order.

@@ -307,7 +307,13 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 			 "   OR phase = 'pending' THEN now() ELSE read_started_at END,"
 			 "  read_finished_at = CASE WHEN s.state->>'phase' = 'done' THEN now() END,"
 			 "  generation = COALESCE((s.state->>'generation')::int8, generation)"
-			 " FROM s WHERE sync_id = $1 AND relid = $2",
+			 " FROM s WHERE sync_id = $1 AND relid = $2"
+		/*
+		 * A resync resets the stream to 'pending' while this worker may still
+		 * be acknowledging the read it abandons: never bring that back.  A
+		 * new read always has a greater generation.
+		 */
+			 " AND (phase <> 'pending' OR (s.state->>'generation')::int8 > generation)",
 			 3, stypes, svalues, SPI_OK_UPDATE);
 	}
 	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"

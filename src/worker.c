@@ -168,6 +168,23 @@ run_sync(void)
 						run->sync->name, run->sync->method),
 				 errhint("Drop the sync, or update calabi_push.")));
 
+	/*
+	 * A completed run-once sync restarted by a server restart has nothing
+	 * to do until start_sync or resync.
+	 */
+	{
+		bool		all_done = true;
+
+		for (int i = 0; i < run->nstreams; i++)
+			if (strcmp(run->streams[i].def->phase, "done") != 0)
+				all_done = false;
+		if (all_done && run->sync->schedule_ms <= 0)
+		{
+			my_exit = CP_EXIT_DONE;
+			return;
+		}
+	}
+
 	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
 	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 

@@ -19,20 +19,8 @@ trap 'cp_cluster_stop' EXIT
 cp_cluster_start /tmp/calabi_push-bench 5491 "shared_buffers = '1GB'" "work_mem = '64MB'"
 
 cp_log "building a $rows-row table of mixed types"
-cp_psql <<SQL
-CREATE EXTENSION calabi_push;
-CREATE TABLE t (
-  id bigint PRIMARY KEY, qty integer, price numeric(12,2), ratio double precision,
-  name text, created_at timestamptz, day date, active boolean,
-  tags text[], ref uuid, note varchar(40), score real);
-INSERT INTO t
-SELECT g, g % 1000, (g % 100000) / 100.0, g / 7.0,
-       'customer ' || g || ' "quoted"', '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second',
-       '2024-01-01'::date + g % 1000, g % 2 = 0,
-       ARRAY['a' || g % 10, 'b'], md5(g::text)::uuid, repeat('x', g % 40), g / 3.0
-FROM generate_series(1, $rows) g;
-VACUUM ANALYZE t;
-SQL
+cp_psql -c "CREATE EXTENSION calabi_push"
+cp_psql -v rows="$rows" -f - <"$(dirname "$0")/mixed_table.sql"
 
 # best of $runs, in milliseconds, for each side (first run warms the cache)
 time_ms() {

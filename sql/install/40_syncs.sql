@@ -1,0 +1,489 @@
+------------------------------------------------------------------------------
+-- Syncs: create_sync(), start_sync(), stop_sync(), drop_sync(), resync().
+-- The contract is docs/syncs.md.
+--
+-- As for destinations: SECURITY DEFINER, fixed search_path, nothing granted
+-- to PUBLIC.  A sync belongs to the role it reads as (run_as): only members
+-- of that role and superusers may create, start, stop, resync or drop it,
+-- so that no one makes a sync read more than they could read themselves.
+-- Each change that bears on whether or how a sync's worker runs tells the
+-- launcher through _sync_changed(), which acts when the transaction commits.
+------------------------------------------------------------------------------
+
+-- Checks that rel can be streamed by a worker reading as role: it exists, is
+-- a kind of relation that can be streamed (as src/stream.c: tables,
+-- partitioned tables, views, materialized views, foreign tables), is not
+-- temporary, and role may use its schema and SELECT every column of it.
+CREATE FUNCTION _check_stream_relation(rel regclass, role oid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    c record;
+BEGIN
+    SELECT k.relkind, k.relpersistence, k.relnamespace, n.nspname
+      INTO c
+      FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+     WHERE k.oid = rel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', rel::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Name an existing table, view or materialized view, e.g. ''public.orders''.';
+    END IF;
+    IF c.relkind NOT IN ('r', 'p', 'v', 'm', 'f') THEN
+        RAISE EXCEPTION '"%" cannot be streamed: it is %', rel,
+            CASE c.relkind WHEN 'S' THEN 'a sequence'
+                           WHEN 'i' THEN 'an index'
+                           WHEN 'I' THEN 'an index'
+                           WHEN 'c' THEN 'a composite type'
+                           WHEN 't' THEN 'a TOAST table'
+                           ELSE 'not a table or view' END
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'calabi_push streams tables, partitioned tables, views, materialized views and foreign tables.';
+    END IF;
+    IF c.relpersistence = 't' THEN
+        RAISE EXCEPTION '"%" cannot be streamed: it is a temporary table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'A temporary table exists only in the session that created it; sync a permanent or unlogged table.';
+    END IF;
+    IF NOT has_schema_privilege(role, c.relnamespace, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', quote_ident(c.nspname)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s does not have USAGE on the schema of "%s".', role::regrole, rel),
+                  HINT = format('GRANT USAGE ON SCHEMA %s TO %s;', quote_ident(c.nspname), role::regrole);
+    END IF;
+    -- SELECT on the relation, or on every column of it (as src/stream.c)
+    IF NOT has_table_privilege(role, rel, 'SELECT')
+       AND (NOT EXISTS (SELECT 1 FROM pg_attribute a
+                         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+            OR EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+                          AND NOT has_column_privilege(role, rel, a.attnum, 'SELECT'))) THEN
+        RAISE EXCEPTION 'permission denied for relation "%"', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s does not have SELECT on all columns of it.', role::regrole),
+                  HINT = format('GRANT SELECT ON %s TO %s;', rel, role::regrole);
+    END IF;
+END
+$$;
+
+-- Validates and normalizes a sync's options: the stored options (defaults
+-- filled in; durations as interval texts in one unit, e.g. '90 minutes',
+-- which the worker casts to interval) and the run_as role name given (NULL:
+-- none).  run_as is not an option that is stored: it is the sync's column.
+CREATE FUNCTION _sync_options(options jsonb, OUT r_options jsonb, OUT r_run_as text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    known constant text[] := ARRAY['batch_bytes', 'batch_linger_ms', 'batch_rows',
+        'chunk_rows', 'max_backoff', 'run_as', 'schedule'];
+    o jsonb;
+    w constant text := 'sync';
+    batch_rows bigint := 10000;
+    batch_bytes bigint := 8388608;
+    batch_linger_ms bigint := 1000;
+    chunk_rows bigint := 10000;
+    max_backoff_ms bigint := 300000;
+    schedule_ms bigint;
+    v jsonb;
+BEGIN
+    o := coalesce(options, '{}');
+    PERFORM _check_option_keys(w, o, known);
+    o := jsonb_strip_nulls(o);
+
+    IF o ? 'schedule' THEN
+        schedule_ms := _duration_ms(w, 'schedule', o->'schedule', 60000, 366 * 86400000::bigint, '1 hour');
+    END IF;
+    IF o ? 'batch_rows' THEN
+        batch_rows := _integer_option(w, 'batch_rows', o->'batch_rows', 1, 1000000, 10000);
+    END IF;
+    IF o ? 'batch_bytes' THEN
+        v := o->'batch_bytes';
+        IF jsonb_typeof(v) = 'string' THEN
+            BEGIN
+                v := to_jsonb(pg_size_bytes(v #>> '{}'));
+            EXCEPTION WHEN invalid_parameter_value OR numeric_value_out_of_range THEN
+                RAISE EXCEPTION 'sync option "batch_bytes" is not a valid size'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Give a number of bytes, or a size such as ''8MB'' or ''512kB'' (units of 1024).';
+            END;
+        END IF;
+        IF jsonb_typeof(v) = 'number' AND v::numeric = trunc(v::numeric)
+           AND v::numeric NOT BETWEEN 65536 AND 268435456 THEN
+            RAISE EXCEPTION 'sync option "batch_bytes" must be between 64kB and 256MB'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give a number of bytes, or a size such as ''8MB'' or ''512kB'' (units of 1024).';
+        END IF;
+        batch_bytes := _integer_option(w, 'batch_bytes', v, 65536, 268435456, 8388608);
+    END IF;
+    IF o ? 'batch_linger_ms' THEN
+        batch_linger_ms := _integer_option(w, 'batch_linger_ms', o->'batch_linger_ms', 0, 60000, 1000);
+    END IF;
+    IF o ? 'chunk_rows' THEN
+        chunk_rows := _integer_option(w, 'chunk_rows', o->'chunk_rows', 1, 1000000, 10000);
+    END IF;
+    IF o ? 'max_backoff' THEN
+        max_backoff_ms := _duration_ms(w, 'max_backoff', o->'max_backoff', 1000, 86400000, '5 minutes');
+    END IF;
+    IF o ? 'run_as' THEN
+        r_run_as := _string_option(w, 'run_as', o->'run_as');
+    END IF;
+
+    r_options := jsonb_strip_nulls(jsonb_build_object(
+        'schedule', _ms_text(schedule_ms),
+        'batch_rows', batch_rows,
+        'batch_bytes', batch_bytes,
+        'batch_linger_ms', batch_linger_ms,
+        'chunk_rows', chunk_rows,
+        'max_backoff', _ms_text(max_backoff_ms)));
+END
+$$;
+
+-- An integer option within [min, max]; example is a valid value, for the hint.
+CREATE FUNCTION _integer_option(what text, key text, value jsonb, min bigint, max bigint,
+                                example bigint)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    n numeric;
+BEGIN
+    IF jsonb_typeof(value) = 'number' THEN
+        n := value::numeric;
+    END IF;
+    IF n IS NULL OR n <> trunc(n) OR n < min OR n > max THEN
+        RAISE EXCEPTION '% option "%" must be an integer between % and %', what, key, min, max
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give a JSON number, e.g. ''{"%s": %s}''.', key, example);
+    END IF;
+    RETURN n::bigint;
+END
+$$;
+
+-- Whether a sync is running: started and neither stopped by a refusal nor,
+-- for a sync without a schedule, done with its one run.
+CREATE FUNCTION _sync_is_running(s sync)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+  SELECT s.enabled AND NOT s.error_stopped
+     AND NOT (s.run_completed_at IS NOT NULL AND NOT s.options ? 'schedule')
+$$;
+
+-- The sync name, locked, after checking that the caller may manage it (a
+-- superuser, or a member of its run_as role).
+CREATE FUNCTION _sync_for_update(name text)
+RETURNS sync
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+BEGIN
+    IF _sync_for_update.name IS NULL THEN
+        RAISE EXCEPTION 'sync name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name a sync.';
+    END IF;
+    SELECT * INTO s FROM sync y WHERE y.name = _sync_for_update.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sync "%" does not exist', _sync_for_update.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'calabi_push.sync_status lists the syncs.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = s.run_as)
+       AND NOT _caller_may_act_as(s.run_as) THEN
+        RAISE EXCEPTION 'permission denied for sync "%"', s.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The role it reads as no longer exists: only superusers may manage it.',
+                  HINT = 'Ask a superuser to drop it.';
+    END IF;
+    IF NOT _caller_may_act_as(s.run_as) THEN
+        RAISE EXCEPTION 'permission denied for sync "%"', s.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('It reads as role %s; role %s is not a member of it.',
+                                  s.run_as, quote_ident(_caller())),
+                  HINT = format('Ask a member of %s or a superuser to manage it.', s.run_as);
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- Checks that the role s reads as still exists and can still read each of
+-- its relations: start_sync checks again what create_sync checked, as
+-- relations may have been dropped and privileges revoked since.
+CREATE FUNCTION _check_sync_streams(s sync)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = s.run_as) THEN
+        RAISE EXCEPTION 'sync "%" cannot start: the role it reads as no longer exists', s.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Drop the sync and create it again with another run_as role.';
+    END IF;
+    FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
+        PERFORM _check_stream_relation(rel, s.run_as);
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+
+CREATE FUNCTION create_sync(name text, destination text, tables regclass[],
+                            method text DEFAULT 'full_refresh',
+                            destination_sync_mode text DEFAULT 'overwrite',
+                            options jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    opts record;
+    run_as oid;
+    caller pg_catalog.name := _caller();
+    rel regclass;
+    dup regclass;
+    new_id uuid;
+BEGIN
+    PERFORM _check_name('sync', create_sync.name);
+    IF EXISTS (SELECT 1 FROM sync y WHERE y.name = create_sync.name) THEN
+        RAISE EXCEPTION 'sync "%" already exists', create_sync.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Choose another name, or drop the existing sync first with calabi_push.drop_sync().';
+    END IF;
+
+    IF create_sync.destination IS NULL THEN
+        RAISE EXCEPTION 'destination must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name a destination; calabi_push.destinations lists them.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM calabi_push.destination d WHERE d.name = create_sync.destination) THEN
+        RAISE EXCEPTION 'destination "%" does not exist', create_sync.destination
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with calabi_push.create_destination(), or name one that calabi_push.destinations lists.';
+    END IF;
+
+    IF create_sync.method IS NULL THEN
+        RAISE EXCEPTION 'method must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave method out for a full refresh.';
+    ELSIF create_sync.method IN ('xmin', 'cursor', 'cdc') THEN
+        RAISE EXCEPTION 'sync method "%" is not implemented yet', create_sync.method
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use method => ''full_refresh'' (the default), which re-reads every table at each run.';
+    ELSIF create_sync.method <> 'full_refresh' THEN
+        RAISE EXCEPTION 'unknown sync method "%"', create_sync.method
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; only full_refresh is implemented yet.';
+    END IF;
+
+    IF create_sync.destination_sync_mode IS NULL THEN
+        RAISE EXCEPTION 'destination_sync_mode must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave destination_sync_mode out for overwrite.';
+    ELSIF create_sync.destination_sync_mode = 'append_dedup' THEN
+        RAISE EXCEPTION 'destination_sync_mode "append_dedup" needs an incremental method'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods xmin, cursor and cdc, which are not implemented yet.',
+                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh.';
+    ELSIF create_sync.destination_sync_mode NOT IN ('overwrite', 'append') THEN
+        RAISE EXCEPTION 'unknown destination_sync_mode "%"', create_sync.destination_sync_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'With full_refresh, use overwrite (the default) or append.';
+    END IF;
+
+    SELECT * INTO opts FROM _sync_options(create_sync.options);
+
+    -- the role the sync reads as: the caller, or one the caller is a member of
+    IF opts.r_run_as IS NULL THEN
+        SELECT r.oid INTO run_as FROM pg_roles r WHERE r.rolname = caller;
+    ELSE
+        SELECT r.oid INTO run_as FROM pg_roles r WHERE r.rolname = opts.r_run_as;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'role "%" does not exist', opts.r_run_as
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Give the name of an existing role as "run_as" (case matters), or leave it out to read as yourself.';
+        END IF;
+        IF NOT _caller_may_act_as(run_as) THEN
+            RAISE EXCEPTION 'permission denied to create a sync that reads as role %', run_as::regrole
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Role %s is not a member of role %s.', quote_ident(caller), run_as::regrole),
+                      HINT = format('Leave "run_as" out to read as yourself, or have a superuser or a member of %s create the sync.',
+                                    run_as::regrole);
+        END IF;
+    END IF;
+
+    -- the relations
+    IF create_sync.tables IS NULL OR cardinality(create_sync.tables) = 0 THEN
+        RAISE EXCEPTION 'a sync needs at least one table'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the relations to sync, e.g. tables => ARRAY[''public.orders'', ''public.customers'']::regclass[].';
+    END IF;
+    IF array_ndims(create_sync.tables) > 1 THEN
+        RAISE EXCEPTION 'tables must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the relations as a list, e.g. ARRAY[''public.orders'', ''public.customers'']::regclass[].';
+    END IF;
+    IF array_position(create_sync.tables, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tables must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Remove the NULL elements from the array.';
+    END IF;
+    SELECT t INTO dup FROM unnest(create_sync.tables) t GROUP BY t HAVING count(*) > 1
+     ORDER BY min(array_position(create_sync.tables, t)) LIMIT 1;
+    IF dup IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%" is listed more than once', dup
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List each relation once.';
+    END IF;
+    FOREACH rel IN ARRAY create_sync.tables LOOP
+        PERFORM _check_stream_relation(rel, run_as);
+    END LOOP;
+
+    INSERT INTO sync (name, destination, method, destination_sync_mode, options,
+                      run_as, created_by)
+    VALUES (create_sync.name, create_sync.destination, create_sync.method,
+            create_sync.destination_sync_mode, opts.r_options, run_as, caller)
+    RETURNING id INTO new_id;
+    INSERT INTO sync_stream (sync_id, relid, ordinal)
+    SELECT new_id, t.rel, t.ordinal
+      FROM unnest(create_sync.tables) WITH ORDINALITY AS t(rel, ordinal);
+    -- created stopped: nothing for the launcher to do
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION create_sync(text, text, regclass[], text, text, jsonb) IS
+'creates a sync of tables to a destination, stopped; start it with start_sync()';
+
+CREATE FUNCTION start_sync(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+BEGIN
+    s := _sync_for_update(start_sync.name);
+    IF _sync_is_running(s) THEN
+        RAISE EXCEPTION 'sync "%" is already running', s.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Stop it first with calabi_push.stop_sync(%L), or read its tables again with calabi_push.resync(%L).',
+                                s.name, s.name);
+    END IF;
+    PERFORM _check_sync_streams(s);
+
+    -- A new run after a complete one reads everything again; a run that was
+    -- stopped part way resumes: streams done stay done, streams being read
+    -- keep their checkpoint.
+    IF NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.phase <> 'done') THEN
+        UPDATE sync_stream t SET phase = 'pending', rows_sent = 0 WHERE t.sync_id = s.id;
+    END IF;
+    UPDATE sync y
+       SET enabled = true, error_stopped = false,
+           run_started_at = now(), run_completed_at = NULL
+     WHERE y.id = s.id;
+    -- a sync that was enabled (done with its run, or stopped by a refusal)
+    -- may still have a worker: restart it
+    PERFORM calabi_push._sync_changed(s.id, true, s.enabled);
+END
+$$;
+
+COMMENT ON FUNCTION start_sync(text) IS
+'starts a sync: a new run, or the resumption of a run that was stopped part way';
+
+CREATE FUNCTION stop_sync(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+BEGIN
+    s := _sync_for_update(stop_sync.name);
+    IF NOT s.enabled THEN
+        RAISE EXCEPTION 'sync "%" is not running', s.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('It is stopped already; calabi_push.start_sync(%L) starts it.', s.name);
+    END IF;
+    UPDATE sync y SET enabled = false WHERE y.id = s.id;
+    PERFORM calabi_push._sync_changed(s.id, false, false);
+END
+$$;
+
+COMMENT ON FUNCTION stop_sync(text) IS
+'stops a sync; start_sync() resumes it where it stopped';
+
+CREATE FUNCTION drop_sync(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+BEGIN
+    s := _sync_for_update(drop_sync.name);
+    PERFORM calabi_push._sync_changed(s.id, false, false);
+    DELETE FROM sync y WHERE y.id = s.id;   -- and its streams
+END
+$$;
+
+COMMENT ON FUNCTION drop_sync(text) IS
+'drops a sync, stopping it if it runs';
+
+CREATE FUNCTION resync(name text, rel regclass DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+    listed text;
+BEGIN
+    s := _sync_for_update(resync.name);
+    IF resync.rel IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.relid = resync.rel) THEN
+        SELECT string_agg(t.relid::text, ', ' ORDER BY t.ordinal) INTO listed
+          FROM sync_stream t WHERE t.sync_id = s.id;
+        RAISE EXCEPTION 'relation "%" is not part of sync "%"', resync.rel, s.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The sync''s relations: %s.', listed),
+                  HINT = 'Name one of its relations, or leave rel out to read all of them again.';
+    END IF;
+    UPDATE sync_stream t
+       SET phase = 'pending', checkpoint = NULL, rows_sent = 0
+     WHERE t.sync_id = s.id AND (resync.rel IS NULL OR t.relid = resync.rel);
+    -- a running sync (or one waiting for its next scheduled run) reads them
+    -- at once: its worker starts again.  Others read them at their next
+    -- start_sync.
+    IF _sync_is_running(s) THEN
+        UPDATE sync y SET run_completed_at = NULL WHERE y.id = s.id;
+        PERFORM calabi_push._sync_changed(s.id, true, true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION resync(text, regclass) IS
+'reads a sync''s relations (or one of them) again from the start';
+
+REVOKE ALL ON FUNCTION
+    create_sync(text, text, regclass[], text, text, jsonb),
+    start_sync(text),
+    stop_sync(text),
+    drop_sync(text),
+    resync(text, regclass),
+    _check_stream_relation(regclass, oid),
+    _sync_options(jsonb),
+    _integer_option(text, text, jsonb, bigint, bigint, bigint),
+    _sync_is_running(sync),
+    _sync_for_update(text),
+    _check_sync_streams(sync)
+FROM PUBLIC;

@@ -1,0 +1,418 @@
+-- create_sync(), start_sync(), stop_sync(), resync(), drop_sync(): the
+-- relations a sync accepts, its options and their normalization, the role it
+-- reads as, its lifecycle, privileges, and every error a user can cause.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+-- an administrator who may read as cp_sync_reader (a member of it), a role
+-- it is not a member of, and a role granted nothing
+CREATE ROLE cp_sync_admin;
+CREATE ROLE cp_sync_reader;
+CREATE ROLE cp_sync_stranger;
+CREATE ROLE cp_sync_nobody;
+GRANT cp_sync_reader TO cp_sync_admin;
+GRANT USAGE ON SCHEMA calabi_push TO cp_sync_admin, cp_sync_nobody;
+GRANT EXECUTE ON FUNCTION
+    calabi_push.create_sync(text, text, regclass[], text, text, jsonb),
+    calabi_push.start_sync(text),
+    calabi_push.stop_sync(text),
+    calabi_push.resync(text, regclass),
+    calabi_push.drop_sync(text)
+  TO cp_sync_admin;
+
+-- what can be streamed: tables, partitioned tables, views, materialized
+-- views, foreign tables
+CREATE SCHEMA cp_sync_test;
+CREATE TABLE cp_sync_test.orders (id int PRIMARY KEY, status text, amount numeric);
+CREATE TABLE cp_sync_test.events (id int, at date) PARTITION BY RANGE (at);
+CREATE TABLE cp_sync_test.events_2025 PARTITION OF cp_sync_test.events
+  FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE VIEW cp_sync_test.paid AS SELECT id, amount FROM cp_sync_test.orders WHERE status = 'paid';
+CREATE MATERIALIZED VIEW cp_sync_test.totals AS SELECT status, sum(amount) AS total FROM cp_sync_test.orders GROUP BY status;
+CREATE FOREIGN DATA WRAPPER cp_sync_fdw;
+CREATE SERVER cp_sync_server FOREIGN DATA WRAPPER cp_sync_fdw;
+CREATE FOREIGN TABLE cp_sync_test.remote (id int) SERVER cp_sync_server;
+-- and what cannot
+CREATE SEQUENCE cp_sync_test.order_seq;
+CREATE TYPE cp_sync_test.pair AS (a int, b int);
+CREATE TABLE cp_sync_test.secret (id int, card text);
+CREATE TABLE cp_sync_test.hidden (id int);
+
+GRANT USAGE ON SCHEMA cp_sync_test TO cp_sync_reader, cp_sync_admin;
+GRANT SELECT ON cp_sync_test.orders, cp_sync_test.events, cp_sync_test.paid,
+    cp_sync_test.totals, cp_sync_test.remote TO cp_sync_reader;
+GRANT SELECT ON cp_sync_test.orders TO cp_sync_admin;
+GRANT SELECT (id) ON cp_sync_test.secret TO cp_sync_reader;
+
+SELECT calabi_push.create_destination('sync-dest', 'https://ingest.example.com/v1/batches', token => 'tok-sync-1');
+SELECT calabi_push.create_destination('sync-dest-2', 'https://ingest2.example.com/v1/batches');
+
+------------------------------------------------------------------------------
+-- privileges: EXECUTE is needed
+SET ROLE cp_sync_nobody;
+SELECT calabi_push.create_sync('nope', 'sync-dest', NULL);
+SELECT calabi_push.start_sync('nope');
+RESET ROLE;
+SELECT p.proname, p.prosecdef, p.proconfig
+  FROM pg_proc p
+ WHERE p.pronamespace = 'calabi_push'::regnamespace
+   AND p.proname IN ('create_sync', 'start_sync', 'stop_sync', 'resync', 'drop_sync')
+ ORDER BY 1;
+
+------------------------------------------------------------------------------
+-- create_sync: created stopped, one stream per relation in the order given
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('all-kinds', 'sync-dest',
+    ARRAY['cp_sync_test.orders', 'cp_sync_test.events', 'cp_sync_test.paid',
+          'cp_sync_test.totals', 'cp_sync_test.remote']::regclass[],
+    options => '{"run_as": "cp_sync_reader"}') AS all_kinds_id \gset
+-- defaults: full_refresh, overwrite, read as the caller
+SELECT calabi_push.create_sync('orders-only', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]) IS NOT NULL AS created;
+-- options normalized: durations as interval texts in one unit, sizes in bytes
+SELECT calabi_push.create_sync('tuned', 'sync-dest-2', ARRAY['cp_sync_test.orders']::regclass[],
+    method => 'full_refresh', destination_sync_mode => 'append',
+    options => '{"schedule": "1 hour 30 minutes", "batch_rows": 500, "batch_bytes": "1MB",
+                 "batch_linger_ms": 0, "chunk_rows": 2000, "max_backoff": 90, "run_as": null}') IS NOT NULL AS created;
+-- column privileges on every column are as good as SELECT on the table
+RESET ROLE;
+GRANT SELECT (card) ON cp_sync_test.secret TO cp_sync_reader;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('by-columns', 'sync-dest', ARRAY['cp_sync_test.secret']::regclass[],
+    options => '{"run_as": "cp_sync_reader", "schedule": 60, "batch_bytes": 65536}') IS NOT NULL AS created;
+RESET ROLE;
+
+SELECT id = :'all_kinds_id' AS returned_id, name, destination, method, destination_sync_mode,
+       run_as, created_by, enabled, error_stopped, run_started_at, run_completed_at
+  FROM calabi_push.sync WHERE name = 'all-kinds';
+SELECT name, method, destination_sync_mode, run_as, created_by, enabled, options
+  FROM calabi_push.sync ORDER BY name COLLATE "C";
+SELECT s.name, st.relid, st.ordinal, st.phase, st.generation, st.checkpoint, st.rows_sent
+  FROM calabi_push.sync_stream st JOIN calabi_push.sync s ON s.id = st.sync_id
+ ORDER BY s.name COLLATE "C", st.ordinal;
+
+------------------------------------------------------------------------------
+-- the role a sync reads as: the caller, or a role the caller is a member of
+-- (superusers: any); it must be able to use the schema and SELECT every
+-- column of every relation
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('as-stranger', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "cp_sync_stranger"}');
+SELECT calabi_push.create_sync('as-nobody-known', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "no_such_role"}');
+SELECT calabi_push.create_sync('as-upper', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "CP_SYNC_READER"}');
+SELECT calabi_push.create_sync('as-number', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": 10}');
+-- the caller (the default) cannot read hidden
+SELECT calabi_push.create_sync('mine', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.hidden']::regclass[]);
+-- the reader cannot read hidden, and only some columns of a table
+SELECT calabi_push.create_sync('theirs', 'sync-dest', ARRAY['cp_sync_test.hidden']::regclass[],
+    options => '{"run_as": "cp_sync_reader"}');
+RESET ROLE;
+REVOKE SELECT (card) ON cp_sync_test.secret FROM cp_sync_reader;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('theirs', 'sync-dest', ARRAY['cp_sync_test.secret']::regclass[],
+    options => '{"run_as": "cp_sync_reader"}');
+RESET ROLE;
+-- no USAGE on the schema (the administrator has it, the reader not)
+CREATE SCHEMA cp_sync_closed;
+CREATE TABLE cp_sync_closed.t (id int);
+GRANT SELECT ON cp_sync_closed.t TO cp_sync_reader;
+GRANT USAGE ON SCHEMA cp_sync_closed TO cp_sync_admin;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('closed', 'sync-dest', ARRAY['cp_sync_closed.t']::regclass[],
+    options => '{"run_as": "cp_sync_reader"}');
+RESET ROLE;
+-- a superuser may have a sync read as any role (which needs the privileges
+-- all the same)
+SELECT calabi_push.create_sync('strangers', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "cp_sync_stranger"}');
+GRANT SELECT ON cp_sync_test.orders TO cp_sync_stranger;
+GRANT USAGE ON SCHEMA cp_sync_test TO cp_sync_stranger;
+SELECT calabi_push.create_sync('strangers', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "cp_sync_stranger"}') IS NOT NULL AS created;
+SELECT name, run_as, created_by = current_user AS created_by_me FROM calabi_push.sync WHERE name = 'strangers';
+-- ... and only its members (and superusers) manage it
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('strangers');
+SELECT calabi_push.stop_sync('strangers');
+SELECT calabi_push.resync('strangers');
+SELECT calabi_push.drop_sync('strangers');
+RESET ROLE;
+SELECT calabi_push.drop_sync('strangers');
+
+------------------------------------------------------------------------------
+-- errors a user can cause in create_sync (as the administrator)
+SET ROLE cp_sync_admin;
+-- names
+SELECT calabi_push.create_sync(NULL, 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync('', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync('orders/daily', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync(repeat('s', 64), 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync('orders-only', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+-- destination
+SELECT calabi_push.create_sync('x', NULL, ARRAY['cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync('x', 'no-such-dest', ARRAY['cp_sync_test.orders']::regclass[]);
+-- method and destination_sync_mode
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'FULL_REFRESH');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => NULL);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => 'append_dedup');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => 'upsert');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => NULL);
+-- relations
+SELECT calabi_push.create_sync('x', 'sync-dest', NULL);
+SELECT calabi_push.create_sync('x', 'sync-dest', '{}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', NULL]::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.paid', 'cp_sync_test.orders']::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY[['cp_sync_test.orders'], ['cp_sync_test.paid']]::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.order_seq']::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders_pkey']::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.pair']::regclass[]);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY[4294967295::oid::regclass]);
+CREATE TEMPORARY TABLE scratch (id int);
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['scratch']::regclass[]);
+-- options
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '[1]');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_size": 10}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"schedule": "30 seconds"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"schedule": "2 years"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"schedule": "hourly"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_rows": 0}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_rows": 1000001}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_rows": 10.5}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_rows": "100"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_bytes": 1024}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_bytes": "1GB"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_bytes": "lots"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_linger_ms": -1}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"batch_linger_ms": "1s"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"chunk_rows": 0}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"max_backoff": "100ms"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"max_backoff": "2 days"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"run_as": ""}');
+RESET ROLE;
+SELECT count(*) AS syncs_named_x FROM calabi_push.sync WHERE name = 'x';
+
+------------------------------------------------------------------------------
+-- try(statement): 'ok', or the SQLSTATE and message of its error
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    msg text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+    RETURN format('%s: %s', SQLSTATE, msg);
+END
+$$;
+GRANT EXECUTE ON FUNCTION pg_temp.try(text) TO cp_sync_admin;
+
+------------------------------------------------------------------------------
+-- lifecycle.  Inside a transaction that is rolled back: the launcher only
+-- hears of a change when its transaction commits, so no worker starts and
+-- the worker's part (phases, completion, refusal) is played by UPDATEs.
+\set ON_ERROR_ROLLBACK on
+BEGIN;
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.stop_sync('all-kinds');
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+SELECT enabled, error_stopped, run_started_at = now() AS started_now, run_completed_at
+  FROM calabi_push.sync WHERE name = 'all-kinds';
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+
+-- the worker read the first relation, is reading the second; stopped
+UPDATE calabi_push.sync_stream SET phase = 'done', checkpoint = '{"phase": "done"}', rows_sent = 3
+ WHERE sync_id = :'all_kinds_id' AND ordinal = 1;
+UPDATE calabi_push.sync_stream SET phase = 'reading', checkpoint = '{"phase": "reading", "after": ["7"]}', rows_sent = 7
+ WHERE sync_id = :'all_kinds_id' AND ordinal = 2;
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.stop_sync('all-kinds');
+SELECT calabi_push.stop_sync('all-kinds');
+RESET ROLE;
+SELECT enabled FROM calabi_push.sync WHERE name = 'all-kinds';
+-- started again, the run resumes: done stays done, reading keeps its checkpoint
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+SELECT relid, phase, checkpoint, rows_sent FROM calabi_push.sync_stream
+ WHERE sync_id = :'all_kinds_id' ORDER BY ordinal;
+
+-- the run completes (no schedule: the worker exits, the sync stays enabled);
+-- start_sync begins a new run that reads everything again
+UPDATE calabi_push.sync_stream SET phase = 'done', checkpoint = '{"phase": "done"}'
+ WHERE sync_id = :'all_kinds_id';
+UPDATE calabi_push.sync SET run_completed_at = now() - interval '1 minute' WHERE name = 'all-kinds';
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+SELECT enabled, run_started_at = now() AS started_now, run_completed_at FROM calabi_push.sync WHERE name = 'all-kinds';
+SELECT relid, phase, checkpoint, rows_sent FROM calabi_push.sync_stream
+ WHERE sync_id = :'all_kinds_id' ORDER BY ordinal;
+
+-- the endpoint refuses a batch: the worker stops the sync in error; stop_sync
+-- has nothing to stop; start_sync clears the error state, keeps last_error
+UPDATE calabi_push.sync
+   SET enabled = false, error_stopped = true, last_error = 'HTTP 400: {"error":"bad batch"}', last_error_at = now()
+ WHERE name = 'all-kinds';
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.stop_sync('all-kinds');
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+SELECT enabled, error_stopped, last_error FROM calabi_push.sync WHERE name = 'all-kinds';
+
+-- a change of the destination restarts its running syncs' workers (at commit)
+SELECT calabi_push.alter_destination('sync-dest', options => '{"request_timeout": "5 minutes"}');
+
+-- resync one relation, then all of them
+UPDATE calabi_push.sync_stream SET phase = 'done', checkpoint = '{"phase": "done"}', rows_sent = 9, generation = 2
+ WHERE sync_id = :'all_kinds_id';
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.resync('all-kinds', 'cp_sync_test.paid');
+RESET ROLE;
+SELECT relid, phase, generation, checkpoint, rows_sent FROM calabi_push.sync_stream
+ WHERE sync_id = :'all_kinds_id' ORDER BY ordinal;
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.resync('all-kinds');
+RESET ROLE;
+SELECT relid, phase, generation, checkpoint, rows_sent FROM calabi_push.sync_stream
+ WHERE sync_id = :'all_kinds_id' ORDER BY ordinal;
+-- a relation that is not part of the sync
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.resync('all-kinds', 'cp_sync_test.secret');
+SELECT calabi_push.resync('all-kinds', 4294967295::oid::regclass);
+RESET ROLE;
+
+-- a scheduled sync waiting for its next run is running; resync reads at once
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('tuned');
+RESET ROLE;
+UPDATE calabi_push.sync SET run_completed_at = now() WHERE name = 'tuned';
+UPDATE calabi_push.sync_stream SET phase = 'done'
+ WHERE sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'tuned');
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('tuned');
+SELECT calabi_push.resync('tuned');
+RESET ROLE;
+SELECT s.enabled, s.run_completed_at, st.phase
+  FROM calabi_push.sync s JOIN calabi_push.sync_stream st ON st.sync_id = s.id
+ WHERE s.name = 'tuned';
+
+-- a sync without a schedule that completed its run is not running: resync
+-- resets its streams, and start_sync reads them
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('orders-only');
+RESET ROLE;
+UPDATE calabi_push.sync SET run_completed_at = now() WHERE name = 'orders-only';
+UPDATE calabi_push.sync_stream SET phase = 'done'
+ WHERE sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'orders-only');
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.resync('orders-only');
+RESET ROLE;
+SELECT s.enabled, s.run_completed_at IS NOT NULL AS completed, st.phase
+  FROM calabi_push.sync s JOIN calabi_push.sync_stream st ON st.sync_id = s.id
+ WHERE s.name = 'orders-only';
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('orders-only');
+RESET ROLE;
+SELECT s.enabled, s.run_completed_at IS NOT NULL AS completed, st.phase
+  FROM calabi_push.sync s JOIN calabi_push.sync_stream st ON st.sync_id = s.id
+ WHERE s.name = 'orders-only';
+
+-- resync of a stopped sync resets its streams and leaves it stopped
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.resync('by-columns');
+RESET ROLE;
+SELECT enabled FROM calabi_push.sync WHERE name = 'by-columns';
+
+-- start_sync checks the relations again: privileges may have been revoked,
+-- relations dropped
+REVOKE SELECT ON cp_sync_test.totals FROM cp_sync_reader;
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.stop_sync('all-kinds');
+SELECT calabi_push.start_sync('all-kinds');
+RESET ROLE;
+GRANT SELECT ON cp_sync_test.totals TO cp_sync_reader;
+DROP VIEW cp_sync_test.paid;
+SET LOCAL ROLE cp_sync_admin;
+SELECT regexp_replace(pg_temp.try('SELECT calabi_push.start_sync(''all-kinds'')'),
+                      'OID [0-9]+', 'OID N') AS start_after_drop;
+RESET ROLE;
+
+-- drop_sync, running or not: the sync and its streams go
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.drop_sync('tuned');
+SELECT calabi_push.drop_sync('tuned');
+RESET ROLE;
+SELECT count(*) AS tuned_rows FROM calabi_push.sync WHERE name = 'tuned';
+SELECT count(*) AS orphan_streams FROM calabi_push.sync_stream st
+ WHERE NOT EXISTS (SELECT 1 FROM calabi_push.sync s WHERE s.id = st.sync_id);
+ROLLBACK;
+\set ON_ERROR_ROLLBACK off
+
+-- other errors of the lifecycle functions
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('no-such-sync');
+SELECT calabi_push.stop_sync(NULL);
+SELECT calabi_push.resync('no-such-sync');
+SELECT calabi_push.drop_sync('no-such-sync');
+RESET ROLE;
+-- the role a sync reads as was dropped: only superusers may manage it, and
+-- it cannot start
+CREATE ROLE cp_sync_gone;
+GRANT USAGE ON SCHEMA cp_sync_test TO cp_sync_gone;
+GRANT SELECT ON cp_sync_test.orders TO cp_sync_gone;
+SELECT calabi_push.create_sync('orphaned', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+    options => '{"run_as": "cp_sync_gone"}') IS NOT NULL AS created;
+DROP OWNED BY cp_sync_gone;
+DROP ROLE cp_sync_gone;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.drop_sync('orphaned');
+RESET ROLE;
+SELECT calabi_push.start_sync('orphaned');
+SELECT calabi_push.drop_sync('orphaned');
+
+------------------------------------------------------------------------------
+-- error codes, one of each kind
+SET ROLE cp_sync_admin;
+SELECT stmt, pg_temp.try(stmt) FROM (VALUES
+    ('SELECT calabi_push.create_sync(NULL, ''sync-dest'', ''{cp_sync_test.orders}'')'),
+    ('SELECT calabi_push.create_sync(''a b'', ''sync-dest'', ''{cp_sync_test.orders}'')'),
+    ('SELECT calabi_push.create_sync(''orders-only'', ''sync-dest'', ''{cp_sync_test.orders}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''no-such-dest'', ''{cp_sync_test.orders}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''cdc'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''push'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', destination_sync_mode => ''append_dedup'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders,NULL}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.order_seq}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{4294967295}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.hidden}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', options => ''{"run_as": "cp_sync_stranger"}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', options => ''{"run_as": "no_such_role"}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', options => ''{"batch_rows": 0}'')'),
+    ('SELECT calabi_push.stop_sync(''orders-only'')'),
+    ('SELECT calabi_push.resync(''orders-only'', ''cp_sync_test.paid'')'),
+    ('SELECT calabi_push.start_sync(''no-such-sync'')')
+  ) v(stmt);
+RESET ROLE;
+
+------------------------------------------------------------------------------
+-- clean up
+SELECT string_agg(name, ', ' ORDER BY name COLLATE "C") AS dropped
+  FROM (SELECT name, calabi_push.drop_sync(name) FROM calabi_push.sync ORDER BY name COLLATE "C") s;
+SELECT calabi_push.drop_destination('sync-dest');
+SELECT calabi_push.drop_destination('sync-dest-2');
+SET client_min_messages = warning;
+DROP SCHEMA cp_sync_test, cp_sync_closed CASCADE;
+RESET client_min_messages;
+DROP SERVER cp_sync_server;
+DROP FOREIGN DATA WRAPPER cp_sync_fdw;
+DROP OWNED BY cp_sync_admin, cp_sync_reader, cp_sync_stranger, cp_sync_nobody;
+DROP ROLE cp_sync_admin, cp_sync_reader, cp_sync_stranger, cp_sync_nobody;

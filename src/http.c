@@ -1,0 +1,1548 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The HTTPS client of a destination: one POST per batch, per
+ *	  shared/ingest-protocol.md ("Transport" and "Responses").
+ *
+ * A worker has to stay responsive to SIGTERM, SIGHUP and postmaster death
+ * while an endpoint takes its time, so nothing here blocks in libcurl.  A
+ * client owns a multi handle and two easy handles (the ingest endpoint's,
+ * reused so that its connection is kept alive between batches, and the
+ * OAuth2 token endpoint's).  The multi handle drives whichever is in flight
+ * with curl_multi_socket_action: curl's socket and timer callbacks tell us
+ * which sockets to watch and when curl next needs to run, and we wait for
+ * those sockets, curl's timeout and our latch together in one WaitEventSet
+ * (rebuilt when curl's socket set changes).  curl_multi_wait or _poll alone
+ * would not wake up for the latch.  After every wake we reset the latch and
+ * run CHECK_FOR_INTERRUPTS() before giving curl the ready sockets.
+ *
+ * No ereport, elog or palloc may happen inside a curl callback: each of them
+ * can longjmp, and a longjmp across libcurl's frames leaves it corrupt.  The
+ * callbacks only copy into buffers allocated with the client (with a size
+ * cap) and note sockets and timeouts in plain fields; everything that can
+ * fail the PostgreSQL way runs after curl has returned.  What can still
+ * longjmp out of cp_http_post is CHECK_FOR_INTERRUPTS(), between curl calls:
+ * the interrupted transfer then stays attached to the multi handle
+ * (client->attached says which), and the next call, or the client's
+ * destruction, detaches it first; per-request memory is in a context that
+ * every call resets.
+ *
+ * Secrets (the static token, the OAuth2 client secret and access tokens, the
+ * client key) never appear in a message; buffers that held one are wiped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "common/base64.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "http.h"
+
+/* CURLOPT_PROTOCOLS_STR; the *_BLOB options are older */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "calabi_push requires libcurl 7.85 or later"
+#endif
+
+/*
+ * PG17 made WaitEventSets resource-owner tracked; with no owner the caller
+ * frees it, which is what we do.  (Belongs in compat.h.)
+ */
+#if PG_VERSION_NUM >= 170000
+#define cp_create_wait_event_set(cxt, nevents) \
+	CreateWaitEventSet(NULL, (nevents))
+#else
+#define cp_create_wait_event_set(cxt, nevents) \
+	CreateWaitEventSet((cxt), (nevents))
+#endif
+
+#define CP_HTTP_DEFAULT_CONNECT_TIMEOUT_MS	10000
+#define CP_HTTP_DEFAULT_REQUEST_TIMEOUT_MS	60000
+
+/* What we keep of an ingest response: enough for a message. */
+#define CP_HTTP_BODY_KEEP		4096
+/* A token response must fit whole (JWT access tokens can be large). */
+#define CP_HTTP_TOKEN_BODY_MAX	65536
+/* How much of a response body a message quotes. */
+#define CP_HTTP_EXCERPT_MAX		200
+
+/* One transfer uses a socket or two (three with a proxy); room to spare. */
+#define CP_HTTP_MAX_SOCKETS		16
+
+/*
+ * Longest single wait.  curl's timer callback tells us when it needs to run
+ * again; this only bounds the damage if we ever missed an update.
+ */
+#define CP_HTTP_MAX_WAIT_MS		1000
+
+/* What the write and header callbacks collect about one response. */
+typedef struct CpHttpResponse
+{
+	char	   *body;			/* body_cap + 1 bytes, allocated up front */
+	size_t		body_cap;
+	size_t		body_len;
+	bool		body_truncated; /* more arrived than body_cap */
+	bool		have_retry_after;
+	char		retry_after[64];	/* the header's value, trimmed */
+} CpHttpResponse;
+
+/* A socket curl asked us to watch. */
+typedef struct CpHttpSocket
+{
+	curl_socket_t fd;
+	uint32		events;			/* WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE */
+} CpHttpSocket;
+
+struct CpHttpClient
+{
+	MemoryContext cxt;			/* the client's own; deleting it cleans up */
+	MemoryContext request_cxt;	/* reset by every cp_http_post */
+	MemoryContextCallback cleanup;
+
+	CpDestinationConfig cfg;	/* copied into cxt */
+	bool		oauth;			/* cfg.token_url set */
+	char	   *user_agent;
+
+	CURLM	   *multi;
+	CURL	   *easy;			/* the ingest endpoint */
+	CURL	   *token_easy;		/* the OAuth2 token endpoint, or NULL */
+	CURL	   *attached;		/* the easy handle in multi, if any */
+	struct curl_slist *headers; /* of the request in flight */
+	char		errbuf[CURL_ERROR_SIZE];
+	char		token_errbuf[CURL_ERROR_SIZE];
+	CpHttpResponse response;
+	CpHttpResponse token_response;
+
+	/* Written by the socket and timer callbacks, read between curl calls. */
+	CpHttpSocket sockets[CP_HTTP_MAX_SOCKETS];
+	int			nsockets;
+	bool		sockets_overflow;
+	bool		sockets_changed;
+	bool		timer_armed;
+	int64		timer_deadline_us;	/* CLOCK_MONOTONIC */
+
+	WaitEventSet *wes;			/* latch, postmaster death, sockets */
+	Latch	   *wes_latch;
+
+	/* OAuth2: the access token in use, NULL when there is none */
+	char	   *access_token;
+	bool		access_token_expires;
+	TimestampTz access_token_refresh_at;
+};
+
+static bool curl_initialized = false;
+
+
+/* ---------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+dest_name(const CpDestinationConfig *cfg)
+{
+	return cfg->name ? cfg->name : "(unnamed)";
+}
+
+static int64
+monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+wipe_string(char *s)
+{
+	if (s != NULL)
+		explicit_bzero(s, strlen(s));
+}
+
+/* Free a header list curl no longer references, wiping Authorization. */
+static void
+free_header_list(struct curl_slist **list)
+{
+	for (struct curl_slist *item = *list; item != NULL; item = item->next)
+		wipe_string(item->data);
+	curl_slist_free_all(*list);
+	*list = NULL;
+}
+
+/* Text that may go into a header: no control characters (CR/LF above all). */
+static bool
+header_safe(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * application/x-www-form-urlencoded, as RFC 6749 wants for the client
+ * credentials in HTTP Basic (2.3.1) and for the request body (Appendix B).
+ */
+static void
+append_form_urlencoded(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') ||
+			*p == '-' || *p == '.' || *p == '_' || *p == '*')
+			appendStringInfoChar(buf, (char) *p);
+		else if (*p == ' ')
+			appendStringInfoChar(buf, '+');
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[*p >> 4]);
+			appendStringInfoChar(buf, hex[*p & 0xf]);
+		}
+	}
+}
+
+/*
+ * Append the start of a response body for a person: whitespace and control
+ * characters collapse to one space, bytes that would not be valid text in
+ * this database become '?', at most CP_HTTP_EXCERPT_MAX bytes, and "..." if
+ * there was more.
+ */
+static void
+append_excerpt(StringInfo buf, const char *data, size_t len, bool more)
+{
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	size_t		i = 0;
+	int			out = 0;
+	bool		pending_space = false;
+
+	while (i < len && out < CP_HTTP_EXCERPT_MAX)
+	{
+		const unsigned char *p = (const unsigned char *) data + i;
+
+		if (*p <= 0x20 || *p == 0x7f)
+		{
+			pending_space = (out > 0);
+			i++;
+			continue;
+		}
+		if (pending_space)
+		{
+			appendStringInfoChar(buf, ' ');
+			out++;
+			pending_space = false;
+		}
+		if (*p < 0x80)
+		{
+			appendStringInfoChar(buf, (char) *p);
+			i++;
+			out++;
+			continue;
+		}
+		if (utf8)
+		{
+			int			l = pg_utf_mblen(p);
+
+			if (i + l <= len && out + l <= CP_HTTP_EXCERPT_MAX &&
+				pg_utf8_islegal(p, l))
+			{
+				appendBinaryStringInfo(buf, (const char *) p, l);
+				i += l;
+				out += l;
+				continue;
+			}
+		}
+		appendStringInfoChar(buf, '?');
+		i++;
+		out++;
+	}
+	if (i < len || more)
+		appendStringInfoString(buf, "...");
+}
+
+/* "<prefix>HTTP <status>: <start of the body>" into result->message. */
+static void
+describe_status(CpHttpResult *result, const char *prefix, long status,
+				const CpHttpResponse *resp, const char *suffix)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%sHTTP %ld", prefix, status);
+	if (resp->body_len > 0)
+	{
+		appendStringInfoString(&buf, ": ");
+		append_excerpt(&buf, resp->body, resp->body_len, resp->body_truncated);
+	}
+	if (suffix)
+		appendStringInfoString(&buf, suffix);
+	strlcpy(result->message, buf.data, sizeof(result->message));
+	pfree(buf.data);
+}
+
+/* A transport failure: curl's own text, which names no secret. */
+static void
+describe_curl_error(CpHttpResult *result, const char *prefix, CURLcode rc,
+					const char *errbuf)
+{
+	snprintf(result->message, sizeof(result->message), "%s%s", prefix,
+			 errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+}
+
+/*
+ * Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3), in ms from
+ * now; -1 when absent or unparsable.
+ */
+static int
+parse_retry_after(const CpHttpResponse *resp)
+{
+	const char *v = resp->retry_after;
+	const char *p;
+
+	if (!resp->have_retry_after || *v == '\0')
+		return -1;
+
+	for (p = v; *p >= '0' && *p <= '9'; p++)
+		;
+	if (*p == '\0')
+	{
+		int64		secs = 0;
+
+		for (p = v; *p; p++)
+		{
+			secs = secs * 10 + (*p - '0');
+			if (secs >= INT_MAX / 1000)
+				return INT_MAX;
+		}
+		return (int) secs * 1000;
+	}
+	else
+	{
+		time_t		when = curl_getdate(v, NULL);
+		int64		delta;
+
+		if (when == (time_t) -1)
+			return -1;
+		delta = (int64) when - (int64) time(NULL);
+		if (delta <= 0)
+			return 0;
+		if (delta >= INT_MAX / 1000)
+			return INT_MAX;
+		return (int) delta * 1000;
+	}
+}
+
+/*
+ * The ingest protocol's Responses table.  Where it is silent: every other
+ * 5xx (501, 505, ...) is the endpoint's problem and is retried like a 503,
+ * since a retry costs nothing and stopping the sync would need an operator;
+ * 1xx and 3xx are refused (redirects are never followed, so a 3xx means the
+ * configured URL is wrong), as is anything outside 100-599.
+ */
+static CpHttpOutcome
+classify_status(long status)
+{
+	if (status >= 200 && status <= 299)
+		return CP_HTTP_ACCEPTED;
+	switch (status)
+	{
+		case 409:
+			return CP_HTTP_ACCEPTED;
+		case 408:
+		case 425:
+		case 429:
+			return CP_HTTP_TRANSIENT;
+		case 413:
+			return CP_HTTP_TOO_LARGE;
+		default:
+			break;
+	}
+	if (status >= 500 && status <= 599)
+		return CP_HTTP_TRANSIENT;
+	return CP_HTTP_REFUSED;
+}
+
+/*
+ * Transport failures are transient (the protocol's "connection failure,
+ * timeout"), except those that only our own configuration causes and that
+ * no retry can cure: a URL or protocol libcurl will not use, a client
+ * certificate or key it cannot load, a CA file it cannot read.  Those stop
+ * the sync with the message, as a refusal does, instead of retrying forever.
+ * A server certificate that fails verification stays transient: it is the
+ * endpoint's to fix (an expired certificate, say), and nothing is sent.
+ */
+static CpHttpOutcome
+classify_curl_error(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_BAD_FUNCTION_ARGUMENT:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CACERT_BADFILE:
+			return CP_HTTP_REFUSED;
+		default:
+			return CP_HTTP_TRANSIENT;
+	}
+}
+
+
+/* ---------------------------------------------------------------------
+ * curl callbacks.  No ereport, elog or palloc in here: see the top.
+ * ---------------------------------------------------------------------
+ */
+
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	CpHttpResponse *resp = (CpHttpResponse *) userdata;
+	size_t		n = size * nmemb;
+	size_t		room = resp->body_cap - resp->body_len;
+
+	if (n > room)
+	{
+		resp->body_truncated = true;
+		memcpy(resp->body + resp->body_len, ptr, room);
+		resp->body_len += room;
+	}
+	else
+	{
+		memcpy(resp->body + resp->body_len, ptr, n);
+		resp->body_len += n;
+	}
+	resp->body[resp->body_len] = '\0';
+	/* what we do not keep is read and dropped, not an error */
+	return n;
+}
+
+static size_t
+header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	CpHttpResponse *resp = (CpHttpResponse *) userdata;
+	size_t		len = size * nitems;
+	static const char name[] = "retry-after:";
+	const size_t namelen = sizeof(name) - 1;
+
+	if (len >= 5 && memcmp(buffer, "HTTP/", 5) == 0)
+	{
+		/*
+		 * A status line: a new response begins (after a proxy's CONNECT
+		 * answer or an interim 1xx).  Only the last one's headers count.
+		 */
+		resp->have_retry_after = false;
+		resp->retry_after[0] = '\0';
+	}
+	else if (len > namelen && pg_strncasecmp(buffer, name, namelen) == 0)
+	{
+		const char *v = buffer + namelen;
+		const char *end = buffer + len;
+		size_t		n;
+
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
+						   end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		n = Min((size_t) (end - v), sizeof(resp->retry_after) - 1);
+		memcpy(resp->retry_after, v, n);
+		resp->retry_after[n] = '\0';
+		resp->have_retry_after = true;
+	}
+	return len;
+}
+
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	CpHttpClient *client = (CpHttpClient *) userp;
+	uint32		events = 0;
+	int			i;
+
+	for (i = 0; i < client->nsockets; i++)
+		if (client->sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_READABLE;
+	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_WRITEABLE;
+
+	if (events == 0)
+	{
+		/* CURL_POLL_REMOVE, or CURL_POLL_NONE: stop watching it */
+		if (i < client->nsockets)
+		{
+			client->sockets[i] = client->sockets[--client->nsockets];
+			client->sockets_changed = true;
+		}
+		return 0;
+	}
+
+	if (i == client->nsockets)
+	{
+		if (client->nsockets >= CP_HTTP_MAX_SOCKETS)
+		{
+			client->sockets_overflow = true;
+			return -1;
+		}
+		client->sockets[i].fd = fd;
+		client->sockets[i].events = 0;
+		client->nsockets++;
+	}
+	if (client->sockets[i].events != events)
+	{
+		client->sockets[i].events = events;
+		client->sockets_changed = true;
+	}
+	return 0;
+}
+
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	CpHttpClient *client = (CpHttpClient *) userp;
+
+	if (timeout_ms < 0)
+		client->timer_armed = false;
+	else
+	{
+		client->timer_armed = true;
+		client->timer_deadline_us = monotonic_us() + (int64) timeout_ms * 1000;
+	}
+	return 0;
+}
+
+
+/* ---------------------------------------------------------------------
+ * Driving a transfer
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Take out of the multi handle a transfer that an interrupt left there.
+ * curl closes its connection (it was mid-request) and tells the socket
+ * callback; the easy handle is ready for a new request.
+ */
+static void
+detach_transfer(CpHttpClient *client)
+{
+	if (client->attached != NULL)
+	{
+		curl_multi_remove_handle(client->multi, client->attached);
+		client->attached = NULL;
+	}
+}
+
+static void
+rebuild_wait_set(CpHttpClient *client)
+{
+	if (client->wes != NULL)
+	{
+		FreeWaitEventSet(client->wes);
+		client->wes = NULL;
+	}
+	client->wes = cp_create_wait_event_set(client->cxt, client->nsockets + 2);
+	AddWaitEventToSet(client->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch,
+					  NULL);
+	if (IsUnderPostmaster)
+		AddWaitEventToSet(client->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
+						  NULL, NULL);
+	for (int i = 0; i < client->nsockets; i++)
+		AddWaitEventToSet(client->wes, client->sockets[i].events,
+						  client->sockets[i].fd, NULL, NULL);
+	client->wes_latch = MyLatch;
+	client->sockets_changed = false;
+}
+
+static long
+wait_timeout_ms(CpHttpClient *client)
+{
+	int64		remaining_us;
+
+	if (!client->timer_armed)
+		return CP_HTTP_MAX_WAIT_MS;
+	remaining_us = client->timer_deadline_us - monotonic_us();
+	if (remaining_us <= 0)
+		return 0;
+	return (long) Min((remaining_us + 999) / 1000, CP_HTTP_MAX_WAIT_MS);
+}
+
+/*
+ * Run one transfer of easy to its end.  Returns curl's result for it, with
+ * errbuf set by curl; a failure of the multi interface itself is returned
+ * as CURLE_FAILED_INIT with its text in errbuf.
+ */
+static CURLcode
+run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
+{
+	CURLMcode	mrc;
+	CURLcode	rc = CURLE_OK;
+	bool		done = false;
+
+	Assert(client->attached == NULL);
+	errbuf[0] = '\0';
+	client->sockets_overflow = false;
+
+	mrc = curl_multi_add_handle(client->multi, easy);
+	if (mrc != CURLM_OK)
+	{
+		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_add_handle: %s",
+				 curl_multi_strerror(mrc));
+		return CURLE_FAILED_INIT;
+	}
+	client->attached = easy;
+
+	while (!done)
+	{
+		WaitEvent	events[CP_HTTP_MAX_SOCKETS + 2];
+		int			nevents;
+		int			running;
+		CURLMsg    *msg;
+		int			left;
+
+		if (client->sockets_changed || client->wes == NULL ||
+			client->wes_latch != MyLatch)
+			rebuild_wait_set(client);
+
+		nevents = WaitEventSetWait(client->wes, wait_timeout_ms(client),
+								   events, lengthof(events),
+								   PG_WAIT_EXTENSION);
+
+		for (int i = 0; i < nevents; i++)
+			if (events[i].events & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+		/* may longjmp: we are not inside curl */
+		CHECK_FOR_INTERRUPTS();
+
+		for (int i = 0; i < nevents && mrc == CURLM_OK; i++)
+		{
+			int			mask = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			if (mask == 0)
+				continue;
+			mrc = curl_multi_socket_action(client->multi, events[i].fd, mask,
+										   &running);
+			/* an earlier event of this round may have closed that socket */
+			if (mrc == CURLM_BAD_SOCKET)
+				mrc = CURLM_OK;
+		}
+
+		/*
+		 * curl's timer is one-shot: it calls timer_cb again if it needs
+		 * another.  Firing it when the wait merely hit CP_HTTP_MAX_WAIT_MS is
+		 * harmless.
+		 */
+		if (mrc == CURLM_OK &&
+			(nevents == 0 ||
+			 (client->timer_armed &&
+			  monotonic_us() >= client->timer_deadline_us)))
+		{
+			client->timer_armed = false;
+			mrc = curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT,
+										   0, &running);
+		}
+
+		if (mrc != CURLM_OK)
+		{
+			snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_socket_action: %s",
+					 curl_multi_strerror(mrc));
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (client->sockets_overflow)
+		{
+			strlcpy(errbuf, "libcurl opened more sockets than expected",
+					CURL_ERROR_SIZE);
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+
+		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+			{
+				rc = msg->data.result;
+				done = true;
+			}
+		}
+	}
+
+	detach_transfer(client);
+	return rc;
+}
+
+/* Point easy at a new header list (the previous one is freed). */
+static void
+set_headers(CpHttpClient *client, CURL *easy, struct curl_slist *list)
+{
+	CURLcode	rc;
+
+	rc = curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
+	if (client->headers != NULL && client->headers != list)
+		free_header_list(&client->headers);
+	client->headers = list;
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not set the request headers: %s",
+						curl_easy_strerror(rc))));
+}
+
+/* curl_slist_append that errors, outside any callback, when out of memory */
+static void
+add_header(struct curl_slist **list, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(*list, header);
+
+	if (l == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	*list = l;
+}
+
+static void
+reset_response(CpHttpResponse *resp)
+{
+	resp->body_len = 0;
+	resp->body[0] = '\0';
+	resp->body_truncated = false;
+	resp->have_retry_after = false;
+	resp->retry_after[0] = '\0';
+}
+
+/*
+ * Start of every cp_http_post: undo whatever an interrupted call left, so
+ * that nothing of it survives into this one.
+ */
+static void
+begin_call(CpHttpClient *client)
+{
+	detach_transfer(client);
+	if (client->headers != NULL)
+	{
+		curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, NULL);
+		if (client->token_easy)
+			curl_easy_setopt(client->token_easy, CURLOPT_HTTPHEADER, NULL);
+		free_header_list(&client->headers);
+	}
+	if (client->token_response.body != NULL)
+		explicit_bzero(client->token_response.body,
+					   client->token_response.body_cap + 1);
+	MemoryContextReset(client->request_cxt);
+}
+
+/* After a transfer: curl keeps no pointer into memory we are about to free. */
+static void
+end_transfer(CpHttpClient *client, CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+	free_header_list(&client->headers);
+}
+
+
+/* ---------------------------------------------------------------------
+ * OAuth2 client credentials (RFC 6749 4.4)
+ * ---------------------------------------------------------------------
+ */
+
+static void
+drop_access_token(CpHttpClient *client)
+{
+	if (client->access_token != NULL)
+	{
+		wipe_string(client->access_token);
+		pfree(client->access_token);
+		client->access_token = NULL;
+	}
+}
+
+static bool
+access_token_usable(CpHttpClient *client)
+{
+	if (client->access_token == NULL)
+		return false;
+	if (!client->access_token_expires)
+		return true;
+	return GetCurrentTimestamp() < client->access_token_refresh_at;
+}
+
+/* "Basic base64(urlencode(id):urlencode(secret))", RFC 6749 2.3.1 */
+static char *
+basic_authorization(const CpDestinationConfig *cfg)
+{
+	StringInfoData plain;
+	char	   *encoded;
+	char	   *header;
+	int			enclen;
+
+	/* sized so that it never grows: no stray copy of the secret */
+	initStringInfo(&plain);
+	enlargeStringInfo(&plain,
+					  3 * (strlen(cfg->client_id) +
+						   strlen(cfg->client_secret)) + 2);
+	append_form_urlencoded(&plain, cfg->client_id);
+	appendStringInfoChar(&plain, ':');
+	append_form_urlencoded(&plain, cfg->client_secret);
+
+	enclen = pg_b64_enc_len(plain.len);
+	encoded = palloc(enclen + 1);
+	enclen = pg_b64_encode(plain.data, plain.len, encoded, enclen);
+	explicit_bzero(plain.data, plain.len);
+	pfree(plain.data);
+	if (enclen < 0)
+		elog(ERROR, "could not encode the OAuth2 client credentials");
+	encoded[enclen] = '\0';
+
+	header = psprintf("Authorization: Basic %s", encoded);
+	explicit_bzero(encoded, enclen);
+	pfree(encoded);
+	return header;
+}
+
+/*
+ * Take access_token and expires_in from a 2xx token response.  On failure
+ * sets result (never quoting the body: it may hold a token).
+ */
+static bool
+parse_token_response(CpHttpClient *client, CpHttpResult *result)
+{
+	static const char prefix[] = "OAuth2 token endpoint: ";
+	CpHttpResponse *resp = &client->token_response;
+	cJSON	   *root;
+	cJSON	   *item;
+	const char *problem = NULL;
+	double		lifetime = 0;
+
+	if (resp->body_truncated)
+	{
+		snprintf(result->message, sizeof(result->message),
+				 "%sresponse larger than %d bytes", prefix,
+				 CP_HTTP_TOKEN_BODY_MAX);
+		result->outcome = CP_HTTP_REFUSED;
+		return false;
+	}
+
+	root = cJSON_ParseWithLength(resp->body, resp->body_len);
+	if (root == NULL || !cJSON_IsObject(root))
+		problem = "response is not a JSON object";
+	else
+	{
+		item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
+		if (item != NULL &&
+			(!cJSON_IsString(item) ||
+			 pg_strcasecmp(item->valuestring, "bearer") != 0))
+			problem = "token_type is not \"Bearer\"";
+
+		item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
+		if (problem == NULL &&
+			(!cJSON_IsString(item) || item->valuestring[0] == '\0'))
+			problem = "response has no access_token";
+		if (problem == NULL)
+		{
+			/* it goes into a header: visible ASCII only (RFC 6750 b64token) */
+			for (const unsigned char *p = (unsigned char *) item->valuestring;
+				 *p; p++)
+				if (*p <= 0x20 || *p >= 0x7f)
+					problem = "access_token contains characters not allowed in an HTTP header";
+		}
+
+		if (problem == NULL)
+		{
+			cJSON	   *exp = cJSON_GetObjectItemCaseSensitive(root,
+															   "expires_in");
+
+			/* RFC 6749 says a number; some servers send a string */
+			if (cJSON_IsNumber(exp))
+				lifetime = exp->valuedouble;
+			else if (cJSON_IsString(exp))
+				lifetime = strtod(exp->valuestring, NULL);
+
+			drop_access_token(client);
+			client->access_token = MemoryContextStrdup(client->cxt,
+													   item->valuestring);
+			wipe_string(item->valuestring);
+		}
+	}
+	if (root != NULL)
+		cJSON_Delete(root);
+	explicit_bzero(resp->body, resp->body_cap + 1);
+
+	if (problem != NULL)
+	{
+		snprintf(result->message, sizeof(result->message), "%s%s", prefix,
+				 problem);
+		result->outcome = CP_HTTP_REFUSED;
+		return false;
+	}
+
+	/*
+	 * Refresh before the token expires: 30 s early, or a tenth of its life
+	 * when that is shorter.  Without expires_in it is used until the ingest
+	 * endpoint answers 401.
+	 */
+	if (lifetime > 0)
+	{
+		double		margin;
+
+		lifetime = Min(lifetime, 10.0 * 365 * 86400);
+		margin = Min(30.0, lifetime / 10);
+		client->access_token_expires = true;
+		client->access_token_refresh_at = GetCurrentTimestamp() +
+			(TimestampTz) ((lifetime - margin) * USECS_PER_SEC);
+	}
+	else
+		client->access_token_expires = false;
+	return true;
+}
+
+/*
+ * Fetch a new access token.  On failure fills result (outcome and message,
+ * status 0 since the ingest endpoint was not reached) and returns false.
+ */
+static bool
+fetch_access_token(CpHttpClient *client, CpHttpResult *result)
+{
+	static const char prefix[] = "OAuth2 token endpoint: ";
+	const CpDestinationConfig *cfg = &client->cfg;
+	StringInfoData form;
+	struct curl_slist *list = NULL;
+	char	   *auth;
+	CURLcode	rc;
+	long		status = 0;
+
+	drop_access_token(client);
+
+	initStringInfo(&form);
+	appendStringInfoString(&form, "grant_type=client_credentials");
+	if (cfg->scope != NULL && cfg->scope[0] != '\0')
+	{
+		appendStringInfoString(&form, "&scope=");
+		append_form_urlencoded(&form, cfg->scope);
+	}
+
+	add_header(&list, "Content-Type: application/x-www-form-urlencoded");
+	add_header(&list, "Accept: application/json");
+	add_header(&list, "Expect:");
+	set_headers(client, client->token_easy, list);
+	auth = basic_authorization(cfg);
+	add_header(&client->headers, auth);
+	explicit_bzero(auth, strlen(auth));
+	pfree(auth);
+
+	if (curl_easy_setopt(client->token_easy, CURLOPT_POSTFIELDS,
+						 form.data) != CURLE_OK ||
+		curl_easy_setopt(client->token_easy, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) form.len) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not set the OAuth2 token request body")));
+
+	reset_response(&client->token_response);
+	rc = run_transfer(client, client->token_easy, client->token_errbuf);
+	end_transfer(client, client->token_easy);
+	pfree(form.data);
+
+	if (rc != CURLE_OK)
+	{
+		result->outcome = classify_curl_error(rc);
+		describe_curl_error(result, prefix, rc, client->token_errbuf);
+		return false;
+	}
+
+	curl_easy_getinfo(client->token_easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status > 299)
+	{
+		/* the same table as for batches, but nothing here is "accepted" */
+		result->outcome = (classify_status(status) == CP_HTTP_TRANSIENT) ?
+			CP_HTTP_TRANSIENT : CP_HTTP_REFUSED;
+		result->retry_after_ms = parse_retry_after(&client->token_response);
+		/* an error response (RFC 6749 5.2) holds no token: quote it */
+		describe_status(result, prefix, status, &client->token_response, NULL);
+		explicit_bzero(client->token_response.body,
+					   client->token_response.body_cap + 1);
+		return false;
+	}
+
+	return parse_token_response(client, result);
+}
+
+
+/* ---------------------------------------------------------------------
+ * Creating and destroying a client
+ * ---------------------------------------------------------------------
+ */
+
+/* Every setopt is checked, and the error names the option. */
+#define CP_SETOPT(client, easy, option, value) \
+	check_setopt((client), curl_easy_setopt((easy), (option), (value)), \
+				 #option)
+#define CP_MULTI_SETOPT(client, multi, option, value) \
+	check_multi_setopt((client), curl_multi_setopt((multi), (option), (value)), \
+					   #option)
+
+static void
+check_setopt(const CpHttpClient *client, CURLcode rc, const char *option)
+{
+	if (likely(rc == CURLE_OK))
+		return;
+	if (rc == CURLE_OUT_OF_MEMORY)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory setting %s for destination \"%s\"",
+						option, dest_name(&client->cfg))));
+	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("libcurl does not support %s, needed by destination \"%s\": %s",
+						option, dest_name(&client->cfg),
+						curl_easy_strerror(rc)),
+				 errdetail("The server uses libcurl %s.",
+						   curl_version_info(CURLVERSION_NOW)->version),
+				 errhint("calabi_push needs libcurl 7.85 or later, built with OpenSSL.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("libcurl rejected %s for destination \"%s\": %s",
+					option, dest_name(&client->cfg), curl_easy_strerror(rc)),
+			 errhint("Check the destination's URL, proxy and TLS settings.")));
+}
+
+static void
+check_multi_setopt(const CpHttpClient *client, CURLMcode rc,
+				   const char *option)
+{
+	if (likely(rc == CURLM_OK))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("libcurl rejected %s for destination \"%s\": %s",
+					option, dest_name(&client->cfg),
+					curl_multi_strerror(rc)),
+			 errhint("calabi_push needs libcurl 7.85 or later.")));
+}
+
+/* A URL's scheme must be https, or http when the destination allows it. */
+static void
+check_url(const CpDestinationConfig *cfg, const char *what, const char *url)
+{
+	CURLU	   *u;
+	CURLUcode	uc;
+	char	   *scheme = NULL;
+	bool		ok;
+
+	if (url == NULL || url[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination \"%s\" has no %s", dest_name(cfg), what)));
+
+	u = curl_url();
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	uc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (uc == CURLUE_OK)
+		uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	if (uc != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		/* the URL itself is not quoted: it may carry credentials */
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s of destination \"%s\" is not a valid URL: %s",
+						what, dest_name(cfg), curl_url_strerror(uc)),
+				 errhint("Give a full URL, e.g. https://ingest.example.com/v1/batches.")));
+	}
+	ok = (pg_strcasecmp(scheme, "https") == 0 ||
+		  (cfg->allow_http && pg_strcasecmp(scheme, "http") == 0));
+	curl_free(scheme);
+	curl_url_cleanup(u);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s of destination \"%s\" must be an https:// URL",
+						what, dest_name(cfg)),
+				 cfg->allow_http ? 0 :
+				 errhint("Plain http:// is only accepted with allow_http, meant for loopback tests.")));
+}
+
+static void
+check_config(const CpDestinationConfig *cfg)
+{
+	check_url(cfg, "URL", cfg->url);
+
+	if (cfg->proxy != NULL && cfg->proxy[0] != '\0')
+	{
+		static const char *const schemes[] = {
+			"http://", "https://", "socks5://", "socks5h://"
+		};
+		bool		ok = false;
+
+		for (int i = 0; i < (int) lengthof(schemes); i++)
+			if (pg_strncasecmp(cfg->proxy, schemes[i], strlen(schemes[i])) == 0)
+				ok = true;
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the proxy of destination \"%s\" must be an http://, https://, socks5:// or socks5h:// URL",
+							dest_name(cfg)),
+					 errhint("For an SSH tunnel (ssh -D 1080 host), use socks5h://127.0.0.1:1080.")));
+	}
+
+	if (cfg->ca_file != NULL && cfg->ca_pem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination \"%s\" has both ca_file and ca_pem",
+						dest_name(cfg)),
+				 errhint("Give the CA certificates one way only.")));
+	if (cfg->client_key != NULL && cfg->client_cert == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination \"%s\" has a client_key but no client_cert",
+						dest_name(cfg))));
+
+	if (cfg->token != NULL && !header_safe(cfg->token))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the token of destination \"%s\" contains control characters",
+						dest_name(cfg)),
+				 errhint("Set the token without line breaks.")));
+
+	if (cfg->token_url != NULL)
+	{
+		check_url(cfg, "token_url", cfg->token_url);
+		if (cfg->token != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("destination \"%s\" has both a token and OAuth2 client credentials",
+							dest_name(cfg)),
+					 errhint("Use either a static token or token_url, client_id and client_secret.")));
+		if (cfg->client_id == NULL || cfg->client_secret == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("destination \"%s\" has a token_url but no %s",
+							dest_name(cfg),
+							cfg->client_id == NULL ? "client_id" : "client_secret"),
+					 errhint("OAuth2 client credentials need token_url, client_id and client_secret.")));
+	}
+}
+
+static char *
+copy_string(MemoryContext cxt, const char *s)
+{
+	return s ? MemoryContextStrdup(cxt, s) : NULL;
+}
+
+static void
+alloc_response(CpHttpClient *client, CpHttpResponse *resp, size_t cap)
+{
+	resp->body = MemoryContextAllocZero(client->cxt, cap + 1);
+	resp->body_cap = cap;
+}
+
+/* "calabi_push/0.1.0 PostgreSQL/15.20" */
+static char *
+make_user_agent(MemoryContext cxt)
+{
+	const char *version = GetConfigOption("server_version", true, false);
+	MemoryContext oldcxt;
+	char	   *ua;
+	int			len;
+
+	if (version == NULL)
+		version = PG_VERSION;
+	len = strcspn(version, " \t");
+	oldcxt = MemoryContextSwitchTo(cxt);
+	ua = psprintf("calabi_push/%s PostgreSQL/%.*s", CALABI_PUSH_VERSION,
+				  len, version);
+	MemoryContextSwitchTo(oldcxt);
+	return ua;
+}
+
+/*
+ * An easy handle with everything that does not change from one request to
+ * the next.  Stored in *slot at once, so that an error leaves it to the
+ * cleanup callback.
+ */
+static void
+setup_easy(CpHttpClient *client, CURL **slot, const char *url, char *errbuf,
+		   CpHttpResponse *resp)
+{
+	const CpDestinationConfig *cfg = &client->cfg;
+	int			connect_ms = cfg->connect_timeout_ms > 0 ?
+		cfg->connect_timeout_ms : CP_HTTP_DEFAULT_CONNECT_TIMEOUT_MS;
+	int			request_ms = cfg->request_timeout_ms > 0 ?
+		cfg->request_timeout_ms : CP_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
+	CURL	   *easy;
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle for destination \"%s\"",
+						dest_name(cfg))));
+	*slot = easy;
+
+	CP_SETOPT(client, easy, CURLOPT_ERRORBUFFER, errbuf);
+	/* signals are PostgreSQL's; no alarm() for DNS timeouts */
+	CP_SETOPT(client, easy, CURLOPT_NOSIGNAL, 1L);
+	CP_SETOPT(client, easy, CURLOPT_URL, url);
+	CP_SETOPT(client, easy, CURLOPT_PROTOCOLS_STR,
+			  cfg->allow_http ? "http,https" : "https");
+	CP_SETOPT(client, easy, CURLOPT_FOLLOWLOCATION, 0L);
+	CP_SETOPT(client, easy, CURLOPT_POST, 1L);
+	CP_SETOPT(client, easy, CURLOPT_USERAGENT, client->user_agent);
+	CP_SETOPT(client, easy, CURLOPT_CONNECTTIMEOUT_MS, (long) connect_ms);
+	/* libcurl has no total timeout unless told */
+	CP_SETOPT(client, easy, CURLOPT_TIMEOUT_MS, (long) request_ms);
+	CP_SETOPT(client, easy, CURLOPT_TCP_KEEPALIVE, 1L);
+
+	CP_SETOPT(client, easy, CURLOPT_WRITEFUNCTION, write_cb);
+	CP_SETOPT(client, easy, CURLOPT_WRITEDATA, (void *) resp);
+	CP_SETOPT(client, easy, CURLOPT_HEADERFUNCTION, header_cb);
+	CP_SETOPT(client, easy, CURLOPT_HEADERDATA, (void *) resp);
+
+	/* verification is never off, whatever else is configured */
+	CP_SETOPT(client, easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	CP_SETOPT(client, easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	CP_SETOPT(client, easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+
+	/*
+	 * A configured CA replaces the system's: CAINFO_BLOB overrides CAINFO,
+	 * but the built-in CAPATH would still be searched.
+	 */
+	if (cfg->ca_file != NULL)
+	{
+		CP_SETOPT(client, easy, CURLOPT_CAINFO, cfg->ca_file);
+		CP_SETOPT(client, easy, CURLOPT_CAPATH, (char *) NULL);
+	}
+	else if (cfg->ca_pem != NULL)
+	{
+		struct curl_blob blob;
+
+		blob.data = cfg->ca_pem;
+		blob.len = strlen(cfg->ca_pem);
+		blob.flags = CURL_BLOB_COPY;
+		CP_SETOPT(client, easy, CURLOPT_CAINFO_BLOB, &blob);
+		CP_SETOPT(client, easy, CURLOPT_CAPATH, (char *) NULL);
+	}
+	if (cfg->client_cert != NULL)
+	{
+		struct curl_blob blob;
+
+		blob.data = cfg->client_cert;
+		blob.len = strlen(cfg->client_cert);
+		blob.flags = CURL_BLOB_COPY;
+		CP_SETOPT(client, easy, CURLOPT_SSLCERT_BLOB, &blob);
+		CP_SETOPT(client, easy, CURLOPT_SSLCERTTYPE, "PEM");
+	}
+	if (cfg->client_key != NULL)
+	{
+		struct curl_blob blob;
+
+		blob.data = cfg->client_key;
+		blob.len = strlen(cfg->client_key);
+		blob.flags = CURL_BLOB_COPY;
+		CP_SETOPT(client, easy, CURLOPT_SSLKEY_BLOB, &blob);
+		CP_SETOPT(client, easy, CURLOPT_SSLKEYTYPE, "PEM");
+	}
+
+	/*
+	 * The proxy is the destination's alone: "" also keeps curl from taking
+	 * one from the server's environment (https_proxy, ALL_PROXY).  An https
+	 * proxy is verified against the system CAs.
+	 */
+	CP_SETOPT(client, easy, CURLOPT_PROXY, cfg->proxy ? cfg->proxy : "");
+	CP_SETOPT(client, easy, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+	CP_SETOPT(client, easy, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+}
+
+/*
+ * The client's memory context is going away (cp_http_client_destroy, or its
+ * parent was reset or deleted): release everything libcurl and the kernel
+ * hold for it, and wipe the secrets.  Must not error.
+ */
+static void
+client_cleanup(void *arg)
+{
+	CpHttpClient *client = (CpHttpClient *) arg;
+
+	if (client->multi != NULL)
+		detach_transfer(client);
+	if (client->easy != NULL)
+		curl_easy_cleanup(client->easy);
+	if (client->token_easy != NULL)
+		curl_easy_cleanup(client->token_easy);
+	if (client->multi != NULL)
+		curl_multi_cleanup(client->multi);
+	client->easy = client->token_easy = NULL;
+	client->multi = NULL;
+	if (client->headers != NULL)
+		free_header_list(&client->headers);
+	if (client->wes != NULL)
+	{
+		FreeWaitEventSet(client->wes);
+		client->wes = NULL;
+	}
+	wipe_string(client->cfg.token);
+	wipe_string(client->cfg.client_secret);
+	wipe_string(client->cfg.client_key);
+	wipe_string(client->access_token);
+	if (client->token_response.body != NULL)
+		explicit_bzero(client->token_response.body,
+					   client->token_response.body_cap + 1);
+}
+
+CpHttpClient *
+cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
+{
+	MemoryContext cxt;
+	CpHttpClient *client;
+
+	check_config(cfg);
+
+	if (!curl_initialized)
+	{
+		CURLcode	rc = curl_global_init(CURL_GLOBAL_ALL);
+
+		if (rc != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not initialize libcurl: %s",
+							curl_easy_strerror(rc))));
+		curl_initialized = true;
+	}
+
+	cxt = AllocSetContextCreate(mcxt, "calabi_push http client",
+								ALLOCSET_SMALL_SIZES);
+	client = MemoryContextAllocZero(cxt, sizeof(CpHttpClient));
+	client->cxt = cxt;
+	client->cleanup.func = client_cleanup;
+	client->cleanup.arg = client;
+	MemoryContextRegisterResetCallback(cxt, &client->cleanup);
+
+	PG_TRY();
+	{
+		CpDestinationConfig *c = &client->cfg;
+
+		c->name = copy_string(cxt, cfg->name);
+		c->url = copy_string(cxt, cfg->url);
+		c->token = copy_string(cxt, cfg->token);
+		c->ca_file = copy_string(cxt, cfg->ca_file);
+		c->ca_pem = copy_string(cxt, cfg->ca_pem);
+		c->client_cert = copy_string(cxt, cfg->client_cert);
+		c->client_key = copy_string(cxt, cfg->client_key);
+		c->proxy = copy_string(cxt, cfg->proxy);
+		c->allow_http = cfg->allow_http;
+		c->connect_timeout_ms = cfg->connect_timeout_ms;
+		c->request_timeout_ms = cfg->request_timeout_ms;
+		c->token_url = copy_string(cxt, cfg->token_url);
+		c->client_id = copy_string(cxt, cfg->client_id);
+		c->client_secret = copy_string(cxt, cfg->client_secret);
+		c->scope = copy_string(cxt, cfg->scope);
+		client->oauth = (c->token_url != NULL);
+
+		client->request_cxt = AllocSetContextCreate(cxt,
+													"calabi_push http request",
+													ALLOCSET_DEFAULT_SIZES);
+		client->user_agent = make_user_agent(cxt);
+		alloc_response(client, &client->response, CP_HTTP_BODY_KEEP);
+
+		client->multi = curl_multi_init();
+		if (client->multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl multi handle for destination \"%s\"",
+							dest_name(c))));
+		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETFUNCTION,
+						socket_cb);
+		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETDATA,
+						(void *) client);
+		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERFUNCTION,
+						timer_cb);
+		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERDATA,
+						(void *) client);
+
+		setup_easy(client, &client->easy, c->url, client->errbuf,
+				   &client->response);
+		if (client->oauth)
+		{
+			alloc_response(client, &client->token_response,
+						   CP_HTTP_TOKEN_BODY_MAX);
+			setup_easy(client, &client->token_easy, c->token_url,
+					   client->token_errbuf, &client->token_response);
+		}
+	}
+	PG_CATCH();
+	{
+		/* the reset callback releases what was made */
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	return client;
+}
+
+void
+cp_http_client_destroy(CpHttpClient *client)
+{
+	if (client != NULL)
+		MemoryContextDelete(client->cxt);
+}
+
+
+/* ---------------------------------------------------------------------
+ * One batch
+ * ---------------------------------------------------------------------
+ */
+
+static void
+check_request(const CpHttpClient *client, const CpHttpRequest *req)
+{
+	if (req->sync_name == NULL || !header_safe(req->sync_name) ||
+		req->sync_id == NULL || !header_safe(req->sync_id) ||
+		req->batch_seq <= 0 || (req->body == NULL && req->body_len > 0))
+		elog(ERROR, "invalid HTTP request for destination \"%s\"",
+			 dest_name(&client->cfg));
+}
+
+/* Headers and body of a batch request, on client->easy. */
+static void
+prepare_batch(CpHttpClient *client, const CpHttpRequest *req)
+{
+	struct curl_slist *list = NULL;
+	const char *bearer;
+
+	add_header(&list, "Content-Type: application/x-ndjson");
+	if (req->gzip)
+		add_header(&list, "Content-Encoding: gzip");
+	add_header(&list, "Calabi-Protocol: 1");
+	add_header(&list, psprintf("Calabi-Sync: %s", req->sync_name));
+	add_header(&list, psprintf("Calabi-Sync-Id: %s", req->sync_id));
+	add_header(&list, psprintf("Calabi-Batch-Seq: " INT64_FORMAT,
+							   req->batch_seq));
+	add_header(&list, psprintf("Idempotency-Key: %s:" INT64_FORMAT,
+							   req->sync_id, req->batch_seq));
+	/* no 100-continue round trip: the body goes with the headers */
+	add_header(&list, "Expect:");
+	set_headers(client, client->easy, list);
+
+	bearer = client->oauth ? client->access_token : client->cfg.token;
+	if (bearer != NULL)
+	{
+		char	   *auth = psprintf("Authorization: Bearer %s", bearer);
+
+		add_header(&client->headers, auth);
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+	}
+
+	if (curl_easy_setopt(client->easy, CURLOPT_POSTFIELDS,
+						 req->body_len > 0 ? req->body : "") != CURLE_OK ||
+		curl_easy_setopt(client->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) req->body_len) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not set the request body for destination \"%s\"",
+						dest_name(&client->cfg))));
+}
+
+void
+cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
+			 CpHttpResult *result)
+{
+	MemoryContext oldcxt;
+	bool		retried = false;
+
+	memset(result, 0, sizeof(*result));
+	result->retry_after_ms = -1;
+	check_request(client, req);
+
+	begin_call(client);
+	oldcxt = MemoryContextSwitchTo(client->request_cxt);
+
+	for (;;)
+	{
+		CURLcode	rc;
+		long		status = 0;
+
+		if (client->oauth && !access_token_usable(client) &&
+			!fetch_access_token(client, result))
+			break;
+
+		prepare_batch(client, req);
+		reset_response(&client->response);
+		rc = run_transfer(client, client->easy, client->errbuf);
+		end_transfer(client, client->easy);
+
+		if (rc != CURLE_OK)
+		{
+			result->outcome = classify_curl_error(rc);
+			describe_curl_error(result, "", rc, client->errbuf);
+			break;
+		}
+
+		curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &status);
+		result->status = status;
+		result->retry_after_ms = parse_retry_after(&client->response);
+
+		/* 401 with OAuth2: the token may have been revoked; one more go */
+		if (status == 401 && client->oauth && !retried)
+		{
+			drop_access_token(client);
+			retried = true;
+			continue;
+		}
+
+		result->outcome = classify_status(status);
+		if (status >= 300 && status <= 399)
+		{
+			char	   *location = NULL;
+			StringInfoData buf;
+
+			/* curl works the target out even though it does not follow it */
+			curl_easy_getinfo(client->easy, CURLINFO_REDIRECT_URL, &location);
+			initStringInfo(&buf);
+			appendStringInfo(&buf, "HTTP %ld: redirects are not followed", status);
+			if (location != NULL)
+			{
+				appendStringInfoString(&buf, "; Location: ");
+				append_excerpt(&buf, location, strlen(location), false);
+			}
+			strlcpy(result->message, buf.data, sizeof(result->message));
+		}
+		else
+			describe_status(result, "", status, &client->response,
+							(status == 401 && retried) ?
+							" (after fetching a new OAuth2 token)" : NULL);
+		break;
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(client->request_cxt);
+}

@@ -1,0 +1,128 @@
+# Full refresh end to end: a table holding every type family, a view, a
+# materialized view, a keyless table and a partitioned table land in the
+# reference receiver's database equal to the source, value for value, over
+# HTTPS with a bearer token; the wire follows the protocol; a second run
+# replaces the copy (overwrite); append adds; secrets never reach the log.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Utils;
+use Test::More;
+use CalabiSyncTest;
+
+# log_statement as in production: with 'all', PostgreSQL itself logs every
+# statement's text, secrets included (see docs/destinations.md)
+my ($node, $recv, $token) = sync_setup(name => 'full', conf => "log_statement = 'none'");
+
+$node->safe_psql('postgres', <<'SQL');
+CREATE EXTENSION hstore;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TYPE pair AS (a int, b timestamptz);
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TABLE everything (
+  id serial PRIMARY KEY, i2 int2, i8 int8, r real, d float8, n numeric, m money,
+  b bool, bits bit(4), vb varbit, ba bytea, c char(5), vc varchar, tx text,
+  nm name, dt date, ts timestamp, tz timestamptz, tm time, ttz timetz,
+  iv interval, js json, jb jsonb, u uuid, ip inet, e mood, p pair,
+  rg tsrange, pt point, h hstore, ia int[], ta text[][], dom posint, o oid);
+INSERT INTO everything (i2, i8, r, d, n, m, b, bits, vb, ba, c, vc, tx, nm, dt, ts, tz,
+  tm, ttz, iv, js, jb, u, ip, e, p, rg, pt, h, ia, ta, dom, o)
+SELECT -32768 + g, -9223372036854775808 + g, 3.4145 * g, 0.1 * g,
+       1234567890987654321.1234567890987654321 * g, -1000 * g, g % 2 = 0, B'0100', B'101',
+       '\x6b707a'::bytea || g::text::bytea, 'ab', 'x"y\z' || g,
+       E'tab\there\n\u0001é ' || repeat('long ', g * 500), 'nm' || g,
+       '1991-02-10 BC'::date + g, '3004-10-19 10:23:54.123456 BC'::timestamp + g * interval '1 day',
+       '2004-10-19 10:23:00-08'::timestamptz + g * interval '1 minute', '24:00:00',
+       '13:00:01.123456-07', '1 year 2 mons 3 days 04:05:06', '{"a": "é\u0000"}',
+       '{"b": [1, 2.50]}', md5(g::text)::uuid, '192.168.0.1/24', 'happy',
+       ROW(g, '2004-10-19 10:23:00-08'::timestamptz)::pair, '[2010-01-01 14:30, 2010-01-01 15:30)',
+       point(1.5, g), 'a=>1, b=>NULL', '[0:1]={1,NULL}', '{{a,b},{c,NULL}}', g, 4294967295
+  FROM generate_series(1, 30) g;
+INSERT INTO everything (id, r, d, n, dt, ts, tz) VALUES
+  (1000, 'NaN', '-Infinity', 'NaN', 'infinity', '-infinity', 'infinity');
+CREATE VIEW happy_things AS SELECT id, tx, e FROM everything WHERE id % 3 = 0;
+CREATE MATERIALIZED VIEW totals AS SELECT b, count(*) AS n, sum(i8) AS s FROM everything GROUP BY b;
+CREATE TABLE keyless (x int, y text);
+INSERT INTO keyless SELECT g, 'row ' || g FROM generate_series(1, 57) g;
+CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events SELECT g, '2024-01-01'::date + g FROM generate_series(1, 600) g;
+SQL
+
+$node->safe_psql('postgres', q{
+	SELECT calabi_push.create_sync('full', 'recv',
+	  ARRAY['everything', 'happy_things', 'totals', 'keyless', 'events']::regclass[],
+	  options => '{"batch_rows": 25, "chunk_rows": 10}');
+	SELECT calabi_push.start_sync('full');
+});
+ok(wait_for_state($node, 'full', 'idle', 'error'), 'the run completes');
+is(sync_status($node, 'full', 'state || coalesce(last_error, \'\')'), 'idle', 'no error');
+
+assert_dest_equals_source($node, 'public', 'everything', 'every type family');
+assert_dest_equals_source($node, 'public', 'happy_things', 'a view');
+assert_dest_equals_source($node, 'public', 'totals', 'a materialized view');
+assert_dest_equals_source($node, 'public', 'keyless', 'a keyless table');
+assert_dest_equals_source($node, 'public', 'events', 'a partitioned table');
+
+# the wire: numbers strictly increasing, idempotency keys, gzip, one sync
+my @reqs = grep { ($_->{path} // '') eq '/ingest' } @{ $recv->requests };
+my @seqs = map { $_->{batch_seq} } @reqs;
+is_deeply([ sort { $a <=> $b } @seqs ], \@seqs, 'batch numbers in sending order');
+my %seen;
+ok(!(grep { $seen{$_}++ } @seqs), 'no batch number used twice');
+is(scalar(grep { ($_->{status} // 0) == 200 } @reqs), scalar(@reqs), 'every request accepted');
+
+my $status = sync_status($node, 'full', 'batches_sent, records_sent, bytes_sent > 0');
+my $records = $node->safe_psql('postgres', q{
+	SELECT (SELECT count(*) FROM everything) + (SELECT count(*) FROM happy_things)
+	     + (SELECT count(*) FROM totals) + (SELECT count(*) FROM keyless)
+	     + (SELECT count(*) FROM events)});
+ok(scalar(@seqs) >= int(($records + 24) / 25),
+	"batches of at most 25 records: $records records in " . scalar(@seqs) . ' requests');
+is($status, scalar(@seqs) . "|$records|t", 'sync_status counts batches, records and bytes');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(phase || ':' || percent_done, ',' ORDER BY ordinal)
+	  FROM calabi_push.stream_status WHERE sync = 'full'}),
+	'done:100.0,done:100.0,done:100.0,done:100.0,done:100.0', 'stream_status: all done');
+
+# a second run replaces the destination's copy: deleted rows disappear
+$node->safe_psql('postgres', q{
+	DELETE FROM keyless WHERE x > 10;
+	UPDATE events SET id = id + 10000 WHERE id <= 5;
+	SELECT calabi_push.start_sync('full');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT state = 'idle' AND completed_at IS NOT NULL FROM calabi_push.sync_status WHERE name = 'full'}),
+	'second run completes');
+assert_dest_equals_source($node, 'public', 'keyless', 'overwrite: rows deleted at the source are gone');
+assert_dest_equals_source($node, 'public', 'events', 'overwrite: updated keys replaced');
+is($node->safe_psql('postgres',
+	q{SELECT string_agg(generation::text, ',' ORDER BY ordinal) FROM calabi_push.stream_status WHERE sync = 'full'}),
+	'2,2,2,2,2', 'each stream read under a new generation');
+
+# append: every run adds a copy
+$node->safe_psql('postgres', q{
+	CREATE SCHEMA app;
+	CREATE TABLE app.log (id int PRIMARY KEY, msg text);
+	INSERT INTO app.log SELECT g, 'm' || g FROM generate_series(1, 40) g;
+	SELECT calabi_push.create_sync('app', 'recv', ARRAY['app.log']::regclass[],
+	  destination_sync_mode => 'append');
+	SELECT calabi_push.start_sync('app');
+});
+ok(wait_for_state($node, 'app', 'idle'), 'append run completes');
+$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('app')});
+ok($node->poll_query_until('calabi_dest', q{SELECT count(*) = 80 FROM app.log}),
+	'append: a second run adds a second copy');
+
+# secrets: never in the server log, never in a view
+my $log = slurp_file($node->logfile);
+unlike($log, qr/\Q$token\E/, 'the token never appears in the server log');
+my $views = $node->safe_psql('postgres', q{
+	SELECT (SELECT string_agg(d::text, ' ') FROM calabi_push.destinations d)
+	    || (SELECT string_agg(s::text, ' ') FROM calabi_push.sync_status s)});
+unlike($views, qr/\Q$token\E/, 'no view shows the token');
+
+$recv->stop;
+$node->stop;
+done_testing();
