@@ -12,6 +12,8 @@ CP_PACKAGES=(
 	"postgresql-$CP_PG_MAJOR" "postgresql-server-dev-$CP_PG_MAJOR"
 	libcurl4-openssl-dev libcjson-dev zlib1g-dev
 	libipc-run-perl locales
+	# the reference receiver (test/receiver) and the TAP tests that talk to it
+	python3 python3-psycopg2 openssl libio-socket-ssl-perl
 )
 # Locales the money tests switch lc_monetary to.
 CP_LOCALES=(de_DE.UTF-8 ja_JP.UTF-8)
