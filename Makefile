@@ -26,8 +26,6 @@ OBJS = \
 DATA_built = sql/calabi_push--$(EXTVERSION).sql
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
 
-sql/calabi_push--$(EXTVERSION).sql: $(INSTALL_PARTS) calabi_push.control
-	cat $(INSTALL_PARTS) > $@
 
 # Regression tests: one file per concern in sql/, expected output in expected/.
 # They run in a temporary instance configured like production
@@ -55,6 +53,10 @@ include $(PGXS)
 # TAP tests live in test/t; PGXS looks for t/*.pl relative to the source dir.
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 PROVE_FLAGS = -I ./test/lib
+
+# (after the PGXS include, so that "all" stays the default goal)
+sql/calabi_push--$(EXTVERSION).sql: $(INSTALL_PARTS) calabi_push.control
+	cat $(INSTALL_PARTS) > $@
 
 # PGXS tracks no header dependencies: rebuild everything when one changes.
 $(OBJS): $(wildcard src/*.h)

@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "storage/latch.h"
 #include "utils/timestamp.h"
 
 #if PG_VERSION_NUM < 140000
@@ -92,6 +93,18 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 #define cp_interval_is_finite(span) (!INTERVAL_NOT_FINITE(span))
 #else
 #define cp_interval_is_finite(span) true
+#endif
+
+/*
+ * PG17 made WaitEventSets resource-owner tracked; with no owner the caller
+ * frees it, which is what the HTTP client does.
+ */
+#if PG_VERSION_NUM >= 170000
+#define cp_create_wait_event_set(cxt, nevents) \
+	CreateWaitEventSet(NULL, (nevents))
+#else
+#define cp_create_wait_event_set(cxt, nevents) \
+	CreateWaitEventSet((cxt), (nevents))
 #endif
 
 #endif							/* CALABI_PUSH_COMPAT_H */

@@ -50,23 +50,12 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "http.h"
 
 /* CURLOPT_PROTOCOLS_STR; the *_BLOB options are older */
 #if LIBCURL_VERSION_NUM < 0x075500
 #error "calabi_push requires libcurl 7.85 or later"
-#endif
-
-/*
- * PG17 made WaitEventSets resource-owner tracked; with no owner the caller
- * frees it, which is what we do.  (Belongs in compat.h.)
- */
-#if PG_VERSION_NUM >= 170000
-#define cp_create_wait_event_set(cxt, nevents) \
-	CreateWaitEventSet(NULL, (nevents))
-#else
-#define cp_create_wait_event_set(cxt, nevents) \
-	CreateWaitEventSet((cxt), (nevents))
 #endif
 
 #define CP_HTTP_DEFAULT_CONNECT_TIMEOUT_MS	10000
@@ -110,6 +99,7 @@ struct CpHttpClient
 {
 	MemoryContext cxt;			/* the client's own; deleting it cleans up */
 	MemoryContext request_cxt;	/* reset by every cp_http_post */
+	MemoryContext caller_cxt;	/* current when cp_http_post was called */
 	MemoryContextCallback cleanup;
 
 	CpDestinationConfig cfg;	/* copied into cxt */
@@ -532,6 +522,54 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 }
 
 
+/* Every setopt is checked, and the error names the option. */
+#define CP_SETOPT(client, easy, option, value) \
+	check_setopt((client), curl_easy_setopt((easy), (option), (value)), \
+				 #option)
+#define CP_MULTI_SETOPT(client, multi, option, value) \
+	check_multi_setopt((client), curl_multi_setopt((multi), (option), (value)), \
+					   #option)
+
+static void
+check_setopt(const CpHttpClient *client, CURLcode rc, const char *option)
+{
+	if (likely(rc == CURLE_OK))
+		return;
+	if (rc == CURLE_OUT_OF_MEMORY)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory setting %s for destination \"%s\"",
+						option, dest_name(&client->cfg))));
+	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("libcurl does not support %s, needed by destination \"%s\": %s",
+						option, dest_name(&client->cfg),
+						curl_easy_strerror(rc)),
+				 errdetail("The server uses libcurl %s.",
+						   curl_version_info(CURLVERSION_NOW)->version),
+				 errhint("calabi_push needs libcurl 7.85 or later, built with OpenSSL.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("libcurl rejected %s for destination \"%s\": %s",
+					option, dest_name(&client->cfg), curl_easy_strerror(rc)),
+			 errhint("Check the destination's URL, proxy and TLS settings.")));
+}
+
+static void
+check_multi_setopt(const CpHttpClient *client, CURLMcode rc,
+				   const char *option)
+{
+	if (likely(rc == CURLM_OK))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("libcurl rejected %s for destination \"%s\": %s",
+					option, dest_name(&client->cfg),
+					curl_multi_strerror(rc)),
+			 errhint("calabi_push needs libcurl 7.85 or later.")));
+}
+
 /* ---------------------------------------------------------------------
  * Driving a transfer
  * ---------------------------------------------------------------------
@@ -597,16 +635,25 @@ run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 	CURLMcode	mrc;
 	CURLcode	rc = CURLE_OK;
 	bool		done = false;
+	MemoryContext oldcxt;
 
 	Assert(client->attached == NULL);
 	errbuf[0] = '\0';
 	client->sockets_overflow = false;
+
+	/*
+	 * CHECK_FOR_INTERRUPTS() below may longjmp to a caller that does not
+	 * restore CurrentMemoryContext: leave it as the caller had it, not
+	 * pointing at our request context.
+	 */
+	oldcxt = MemoryContextSwitchTo(client->caller_cxt);
 
 	mrc = curl_multi_add_handle(client->multi, easy);
 	if (mrc != CURLM_OK)
 	{
 		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_add_handle: %s",
 				 curl_multi_strerror(mrc));
+		MemoryContextSwitchTo(oldcxt);
 		return CURLE_FAILED_INIT;
 	}
 	client->attached = easy;
@@ -651,18 +698,27 @@ run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 		}
 
 		/*
-		 * curl's timer is one-shot: it calls timer_cb again if it needs
-		 * another.  Firing it when the wait merely hit CP_HTTP_MAX_WAIT_MS is
-		 * harmless.
+		 * curl's timer is due (or the wait hit CP_HTTP_MAX_WAIT_MS, when
+		 * letting curl check its timers is harmless).
 		 */
 		if (mrc == CURLM_OK &&
 			(nevents == 0 ||
 			 (client->timer_armed &&
 			  monotonic_us() >= client->timer_deadline_us)))
 		{
-			client->timer_armed = false;
+			long		timeout_ms;
+
 			mrc = curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT,
 										   0, &running);
+
+			/*
+			 * If our clock ran a little ahead of curl's, its timer has not
+			 * expired yet and it has nothing new to tell timer_cb: ask it,
+			 * so that we neither spin on a past deadline nor oversleep.
+			 */
+			if (mrc == CURLM_OK &&
+				curl_multi_timeout(client->multi, &timeout_ms) == CURLM_OK)
+				timer_cb(client->multi, timeout_ms, client);
 		}
 
 		if (mrc != CURLM_OK)
@@ -691,6 +747,7 @@ run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 	}
 
 	detach_transfer(client);
+	MemoryContextSwitchTo(oldcxt);
 	return rc;
 }
 
@@ -703,12 +760,9 @@ set_headers(CpHttpClient *client, CURL *easy, struct curl_slist *list)
 	rc = curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
 	if (client->headers != NULL && client->headers != list)
 		free_header_list(&client->headers);
+	/* kept even on failure: the next call frees it */
 	client->headers = list;
-	if (rc != CURLE_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not set the request headers: %s",
-						curl_easy_strerror(rc))));
+	check_setopt(client, rc, "CURLOPT_HTTPHEADER");
 }
 
 /* curl_slist_append that errors, outside any callback, when out of memory */
@@ -722,6 +776,15 @@ add_header(struct curl_slist **list, const char *header)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
 	*list = l;
+}
+
+/* Forget a response that may hold a secret (a token endpoint's). */
+static void
+wipe_response(CpHttpResponse *resp)
+{
+	if (resp->body != NULL)
+		explicit_bzero(resp->body, resp->body_len + 1);
+	resp->body_len = 0;
 }
 
 static void
@@ -744,14 +807,15 @@ begin_call(CpHttpClient *client)
 	detach_transfer(client);
 	if (client->headers != NULL)
 	{
-		curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, NULL);
+		/* clearing an option cannot fail */
+		(void) curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, NULL);
 		if (client->token_easy)
-			curl_easy_setopt(client->token_easy, CURLOPT_HTTPHEADER, NULL);
+			(void) curl_easy_setopt(client->token_easy, CURLOPT_HTTPHEADER,
+									NULL);
 		free_header_list(&client->headers);
 	}
-	if (client->token_response.body != NULL)
-		explicit_bzero(client->token_response.body,
-					   client->token_response.body_cap + 1);
+	/* an interrupted token request may have left part of a token */
+	wipe_response(&client->token_response);
 	MemoryContextReset(client->request_cxt);
 }
 
@@ -759,8 +823,9 @@ begin_call(CpHttpClient *client)
 static void
 end_transfer(CpHttpClient *client, CURL *easy)
 {
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+	/* clearing an option cannot fail */
+	(void) curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+	(void) curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
 	free_header_list(&client->headers);
 }
 
@@ -873,14 +938,14 @@ parse_token_response(CpHttpClient *client, CpHttpResult *result)
 
 		if (problem == NULL)
 		{
-			cJSON	   *exp = cJSON_GetObjectItemCaseSensitive(root,
-															   "expires_in");
+			cJSON	   *expires = cJSON_GetObjectItemCaseSensitive(root,
+																   "expires_in");
 
 			/* RFC 6749 says a number; some servers send a string */
-			if (cJSON_IsNumber(exp))
-				lifetime = exp->valuedouble;
-			else if (cJSON_IsString(exp))
-				lifetime = strtod(exp->valuestring, NULL);
+			if (cJSON_IsNumber(expires))
+				lifetime = expires->valuedouble;
+			else if (cJSON_IsString(expires))
+				lifetime = strtod(expires->valuestring, NULL);
 
 			drop_access_token(client);
 			client->access_token = MemoryContextStrdup(client->cxt,
@@ -890,7 +955,7 @@ parse_token_response(CpHttpClient *client, CpHttpResult *result)
 	}
 	if (root != NULL)
 		cJSON_Delete(root);
-	explicit_bzero(resp->body, resp->body_cap + 1);
+	wipe_response(resp);
 
 	if (problem != NULL)
 	{
@@ -954,13 +1019,9 @@ fetch_access_token(CpHttpClient *client, CpHttpResult *result)
 	explicit_bzero(auth, strlen(auth));
 	pfree(auth);
 
-	if (curl_easy_setopt(client->token_easy, CURLOPT_POSTFIELDS,
-						 form.data) != CURLE_OK ||
-		curl_easy_setopt(client->token_easy, CURLOPT_POSTFIELDSIZE_LARGE,
-						 (curl_off_t) form.len) != CURLE_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not set the OAuth2 token request body")));
+	CP_SETOPT(client, client->token_easy, CURLOPT_POSTFIELDS, form.data);
+	CP_SETOPT(client, client->token_easy, CURLOPT_POSTFIELDSIZE_LARGE,
+			  (curl_off_t) form.len);
 
 	reset_response(&client->token_response);
 	rc = run_transfer(client, client->token_easy, client->token_errbuf);
@@ -983,8 +1044,7 @@ fetch_access_token(CpHttpClient *client, CpHttpResult *result)
 		result->retry_after_ms = parse_retry_after(&client->token_response);
 		/* an error response (RFC 6749 5.2) holds no token: quote it */
 		describe_status(result, prefix, status, &client->token_response, NULL);
-		explicit_bzero(client->token_response.body,
-					   client->token_response.body_cap + 1);
+		wipe_response(&client->token_response);
 		return false;
 	}
 
@@ -996,54 +1056,6 @@ fetch_access_token(CpHttpClient *client, CpHttpResult *result)
  * Creating and destroying a client
  * ---------------------------------------------------------------------
  */
-
-/* Every setopt is checked, and the error names the option. */
-#define CP_SETOPT(client, easy, option, value) \
-	check_setopt((client), curl_easy_setopt((easy), (option), (value)), \
-				 #option)
-#define CP_MULTI_SETOPT(client, multi, option, value) \
-	check_multi_setopt((client), curl_multi_setopt((multi), (option), (value)), \
-					   #option)
-
-static void
-check_setopt(const CpHttpClient *client, CURLcode rc, const char *option)
-{
-	if (likely(rc == CURLE_OK))
-		return;
-	if (rc == CURLE_OUT_OF_MEMORY)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory setting %s for destination \"%s\"",
-						option, dest_name(&client->cfg))));
-	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("libcurl does not support %s, needed by destination \"%s\": %s",
-						option, dest_name(&client->cfg),
-						curl_easy_strerror(rc)),
-				 errdetail("The server uses libcurl %s.",
-						   curl_version_info(CURLVERSION_NOW)->version),
-				 errhint("calabi_push needs libcurl 7.85 or later, built with OpenSSL.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("libcurl rejected %s for destination \"%s\": %s",
-					option, dest_name(&client->cfg), curl_easy_strerror(rc)),
-			 errhint("Check the destination's URL, proxy and TLS settings.")));
-}
-
-static void
-check_multi_setopt(const CpHttpClient *client, CURLMcode rc,
-				   const char *option)
-{
-	if (likely(rc == CURLM_OK))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INTERNAL_ERROR),
-			 errmsg("libcurl rejected %s for destination \"%s\": %s",
-					option, dest_name(&client->cfg),
-					curl_multi_strerror(rc)),
-			 errhint("calabi_push needs libcurl 7.85 or later.")));
-}
 
 /* A URL's scheme must be https, or http when the destination allows it. */
 static void
@@ -1239,6 +1251,13 @@ setup_easy(CpHttpClient *client, CURL **slot, const char *url, char *errbuf,
 	{
 		CP_SETOPT(client, easy, CURLOPT_CAINFO, cfg->ca_file);
 		CP_SETOPT(client, easy, CURLOPT_CAPATH, (char *) NULL);
+#if LIBCURL_VERSION_NUM >= 0x075700
+		/*
+		 * Read the file again for every new connection (docs/destinations.md
+		 * promises that changes to it count), not once a day.
+		 */
+		CP_SETOPT(client, easy, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+#endif
 	}
 	else if (cfg->ca_pem != NULL)
 	{
@@ -1312,9 +1331,7 @@ client_cleanup(void *arg)
 	wipe_string(client->cfg.client_secret);
 	wipe_string(client->cfg.client_key);
 	wipe_string(client->access_token);
-	if (client->token_response.body != NULL)
-		explicit_bzero(client->token_response.body,
-					   client->token_response.body_cap + 1);
+	wipe_response(&client->token_response);
 }
 
 CpHttpClient *
@@ -1462,14 +1479,10 @@ prepare_batch(CpHttpClient *client, const CpHttpRequest *req)
 		pfree(auth);
 	}
 
-	if (curl_easy_setopt(client->easy, CURLOPT_POSTFIELDS,
-						 req->body_len > 0 ? req->body : "") != CURLE_OK ||
-		curl_easy_setopt(client->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-						 (curl_off_t) req->body_len) != CURLE_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not set the request body for destination \"%s\"",
-						dest_name(&client->cfg))));
+	CP_SETOPT(client, client->easy, CURLOPT_POSTFIELDS,
+			  req->body_len > 0 ? req->body : "");
+	CP_SETOPT(client, client->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+			  (curl_off_t) req->body_len);
 }
 
 void
@@ -1484,12 +1497,17 @@ cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
 	check_request(client, req);
 
 	begin_call(client);
+	client->caller_cxt = CurrentMemoryContext;
 	oldcxt = MemoryContextSwitchTo(client->request_cxt);
 
 	for (;;)
 	{
 		CURLcode	rc;
 		long		status = 0;
+
+		/* the result describes the last attempt only */
+		result->status = 0;
+		result->retry_after_ms = -1;
 
 		if (client->oauth && !access_token_usable(client) &&
 			!fetch_access_token(client, result))

@@ -1210,7 +1210,16 @@ class PgBackend:
         # previous copy until the commit, without ever waiting; views and
         # grants on the table are untouched.
         self.execute("DELETE FROM %s" % table)
-        self.execute("INSERT INTO %s (%s) SELECT %s FROM %s" % (table, cols, cols, staging))
+        pk = st.definition.pk if st.definition else None
+        if pk:
+            # A sender that restarts resumes a keyed read after its last
+            # acknowledged key, so the batch in flight at the crash may come
+            # twice (at least once): keep the last version of each key.
+            keys = ", ".join(qi(c) for c in pk)
+            self.execute("INSERT INTO %s (%s) SELECT DISTINCT ON (%s) %s FROM %s ORDER BY %s, ctid DESC"
+                         % (table, cols, keys, cols, staging, keys))
+        else:
+            self.execute("INSERT INTO %s (%s) SELECT %s FROM %s" % (table, cols, cols, staging))
         self.execute("DROP TABLE %s" % staging)
 
     # -- rows --
