@@ -544,6 +544,11 @@ launcher_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  */
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
+/*
+ * Stop the database's sync workers; returns the ids of the syncs that were
+ * running, so that resume_database can start them again even after the
+ * launcher freed their slots meanwhile.
+ */
 static List *
 pause_database(Oid dboid)
 {
@@ -557,8 +562,11 @@ pause_database(Oid dboid)
 
 		if (slot->in_use && slot->dboid == dboid && !slot->probe && slot->should_run)
 		{
+			pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+			*id = slot->sync_id;
 			slot->should_run = false;
-			paused = lappend_int(paused, i);
+			paused = lappend(paused, id);
 		}
 	}
 	LWLockRelease(cp_shared->lock);
@@ -599,13 +607,13 @@ resume_database(Oid dboid, List *paused)
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	foreach(lc, paused)
 	{
-		CpSyncSlot *slot = &cp_shared->slots[lfirst_int(lc)];
+		CpSyncSlot *slot = cp_slot_claim(dboid, lfirst(lc));
 
-		if (slot->in_use && slot->dboid == dboid && !slot->probe)
-		{
-			slot->should_run = true;
-			slot->kick = true;
-		}
+		if (slot == NULL)
+			break;				/* all slots taken meanwhile: the next
+								 * start_sync or server start finds it */
+		slot->should_run = true;
+		slot->kick = true;
 	}
 	LWLockRelease(cp_shared->lock);
 	cp_wake_launcher();

@@ -149,10 +149,20 @@ build_run(void)
 	return run;
 }
 
+/* Every error of a worker says which sync it belongs to. */
+static void
+sync_error_context(void *arg)
+{
+	errcontext("calabi_push sync \"%s\"", (const char *) arg);
+}
+
 static void
 run_sync(void)
 {
 	CpRun	   *run = build_run();
+
+	/* static: it stays on the stack of contexts for the rest of the run */
+	static ErrorContextCallback errcallback;
 
 	if (run == NULL)
 	{
@@ -160,6 +170,10 @@ run_sync(void)
 		return;
 	}
 	pgstat_report_appname(psprintf("calabi_push sync %s", run->sync->name));
+	errcallback.callback = sync_error_context;
+	errcallback.arg = run->sync->name;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	if (strcmp(run->sync->method, "full_refresh") != 0)
 		ereport(ERROR,

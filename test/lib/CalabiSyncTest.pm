@@ -8,12 +8,18 @@ use warnings;
 
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
+use File::Basename qw(dirname basename);
+use Cwd qw(abs_path);
+use POSIX qw(WNOHANG);
 use CalabiPushTest;
 use CalabiReceiver;
 
 use Exporter 'import';
 our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
-  assert_dest_equals_source sync_status);
+  assert_dest_equals_source sync_status wait_for_state_in sync_status_in
+  stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
+  sql_error wait_until ingest_requests start_connect_proxy);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -83,6 +89,160 @@ sub assert_dest_equals_source
 	my $dst = stream_rows_dest($node, $schema, $table);
 	is(scalar(@$dst), scalar(@$src), "$name: row count");
 	is_deeply($dst, $src, "$name: destination equals source, value for value");
+}
+
+# The same as wait_for_state, sync_status, stream_rows_source,
+# stream_rows_dest and assert_dest_equals_source, for a sync (or relation)
+# of database $db and a destination database $dest_db.
+sub wait_for_state_in
+{
+	my ($node, $db, $sync, @states) = @_;
+	my $list = join(',', map { "'$_'" } @states);
+	return $node->poll_query_until($db,
+		"SELECT state IN ($list) FROM calabi_push.sync_status WHERE name = '$sync'");
+}
+
+sub sync_status_in
+{
+	my ($node, $db, $sync, $columns) = @_;
+	return $node->safe_psql($db,
+		"SELECT $columns FROM calabi_push.sync_status WHERE name = '$sync'");
+}
+
+sub stream_rows_source_in
+{
+	my ($node, $db, $rel) = @_;
+	my $out = $node->safe_psql($db,
+		"SELECT p::jsonb::text FROM calabi_push.preview('$rel', NULL) p ORDER BY 1");
+	return [ split /\n/, $out ];
+}
+
+sub stream_rows_dest_in
+{
+	my ($node, $dest_db, $schema, $table) = @_;
+	my $out = $node->safe_psql($dest_db, qq{
+		SELECT (SELECT coalesce(jsonb_object_agg(k, v), '{}')
+		          FROM jsonb_each(to_jsonb(_calabi_row)) e(k, v)
+		         WHERE k NOT LIKE '\\_calabi\\_%')::text
+		  FROM "$schema"."$table" _calabi_row ORDER BY 1});
+	return [ split /\n/, $out ];
+}
+
+sub assert_dest_equals_source_in
+{
+	my ($node, $db, $dest_db, $schema, $table, $name) = @_;
+	my $src = stream_rows_source_in($node, $db, qq{"$schema"."$table"});
+	my $dst = stream_rows_dest_in($node, $dest_db, $schema, $table);
+	is(scalar(@$dst), scalar(@$src), "$name: row count");
+	is_deeply($dst, $src, "$name: destination equals source, value for value");
+}
+
+# Runs $sql (psql, VERBOSITY verbose, stopping at the first error) and
+# returns undef when it succeeds, else the error: a hash of sqlstate,
+# message, detail, hint and the whole stderr.
+sub sql_error
+{
+	my ($node, $db, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$sql");
+	return undef if $ret == 0;
+	my %e = (stderr => $err);
+	($e{sqlstate}, $e{message}) = $err =~ /ERROR:\s+([0-9A-Z]{5}):\s+([^\n]*)/;
+	($e{detail}) = $err =~ /DETAIL:\s+([^\n]*)/;
+	($e{hint}) = $err =~ /HINT:\s+([^\n]*)/;
+	return \%e;
+}
+
+# Calls $cond every 0.1 s until it returns true (returns 1) or $timeout
+# seconds (default: the framework's timeout_default) have passed (returns 0).
+sub wait_until
+{
+	my ($cond, $timeout) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $deadline = Time::HiRes::time() + $timeout;
+	while (1)
+	{
+		return 1 if $cond->();
+		return 0 if Time::HiRes::time() > $deadline;
+		usleep(100_000);
+	}
+}
+
+# The ingest requests a receiver logged for one sync (by its name), from the
+# $since-th request of its log on (default: all).  The number of a refused
+# request, which the receiver does not parse, is taken from its header.
+sub ingest_requests
+{
+	my ($recv, $sync, $since) = @_;
+	my @all = @{ $recv->requests };
+	@all = @all[ ($since // 0) .. $#all ];
+	my @mine = grep {
+		($_->{path} // '') eq $recv->{ingest_path}
+		  && ($_->{headers}{'Calabi-Sync'} // '') eq $sync
+	} @all;
+	$_->{batch_seq} //= $_->{headers}{'Calabi-Batch-Seq'} for @mine;
+	return \@mine;
+}
+
+# A minimal HTTP CONNECT proxy (test/receiver/connect_proxy.py) on
+# 127.0.0.1, logging each CONNECT target.  Returns a hash: port, pid,
+# log_file (one line per CONNECT: "CONNECT host:port", or "FAILED ..."/
+# "REFUSED ..."), url ("http://127.0.0.1:PORT"), and stop (a code ref).
+my %proxies;
+
+sub start_connect_proxy
+{
+	my (%opts) = @_;
+	my $name = $opts{name} // 'proxy';
+	my $script = abs_path(dirname(abs_path(__FILE__)) . '/../receiver/connect_proxy.py');
+	my $dir = PostgreSQL::Test::Utils::tempdir("proxy_$name");
+	my $test = basename($0, '.pl');
+	my $log = "$PostgreSQL::Test::Utils::log_path/${test}_${name}_connects.log";
+	my $out = "$PostgreSQL::Test::Utils::log_path/${test}_${name}.log";
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $out) or POSIX::_exit(127);
+		open(STDERR, '>&', \*STDOUT);
+		exec($CalabiReceiver::python, $script, '--listen', '127.0.0.1:0',
+			'--port-file', "$dir/port", '--log', $log)
+		  or POSIX::_exit(127);
+	}
+	$proxies{$pid} = 1;
+	my $deadline = time() + 60;
+	while (!-s "$dir/port")
+	{
+		die "the CONNECT proxy exited at start (see $out)"
+		  if waitpid($pid, WNOHANG) == $pid;
+		die "the CONNECT proxy did not start within 60 s (see $out)"
+		  if time() > $deadline;
+		usleep(50_000);
+	}
+	chomp(my $port = PostgreSQL::Test::Utils::slurp_file("$dir/port"));
+	my $stop = sub {
+		return unless $proxies{$pid};
+		kill 'TERM', $pid;
+		waitpid($pid, 0);
+		delete $proxies{$pid};
+	};
+	return {
+		pid => $pid,
+		port => $port,
+		url => "http://127.0.0.1:$port",
+		log_file => $log,
+		stop => $stop
+	};
+}
+
+END
+{
+	local $?;
+	for my $pid (keys %proxies)
+	{
+		kill 'TERM', $pid;
+		waitpid($pid, 0);
+	}
 }
 
 1;
