@@ -24,13 +24,19 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("calabi_push.max_syncs",
-							"Maximum number of syncs that can run at once in the cluster.",
-							"Each running sync uses a background worker (see max_worker_processes).",
-							&cp_max_syncs,
-							64, 1, 10000,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/*
+	 * A server-start setting can only be defined while the postmaster loads
+	 * us; a backend loading the library later (preview() without
+	 * shared_preload_libraries) must not try.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("calabi_push.max_syncs",
+								"Maximum number of syncs that can run at once in the cluster.",
+								"Each running sync uses a background worker (see max_worker_processes).",
+								&cp_max_syncs,
+								64, 1, 10000,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 
 	/*
 	 * Every setting of ours is named calabi_push.*; reserving the prefix

@@ -1,0 +1,94 @@
+# A table rewritten in the middle of its read (VACUUM FULL, CLUSTER,
+# TRUNCATE give it a new relfilenode) is read again from the start under a
+# new generation, announced with refresh_start; the destination ends equal
+# to the source.  And without shared_preload_libraries, preview works while
+# starting a sync says what to change.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Utils;
+use Test::More;
+use CalabiPushTest;
+use CalabiSyncTest;
+
+my ($node, $recv) = sync_setup(name => 'rewrite');
+$node->safe_psql('postgres', q{
+	CREATE TABLE r (id int PRIMARY KEY, v text);
+	INSERT INTO r SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
+	SELECT calabi_push.create_sync('s', 'recv', ARRAY['r']::regclass[],
+	  options => '{"batch_rows": 50, "chunk_rows": 50}');
+});
+
+# Slow the receiver so the read is in progress, rewrite the table under it,
+# let it finish; returns the generation it ended with.
+sub rewrite_mid_read
+{
+	my ($what, $sql) = @_;
+	my $generation = $node->safe_psql('postgres',
+		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'});
+	$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
+	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+	ok( $node->poll_query_until('postgres', q{
+			SELECT rows_sent >= 100 AND phase = 'reading'
+			  FROM calabi_push.stream_status WHERE sync = 's'}),
+		"$what: the read is under way");
+	$node->safe_psql('postgres', $sql);
+	$recv->clear_faults;
+	ok( $node->poll_query_until('postgres', q{
+			SELECT state = 'idle' AND completed_at IS NOT NULL
+			  FROM calabi_push.sync_status WHERE name = 's'}),
+		"$what: the run completes");
+	like(slurp_file($node->logfile), qr/"public"."r" was rewritten during its read; reading it again/,
+		"$what: the rewrite was noticed");
+	is($node->safe_psql('postgres',
+		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'}),
+		$generation + 2, "$what: the read started again under a new generation");
+	assert_dest_equals_source($node, 'public', 'r', $what);
+}
+
+$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+ok(wait_for_state($node, 's', 'idle'), 'a first complete run');
+
+rewrite_mid_read('VACUUM FULL', q{
+	DELETE FROM r WHERE id % 10 = 0;
+	VACUUM FULL r;
+});
+rewrite_mid_read('TRUNCATE', q{
+	BEGIN;
+	TRUNCATE r;
+	INSERT INTO r SELECT g, 'after truncate ' || g FROM generate_series(1, 700) g;
+	COMMIT;
+});
+
+# the receiver saw a refresh_start for the abandoned and for the new read
+my @starts = grep { ($_->{types}{CONTROL} // 0) > 0 } @{ $recv->requests };
+ok(scalar(@starts) >= 5, 'refresh_start announced every read, the restarted ones included');
+
+$recv->stop;
+$node->stop;
+
+# without shared_preload_libraries
+my $plain = PostgreSQL::Test::Cluster->new('no_preload');
+$plain->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+$plain->start;
+$plain->safe_psql('postgres', q{
+	CREATE EXTENSION calabi_push;
+	CREATE TABLE t (id int PRIMARY KEY);
+	INSERT INTO t VALUES (1);
+});
+is($plain->safe_psql('postgres', q{SELECT calabi_push.preview('t')::text}), '{"id":1}',
+	'without shared_preload_libraries, preview works');
+$plain->safe_psql('postgres', q{
+	SELECT calabi_push.create_destination('d', 'https://localhost:9/i');
+	SELECT calabi_push.create_sync('s', 'd', ARRAY['t']::regclass[]);
+});
+my ($ret, $out, $err) = $plain->psql('postgres', q{SELECT calabi_push.start_sync('s')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+isnt($ret, 0, 'start_sync fails without shared_preload_libraries');
+like($err, qr/55000: calabi_push is not loaded at server start/, 'the error says what is wrong');
+like($err, qr/HINT:  Add "calabi_push" to shared_preload_libraries/, 'and how to fix it');
+is($plain->safe_psql('postgres', q{SELECT enabled FROM calabi_push.sync}), 'f',
+	'nothing was left half-started');
+$plain->stop;
+
+done_testing();
