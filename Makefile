@@ -10,6 +10,7 @@ OBJS = \
 	src/calabi_push.o \
 	src/batch.o \
 	src/catalog.o \
+	src/compressor.o \
 	src/delivery.o \
 	src/encoder.o \
 	src/full_refresh.o \
@@ -39,7 +40,8 @@ PKG_CONFIG ?= pkg-config
 DEP_PKGS = libcurl libcjson zlib
 PG_CPPFLAGS = -Isrc $(shell $(PKG_CONFIG) --cflags $(DEP_PKGS)) \
 	-DCALABI_PUSH_VERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS))
+# -pthread: the gzip helper thread (src/compressor.c)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS)) -pthread
 # PostgreSQL's own headers trip -Wunused-parameter and -Wsign-compare under
 # -Wextra; everything else is an error.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare

@@ -7,8 +7,6 @@
  */
 #include "postgres.h"
 
-#include <zlib.h>
-
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -104,71 +102,41 @@ cp_batch_last_states(const CpBatch *batch, int from, int to, int *last_item,
 			last_item[batch->items[i].stream] = i;
 }
 
-/* gzip src into dst (replacing its contents) */
-static void
-gzip_into(const char *src, int len, StringInfo dst)
-{
-	z_stream	zs;
-	int			rc;
-
-	memset(&zs, 0, sizeof(zs));
-	/*
-	 * Level 1: the body is re-read by nobody but the endpoint, and speed
-	 * matters more than the last few percent of size on a LAN or WAN link
-	 * that already carries far less than the uncompressed JSON.
-	 */
-	if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8,
-					 Z_DEFAULT_STRATEGY) != Z_OK)
-		elog(ERROR, "deflateInit2 failed");
-	resetStringInfo(dst);
-	enlargeStringInfo(dst, deflateBound(&zs, len) + 1);
-	zs.next_in = (Bytef *) src;
-	zs.avail_in = len;
-	zs.next_out = (Bytef *) dst->data;
-	zs.avail_out = dst->maxlen - 1;
-	rc = deflate(&zs, Z_FINISH);
-	if (rc != Z_STREAM_END)
-	{
-		deflateEnd(&zs);
-		elog(ERROR, "gzip compression failed: %d", rc);
-	}
-	dst->len = zs.total_out;
-	dst->data[dst->len] = '\0';
-	deflateEnd(&zs);
-}
-
 int
-cp_batch_body(const CpBatch *batch, int from, int to, int64 batch_seq,
-			  const char *const *stream_names, int nstreams, bool gzip,
-			  StringInfo body)
+cp_batch_lines(const CpBatch *batch, int from, int to, int *start, int *len)
 {
-	StringInfoData plain;
-	int		   *last = palloc(sizeof(int) * Max(nstreams, 1));
 	int			records = 0;
-	bool		first = true;
-	int			start = -1,
+	int			first = -1,
 				stop = -1;
 
-	/* the lines of [from, to) are contiguous in batch->lines */
 	for (int i = from; i < to; i++)
 	{
 		const CpBatchItem *item = &batch->items[i];
 
 		if (item->line_len == 0)
 			continue;
-		if (start < 0)
-			start = item->line_off;
+		if (first < 0)
+			first = item->line_off;
 		stop = item->line_off + item->line_len;
 		if (item->is_record)
 			records++;
 	}
+	*start = first < 0 ? 0 : first;
+	*len = first < 0 ? 0 : stop - first;
+	return records;
+}
 
-	initStringInfo(&plain);
-	if (start >= 0)
-		appendBinaryStringInfo(&plain, batch->lines.data + start, stop - start);
+void
+cp_batch_state_line(const CpBatch *batch, int from, int to, int64 batch_seq,
+					const char *const *stream_names, int nstreams,
+					StringInfo line)
+{
+	int		   *last = palloc(sizeof(int) * Max(nstreams, 1));
+	bool		first = true;
 
 	cp_batch_last_states(batch, from, to, last, nstreams);
-	appendStringInfo(&plain, "{\"type\":\"STATE\",\"state\":{\"batch_seq\":" INT64_FORMAT
+	resetStringInfo(line);
+	appendStringInfo(line, "{\"type\":\"STATE\",\"state\":{\"batch_seq\":" INT64_FORMAT
 					 ",\"streams\":[", batch_seq);
 	for (int s = 0; s < nstreams; s++)
 	{
@@ -178,26 +146,13 @@ cp_batch_body(const CpBatch *batch, int from, int to, int64 batch_seq,
 			continue;
 		item = &batch->items[last[s]];
 		if (!first)
-			appendStringInfoChar(&plain, ',');
+			appendStringInfoChar(line, ',');
 		first = false;
-		appendStringInfo(&plain, "{%s,\"state\":", stream_names[s]);
-		appendBinaryStringInfo(&plain, batch->states.data + item->state_off,
+		appendStringInfo(line, "{%s,\"state\":", stream_names[s]);
+		appendBinaryStringInfo(line, batch->states.data + item->state_off,
 							   item->state_len);
-		appendStringInfoChar(&plain, '}');
+		appendStringInfoChar(line, '}');
 	}
-	appendStringInfoString(&plain, "]}}\n");
+	appendStringInfoString(line, "]}}\n");
 	pfree(last);
-
-	if (gzip)
-	{
-		gzip_into(plain.data, plain.len, body);
-		pfree(plain.data);
-	}
-	else
-	{
-		resetStringInfo(body);
-		appendBinaryStringInfo(body, plain.data, plain.len);
-		pfree(plain.data);
-	}
-	return records;
 }

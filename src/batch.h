@@ -55,14 +55,20 @@ extern void cp_batch_add_state(CpBatch *batch, int stream, const char *state,
 							   int len);
 
 /*
- * The body for items [from, to): their lines, then the STATE line naming
- * batch_seq and the last state of each stream in the range.  stream_names
- * gives each stream's "namespace":..,"name":.. members (JSON text).
- * Optionally gzip-compressed.  Returns the number of records in the range.
+ * The lines of items [from, to), contiguous in batch->lines: where they
+ * start and how long they are; returns the number of records among them.
  */
-extern int	cp_batch_body(const CpBatch *batch, int from, int to, int64 batch_seq,
-						  const char *const *stream_names, int nstreams,
-						  bool gzip, StringInfo body);
+extern int	cp_batch_lines(const CpBatch *batch, int from, int to, int *start,
+						   int *len);
+
+/*
+ * The STATE line closing a body for items [from, to): batch_seq and the
+ * last state of each stream in the range.  stream_names gives each stream's
+ * "namespace":..,"name":.. members (JSON text).
+ */
+extern void cp_batch_state_line(const CpBatch *batch, int from, int to,
+								int64 batch_seq, const char *const *stream_names,
+								int nstreams, StringInfo line);
 
 /* The last state of each stream in [from, to): -1 or the item index. */
 extern void cp_batch_last_states(const CpBatch *batch, int from, int to,

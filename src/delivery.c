@@ -16,6 +16,13 @@
  * range in two, each half with a new number and a STATE reaching exactly
  * its own last line; any other refusal stops the sync in error.
  *
+ * Pipelining: when a batch is full it becomes the batch "in flight" and its
+ * lines are compressed on the second core (compressor.c) while the worker
+ * reads the next one; it is sent when that next one is full, or at the end
+ * of the run.  Its number, and so its STATE line, is decided only when it
+ * is sent, so numbers keep increasing in sending order whatever a 413 did
+ * to the batch before it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -29,6 +36,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compressor.h"
 #include "worker.h"
 
 /* batch numbers reserved per catalog round trip */
@@ -38,7 +46,7 @@
 bool
 cp_delivery_batch_full(CpRun *run)
 {
-	CpBatch    *batch = &run->batch;
+	CpBatch    *batch = run->batch;
 
 	if (batch->nitems == 0)
 		return false;
@@ -97,9 +105,9 @@ backoff_ms(CpRun *run, int attempt)
 
 /* Checkpoint what [from, to) reached. */
 static void
-commit_ack(CpRun *run, int from, int to, int records, int64 bytes, int64 retries)
+commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
+		   int64 bytes, int64 retries)
 {
-	CpBatch    *batch = &run->batch;
 	int		   *last = palloc(sizeof(int) * run->nstreams);
 	CpStreamAck *acks = palloc(sizeof(CpStreamAck) * run->nstreams);
 	int			nacks = 0;
@@ -120,9 +128,40 @@ commit_ack(CpRun *run, int from, int to, int records, int64 bytes, int64 retries
 	cp_catalog_commit_ack(run->sync, acks, nacks, records, bytes, retries);
 }
 
+/*
+ * The body for items [from, to) of batch under a new number: the lines the
+ * compressor already holds when prepared, else compressed here.
+ */
+static int
+build_body(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
+		   int64 batch_seq, StringInfo body)
+{
+	StringInfoData state;
+	int			start,
+				len;
+	int			records = cp_batch_lines(batch, from, to, &start, &len);
+
+	initStringInfo(&state);
+	cp_batch_state_line(batch, from, to, batch_seq, run->stream_names,
+						run->nstreams, &state);
+	if (prepared)
+		cp_compressor_finish(run->compressor, state.data, state.len, body);
+	else if (run->sync->gzip)
+		cp_gzip(batch->lines.data + start, len, state.data, state.len, body);
+	else
+	{
+		resetStringInfo(body);
+		appendBinaryStringInfo(body, batch->lines.data + start, len);
+		appendBinaryStringInfo(body, state.data, state.len);
+	}
+	pfree(state.data);
+	return records;
+}
+
 /* Send items [from, to) until acknowledged; push halves on 413. */
 static void
-deliver_range(CpRun *run, int from, int to, List **pending)
+deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
+			  List **pending)
 {
 	StringInfoData body;
 	CpHttpRequest req;
@@ -133,9 +172,7 @@ deliver_range(CpRun *run, int from, int to, List **pending)
 	initStringInfo(&body);
 	memset(&req, 0, sizeof(req));
 	req.batch_seq = next_batch_seq(run);
-	records = cp_batch_body(&run->batch, from, to, req.batch_seq,
-							run->stream_names, run->nstreams, run->sync->gzip,
-							&body);
+	records = build_body(run, batch, from, to, prepared, req.batch_seq, &body);
 	req.body = body.data;
 	req.body_len = body.len;
 	req.gzip = run->sync->gzip;
@@ -150,7 +187,7 @@ deliver_range(CpRun *run, int from, int to, List **pending)
 		switch (result.outcome)
 		{
 			case CP_HTTP_ACCEPTED:
-				commit_ack(run, from, to, records, body.len, retries);
+				commit_ack(run, batch, from, to, records, body.len, retries);
 				cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 				pfree(body.data);
 				return;
@@ -197,22 +234,53 @@ deliver_range(CpRun *run, int from, int to, List **pending)
 	}
 }
 
-void
-cp_delivery_flush(CpRun *run)
+/* Deliver the batch in flight, whole or (after a 413) in parts. */
+static void
+deliver_inflight(CpRun *run)
 {
+	CpBatch    *batch = run->inflight;
 	List	   *pending;
+	bool		prepared = run->inflight_prepared;
 
-	if (run->batch.nitems == 0)
-		return;
 	/* a stack of [from, to) pairs still to deliver, in order */
-	pending = list_make2_int(0, run->batch.nitems);
+	pending = list_make2_int(0, batch->nitems);
 	while (pending != NIL)
 	{
 		int			from = linitial_int(pending);
 		int			to = lsecond_int(pending);
 
 		pending = list_delete_first(list_delete_first(pending));
-		deliver_range(run, from, to, &pending);
+		deliver_range(run, batch, from, to, prepared, &pending);
+		prepared = false;		/* parts of a split are compressed here */
 	}
-	cp_batch_reset(&run->batch);
+	cp_batch_reset(batch);
+	run->inflight_prepared = false;
+}
+
+void
+cp_delivery_flush(CpRun *run, bool final)
+{
+	CpBatch    *full;
+
+	/* the batch before this one goes first: in order */
+	if (run->inflight->nitems > 0)
+		deliver_inflight(run);
+	if (run->batch->nitems == 0)
+		return;
+
+	/* this one is in flight now; read the next into the emptied buffer */
+	full = run->batch;
+	run->batch = run->inflight;
+	run->inflight = full;
+	if (run->compressor != NULL && run->sync->gzip)
+	{
+		int			start,
+					len;
+
+		(void) cp_batch_lines(full, 0, full->nitems, &start, &len);
+		cp_compressor_begin(run->compressor, full->lines.data + start, len);
+		run->inflight_prepared = true;
+	}
+	if (final)
+		deliver_inflight(run);
 }

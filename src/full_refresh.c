@@ -112,7 +112,7 @@ static void
 emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 {
 	CpStreamRun *s = &run->streams[idx];
-	CpBatch    *batch = &run->batch;
+	CpBatch    *batch = run->batch;
 	StringInfoData state;
 
 	initStringInfo(&state);
@@ -141,7 +141,7 @@ prepare_stream(CpRun *run, int idx)
 	List	   *pk;
 	CpRowEncoder *schema_enc;
 	StringInfoData buf;
-	CpBatch    *batch = &run->batch;
+	CpBatch    *batch = run->batch;
 	int			start;
 	MemoryContext oldcontext;
 
@@ -239,7 +239,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 		   Datum *values, bool *isnull, int64 emitted_at, StringInfo state)
 {
 	CpStreamRun *s = &run->streams[idx];
-	CpBatch    *batch = &run->batch;
+	CpBatch    *batch = run->batch;
 	int			start = cp_batch_line_begin(batch);
 
 	heap_deform_tuple(tuple, desc, values, isnull);
@@ -348,7 +348,7 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
 					   emitted_at, &state);
 			rows++;
-			if (run->batch.lines.len >= run->sync->batch_bytes)
+			if (run->batch->lines.len >= run->sync->batch_bytes)
 				break;
 		}
 		*exhausted = SPI_processed < (uint64) max_rows;
@@ -391,7 +391,7 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		elog(ERROR, "cursor \"%s\" of calabi_push is gone", s->cursor_name);
 	initStringInfo(&state);
 	*exhausted = false;
-	while (rows < max_rows && run->batch.lines.len < run->sync->batch_bytes)
+	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes)
 	{
 		TupleDesc	desc;
 		Datum	   *values;
@@ -477,7 +477,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 
 	while (!exhausted)
 	{
-		int			room = run->sync->batch_rows - run->batch.nrecords;
+		int			room = run->sync->batch_rows - run->batch->nrecords;
 		int			max_rows = Min(run->sync->chunk_rows, Max(room, 1));
 		int			nestlevel;
 		int			rows;
@@ -523,7 +523,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 			continue;
 		}
 		if (cp_delivery_batch_full(run))
-			cp_delivery_flush(run);
+			cp_delivery_flush(run, false);
 	}
 
 	close_cursor(s);

@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compressor.h"
 #include "launcher.h"
 #include "worker.h"
 
@@ -145,7 +146,10 @@ build_run(void)
 	run->stream_names = MemoryContextAllocZero(mcxt, sizeof(char *) * Max(run->nstreams, 1));
 	foreach(lc, run->sync->streams)
 		run->streams[foreach_current_index(lc)].def = lfirst(lc);
-	cp_batch_init(&run->batch, mcxt);
+	run->batch = MemoryContextAllocZero(mcxt, sizeof(CpBatch));
+	run->inflight = MemoryContextAllocZero(mcxt, sizeof(CpBatch));
+	cp_batch_init(run->batch, mcxt);
+	cp_batch_init(run->inflight, mcxt);
 	return run;
 }
 
@@ -200,6 +204,8 @@ run_sync(void)
 	}
 
 	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
+	if (run->sync->gzip)
+		run->compressor = cp_compressor_create();
 	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 
 	for (;;)
@@ -212,7 +218,7 @@ run_sync(void)
 				continue;
 			cp_full_refresh_stream(run, i);
 		}
-		cp_delivery_flush(run);
+		cp_delivery_flush(run, true);
 		cp_catalog_run_completed(run->sync);
 		ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
 							 run->sync->name)));

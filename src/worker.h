@@ -59,7 +59,10 @@ typedef struct CpRun
 	int			nstreams;
 	const char **stream_names;	/* names_json of each stream */
 	bool		overwrite;
-	CpBatch		batch;
+	CpBatch    *batch;			/* being filled */
+	CpBatch    *inflight;		/* full, waiting to be sent (see delivery.c) */
+	bool		inflight_prepared;	/* its lines are with the compressor */
+	struct CpCompressor *compressor;	/* NULL: compress in this thread */
 	CpHttpClient *http;
 	int64		seq_next;		/* next Calabi-Batch-Seq to use */
 	int64		seq_limit;		/* first number not reserved */
@@ -68,9 +71,12 @@ typedef struct CpRun
 /* full_refresh.c: read one stream to its end, flushing as batches fill */
 extern void cp_full_refresh_stream(CpRun *run, int stream);
 
-/* delivery.c */
+/*
+ * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
+ * current batch the one in flight; final sends it too.
+ */
 extern bool cp_delivery_batch_full(CpRun *run);
-extern void cp_delivery_flush(CpRun *run);
+extern void cp_delivery_flush(CpRun *run, bool final);
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
