@@ -29,10 +29,6 @@
 
 #include "common/pg_prng.h"
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "postmaster/interrupt.h"
-#include "storage/latch.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -65,30 +61,6 @@ next_batch_seq(CpRun *run)
 		run->seq_limit = run->seq_next + SEQ_RESERVATION;
 	}
 	return run->seq_next++;
-}
-
-/* Sleep until the retry, serving signals; SIGTERM ends the process. */
-static void
-wait_ms(int64 ms)
-{
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-	}
 }
 
 static int64
@@ -204,7 +176,7 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 					cp_catalog_record_error(&run->sync->id, result.message, false);
 					cp_worker_set_state(run, CP_RUN_RETRYING,
 										TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
-					wait_ms(delay);
+					cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
 					cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 					continue;	/* same bytes, same number */
 				}

@@ -86,6 +86,27 @@ cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
 }
 
 void
+cp_worker_wait_until(TimestampTz until)
+{
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+void
 cp_worker_stop_refused(CpRun *run, const char *message)
 {
 	ereport(LOG,
@@ -229,25 +250,9 @@ run_sync(void)
 			return;
 		}
 
-		/* wait for the next run, serving signals */
+		/* wait for the next run */
 		cp_worker_set_state(run, CP_RUN_IDLE, 0);
-		for (;;)
-		{
-			TimestampTz next = TimestampTzPlusMilliseconds(started, run->sync->schedule_ms);
-			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next);
-
-			if (left <= 0)
-				break;
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 left, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
-		}
+		cp_worker_wait_until(TimestampTzPlusMilliseconds(started, run->sync->schedule_ms));
 		cp_catalog_run_begins(run->sync);
 		for (int i = 0; i < run->nstreams; i++)
 			run->streams[i].def->phase = "pending";

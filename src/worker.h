@@ -80,6 +80,8 @@ extern void cp_delivery_flush(CpRun *run, bool final);
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
+/* worker.c: sleep until then, serving signals (SIGTERM ends the process) */
+extern void cp_worker_wait_until(TimestampTz until);
 /* worker.c: the endpoint refused a batch: record it and stop the sync */
 extern void cp_worker_stop_refused(CpRun *run, const char *message) pg_attribute_noreturn();
 

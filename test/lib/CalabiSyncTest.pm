@@ -45,55 +45,21 @@ sub sync_setup
 	return ($node, $receiver, $token);
 }
 
-# Wait until sync_status.state of the sync is one of the given states.
-sub wait_for_state
-{
-	my ($node, $sync, @states) = @_;
-	my $list = join(',', map { "'$_'" } @states);
-	return $node->poll_query_until('postgres',
-		"SELECT state IN ($list) FROM calabi_push.sync_status WHERE name = '$sync'");
-}
-
-sub sync_status
-{
-	my ($node, $sync, $columns) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT $columns FROM calabi_push.sync_status WHERE name = '$sync'");
-}
-
-# The rows a sync sends for rel, as canonical jsonb text, sorted.
-sub stream_rows_source
-{
-	my ($node, $rel) = @_;
-	my $out = $node->safe_psql('postgres',
-		"SELECT p::jsonb::text FROM calabi_push.preview('$rel', NULL) p ORDER BY 1");
-	return [ split /\n/, $out ];
-}
-
-# The rows the receiver holds for a stream, without its own _calabi_ columns.
-sub stream_rows_dest
-{
-	my ($node, $schema, $table) = @_;
-	my $out = $node->safe_psql('calabi_dest', qq{
-		SELECT (SELECT coalesce(jsonb_object_agg(k, v), '{}')
-		          FROM jsonb_each(to_jsonb(_calabi_row)) e(k, v)
-		         WHERE k NOT LIKE '\\_calabi\\_%')::text
-		  FROM "$schema"."$table" _calabi_row ORDER BY 1});
-	return [ split /\n/, $out ];
-}
+# The helpers below act on the sync's database "postgres" and the
+# destination database "calabi_dest"; their *_in forms take the databases.
+sub wait_for_state { my ($node, @rest) = @_; return wait_for_state_in($node, 'postgres', @rest) }
+sub sync_status { my ($node, @rest) = @_; return sync_status_in($node, 'postgres', @rest) }
+sub stream_rows_source { my ($node, @rest) = @_; return stream_rows_source_in($node, 'postgres', @rest) }
+sub stream_rows_dest { my ($node, @rest) = @_; return stream_rows_dest_in($node, 'calabi_dest', @rest) }
 
 sub assert_dest_equals_source
 {
-	my ($node, $schema, $table, $name) = @_;
-	my $src = stream_rows_source($node, qq{"$schema"."$table"});
-	my $dst = stream_rows_dest($node, $schema, $table);
-	is(scalar(@$dst), scalar(@$src), "$name: row count");
-	is_deeply($dst, $src, "$name: destination equals source, value for value");
+	my ($node, @rest) = @_;
+	return assert_dest_equals_source_in($node, 'postgres', 'calabi_dest', @rest);
 }
 
-# The same as wait_for_state, sync_status, stream_rows_source,
-# stream_rows_dest and assert_dest_equals_source, for a sync (or relation)
-# of database $db and a destination database $dest_db.
+# For a sync (or relation) of database $db and a destination database
+# $dest_db:
 sub wait_for_state_in
 {
 	my ($node, $db, $sync, @states) = @_;
