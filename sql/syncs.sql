@@ -404,6 +404,25 @@ SELECT stmt, pg_temp.try(stmt) FROM (VALUES
 RESET ROLE;
 
 ------------------------------------------------------------------------------
+-- a table of a sync that was dropped meanwhile: start_sync says which and how
+-- to recover; stream_status shows it by its OID
+CREATE TABLE cp_sync_test.vanishing (id int PRIMARY KEY);
+SELECT calabi_push.create_sync('vanish', 'sync-dest', ARRAY['cp_sync_test.vanishing']::regclass[]) IS NOT NULL AS created;
+DROP TABLE cp_sync_test.vanishing;
+\set VERBOSITY terse
+SELECT calabi_push.start_sync('vanish');
+\set VERBOSITY default
+DO $$ BEGIN PERFORM calabi_push.start_sync('vanish');
+EXCEPTION WHEN undefined_table THEN
+  DECLARE hint text;
+  BEGIN
+    GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
+    RAISE NOTICE 'hint: %', hint;
+  END;
+END $$;
+SELECT relation::oid > 0 AS dangling_oid, phase FROM calabi_push.stream_status WHERE sync = 'vanish';
+
+------------------------------------------------------------------------------
 -- clean up
 SELECT string_agg(name, ', ' ORDER BY name COLLATE "C") AS dropped
   FROM (SELECT name, calabi_push.drop_sync(name) FROM calabi_push.sync ORDER BY name COLLATE "C") s;

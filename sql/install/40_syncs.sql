@@ -230,6 +230,13 @@ BEGIN
                   HINT = 'Drop the sync and create it again with another run_as role.';
     END IF;
     FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
+        -- a relation dropped since create_sync: say so in the sync's terms
+        IF NOT EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = rel) THEN
+            RAISE EXCEPTION 'sync "%" cannot start: one of its relations was dropped', s.name
+                USING ERRCODE = 'undefined_table',
+                      DETAIL = format('stream_status lists it by its former OID, %s.', rel::oid),
+                      HINT = 'Drop the sync and create it again without that relation.';
+        END IF;
         PERFORM _check_stream_relation(rel, s.run_as);
     END LOOP;
 END
