@@ -304,8 +304,9 @@ SELECT s.enabled, s.run_completed_at, st.phase
   FROM calabi_push.sync s JOIN calabi_push.sync_stream st ON st.sync_id = s.id
  WHERE s.name = 'tuned';
 
--- a sync without a schedule that completed its run is not running: resync
--- resets its streams, and start_sync reads them
+-- a sync without a schedule that completed its run is idle: resync resets
+-- its streams and reads them at once (the run is no longer complete, so a
+-- start_sync right after says it is running)
 SET LOCAL ROLE cp_sync_admin;
 SELECT calabi_push.start_sync('orders-only');
 RESET ROLE;

@@ -468,10 +468,10 @@ BEGIN
     UPDATE sync_stream t
        SET phase = 'pending', checkpoint = NULL, rows_sent = 0
      WHERE t.sync_id = s.id AND (resync.rel IS NULL OR t.relid = resync.rel);
-    -- a running sync (or one waiting for its next scheduled run) reads them
-    -- at once: its worker starts again.  Others read them at their next
-    -- start_sync.
-    IF _sync_is_running(s) THEN
+    -- an enabled sync (running, waiting for its schedule, or idle after a
+    -- run-once) reads them at once: its worker starts again.  A stopped one
+    -- reads them at its next start_sync.
+    IF s.enabled AND NOT s.error_stopped THEN
         UPDATE sync y SET run_completed_at = NULL WHERE y.id = s.id;
         PERFORM calabi_push._sync_changed(s.id, true, true);
     END IF;

@@ -101,6 +101,20 @@ is($node->safe_psql('postgres',
 	q{SELECT string_agg(generation::text, ',' ORDER BY ordinal) FROM calabi_push.stream_status WHERE sync = 'full'}),
 	'2,2,2,2,2', 'each stream read under a new generation');
 
+# resync of one table of an idle sync reads that table now, and only it
+$node->safe_psql('postgres', q{
+	INSERT INTO keyless VALUES (500, 'after resync');
+	SELECT calabi_push.resync('full', 'keyless');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT phase = 'done' AND generation = 3 FROM calabi_push.stream_status
+	 WHERE sync = 'full' AND relation = 'keyless'::regclass}),
+	'resync: the table is read again at once, under a new generation');
+is($node->safe_psql('postgres',
+	q{SELECT string_agg(generation::text, ',' ORDER BY ordinal) FROM calabi_push.stream_status WHERE sync = 'full'}),
+	'2,2,2,3,2', 'resync: the other tables were not read again');
+assert_dest_equals_source($node, 'public', 'keyless', 'resync');
+
 # append: every run adds a copy
 $node->safe_psql('postgres', q{
 	CREATE SCHEMA app;
