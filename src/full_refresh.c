@@ -186,6 +186,7 @@ prepare_stream(CpRun *run, int idx)
 
 		s->nkeys = list_length(pk);
 		s->key_names = palloc(sizeof(char *) * s->nkeys);
+		s->key_quoted = palloc(sizeof(char *) * s->nkeys);
 		s->key_types = palloc(sizeof(Oid) * s->nkeys);
 		s->key_typmods = palloc(sizeof(int32) * s->nkeys);
 		s->key_columns = palloc0(sizeof(int) * s->nkeys);
@@ -198,7 +199,8 @@ prepare_stream(CpRun *run, int idx)
 			Oid			outfunc;
 			bool		isvarlena;
 
-			s->key_names[k] = pstrdup(quote_identifier(lfirst(lc)));
+			s->key_names[k] = pstrdup(lfirst(lc));
+			s->key_quoted[k] = pstrdup(quote_identifier(lfirst(lc)));
 			s->key_types[k] = attr->atttypid;
 			s->key_typmods[k] = attr->atttypmod;
 			getTypeOutputInfo(attr->atttypid, &outfunc, &isvarlena);
@@ -275,7 +277,13 @@ make_encoder(CpRun *run, CpStreamRun *s, TupleDesc desc)
 	s->enc = cp_row_encoder_create(desc, run->mcxt);
 	if (s->keyset)
 		for (int k = 0; k < s->nkeys; k++)
+		{
+			/* by the column's own name, not its quoted form */
 			s->key_columns[k] = SPI_fnumber(desc, s->key_names[k]);
+			if (s->key_columns[k] <= 0 || s->key_columns[k] > desc->natts)
+				elog(ERROR, "key column \"%s\" of \"%s\".\"%s\" is not in its rows",
+					 s->key_names[k], s->nspname, s->relname);
+		}
 }
 
 /*
@@ -304,7 +312,7 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	{
 		appendStringInfoString(&query, " WHERE (");
 		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_names[k]);
+			appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
 		appendStringInfoString(&query, ") > (");
 		for (int k = 0; k < s->nkeys; k++)
 			appendStringInfo(&query, "%s$%d", k ? ", " : "", k + 1);
@@ -324,7 +332,7 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	}
 	appendStringInfoString(&query, " ORDER BY ");
 	for (int k = 0; k < s->nkeys; k++)
-		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_names[k]);
+		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
 	appendStringInfo(&query, " LIMIT %d", max_rows);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);

@@ -32,7 +32,8 @@ typedef struct CpStreamRun
 	/* how it is read: keyset pagination on a key, or a held cursor */
 	bool		keyset;
 	int			nkeys;
-	char	  **key_names;		/* quoted */
+	char	  **key_names;		/* as in the catalog */
+	char	  **key_quoted;		/* quoted for queries */
 	Oid		   *key_types;
 	int32	   *key_typmods;
 	int		   *key_columns;	/* 1-based, in the SELECT's result */

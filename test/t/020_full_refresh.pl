@@ -129,6 +129,24 @@ $node->safe_psql('postgres', q{SELECT calabi_push.start_sync('app')});
 ok($node->poll_query_until('calabi_dest', q{SELECT count(*) = 80 FROM app.log}),
 	'append: a second run adds a second copy');
 
+# keys whose names need quoting, read in several chunks (a key looked up
+# by its quoted name once lost rows, or crashed the worker)
+$node->safe_psql('postgres', q{
+	CREATE SCHEMA "Odd Schema";
+	CREATE TABLE "Odd Schema"."Int Keyed" ("Id" int PRIMARY KEY, v text);
+	INSERT INTO "Odd Schema"."Int Keyed" SELECT g, 'v' || g FROM generate_series(1, 55) g;
+	CREATE TABLE "Odd Schema"."Text Keyed" ("Key" text, "Part" int, v text, PRIMARY KEY ("Key", "Part"));
+	INSERT INTO "Odd Schema"."Text Keyed" SELECT 'k' || (g % 7), g, 'v' || g FROM generate_series(1, 55) g;
+	SELECT calabi_push.create_sync('quoted', 'recv',
+	  ARRAY['"Odd Schema"."Int Keyed"', '"Odd Schema"."Text Keyed"']::regclass[],
+	  options => '{"batch_rows": 20, "chunk_rows": 10}');
+	SELECT calabi_push.start_sync('quoted');
+});
+ok(wait_for_state($node, 'quoted', 'idle', 'error'), 'quoted keys: the run completes');
+is(sync_status($node, 'quoted', 'state || coalesce(last_error, \'\')'), 'idle', 'quoted keys: no error');
+assert_dest_equals_source($node, 'Odd Schema', 'Int Keyed', 'a quoted integer key');
+assert_dest_equals_source($node, 'Odd Schema', 'Text Keyed', 'a quoted composite text key');
+
 # secrets: never in the server log, never in a view
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$token\E/, 'the token never appears in the server log');
