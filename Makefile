@@ -10,12 +10,15 @@ OBJS = \
 	src/calabi_push.o \
 	src/batch.o \
 	src/catalog.o \
+	src/cdc_change.o \
+	src/cdc_relcache.o \
 	src/compressor.o \
 	src/delivery.o \
 	src/encoder.o \
 	src/full_refresh.o \
 	src/http.o \
 	src/launcher.o \
+	src/output_plugin.o \
 	src/preview.o \
 	src/shmem.o \
 	src/status.o \

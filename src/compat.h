@@ -107,4 +107,30 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 	CreateWaitEventSet((cxt), (nevents))
 #endif
 
+/*
+ * Logical decoding.  PG15 put a decoded transaction's commit time in a union
+ * with the prepare time (txn->xact_time); PG14 has txn->commit_time.  PG17
+ * removed ReorderBufferTupleBuf: a change's tuples are plain HeapTuples.
+ * Include replication/reorderbuffer.h before using these.  PG16 moved the
+ * varlena macros (VARATT_IS_EXTERNAL_ONDISK, ...) out of postgres.h.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+#if PG_VERSION_NUM >= 150000
+#define cp_txn_commit_time(txn) ((txn)->xact_time.commit_time)
+#else
+#define cp_txn_commit_time(txn) ((txn)->commit_time)
+#endif
+
+#if PG_VERSION_NUM >= 170000
+#define cp_change_new_tuple(change) ((change)->data.tp.newtuple)
+#define cp_change_old_tuple(change) ((change)->data.tp.oldtuple)
+#else
+#define cp_change_new_tuple(change) \
+	((change)->data.tp.newtuple != NULL ? &(change)->data.tp.newtuple->tuple : NULL)
+#define cp_change_old_tuple(change) \
+	((change)->data.tp.oldtuple != NULL ? &(change)->data.tp.oldtuple->tuple : NULL)
+#endif
+
 #endif							/* CALABI_PUSH_COMPAT_H */

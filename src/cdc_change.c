@@ -1,0 +1,396 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_change.c
+ *	  One decoded change -> the ingest protocol's lines (see cdc_change.h).
+ *
+ * What the WAL holds for a change, and so what a record can carry:
+ *
+ * - insert, update: the new row, whole.  The reorder buffer has put TOASTed
+ *   values written by the transaction back together, except for an update's
+ *   values that did not change: the new row keeps the on-disk TOAST pointer
+ *   of the old one, which cannot be read while decoding.
+ * - update, delete: the old row's replica identity (the key columns, other
+ *   columns null) when the key changed or for every delete; the whole old
+ *   row under REPLICA IDENTITY FULL, its TOASTed values flattened into it;
+ *   nothing under REPLICA IDENTITY NOTHING or a default identity without a
+ *   key.
+ *
+ * So an update's unreadable value is taken from the old row when the WAL
+ * holds it there (REPLICA IDENTITY FULL: the pointer did not change, so
+ * neither did the value), and is otherwise left out of data and listed in
+ * "unchanged".
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "cdc_change.h"
+#include "cdc_relcache.h"
+#include "compat.h"
+#include "encoder.h"
+
+/* The encoder of _calabi_cdc_updated_at/_deleted_at values, made once. */
+static CpTypeEncoder timestamptz_encoder;
+static bool timestamptz_encoder_ready = false;
+
+/* milliseconds since the Unix epoch, as the protocol's emitted_at */
+static int64
+unix_ms_now(void)
+{
+	return GetCurrentTimestamp() / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}
+
+void
+cp_cdc_txn_begin(CpCdcTxn *txn, XLogRecPtr end_lsn, TimestampTz commit_time)
+{
+	bool		settings_pinned = txn->settings_pinned;
+
+	/*
+	 * pin_nestlevel is forgotten, not unpinned: if a previous transaction
+	 * did not reach cp_cdc_txn_end, its abort restored the settings.
+	 */
+	memset(txn, 0, sizeof(CpCdcTxn));
+	txn->end_lsn = end_lsn;
+	txn->commit_time = commit_time;
+	txn->settings_pinned = settings_pinned;
+}
+
+void
+cp_cdc_txn_end(CpCdcTxn *txn)
+{
+	if (txn->pin_nestlevel > 0)
+	{
+		cp_encoder_unpin_settings(txn->pin_nestlevel);
+		txn->pin_nestlevel = 0;
+	}
+}
+
+/* The _calabi_cdc_* members of the transaction's records, built once. */
+static void
+prepare_members(CpCdcTxn *txn)
+{
+	StringInfoData buf;
+
+	if (txn->members_ready)
+		return;
+	if (!timestamptz_encoder_ready)
+	{
+		cp_type_encoder_init(&timestamptz_encoder, TIMESTAMPTZOID, TopMemoryContext);
+		timestamptz_encoder_ready = true;
+	}
+
+	initStringInfo(&buf);
+	cp_encode_value(&timestamptz_encoder, &buf, TimestampTzGetDatum(txn->commit_time));
+	if (buf.len >= (int) sizeof(txn->time))
+		elog(ERROR, "commit time text too long: %s", buf.data);
+	memcpy(txn->time, buf.data, buf.len);
+	txn->time_len = buf.len;
+
+	resetStringInfo(&buf);
+	appendStringInfo(&buf, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":",
+					 (uint64) txn->end_lsn);
+	appendBinaryStringInfo(&buf, txn->time, txn->time_len);
+	appendStringInfoString(&buf, ",\"_calabi_cdc_deleted_at\":");
+	if (buf.len >= (int) sizeof(txn->members))
+		elog(ERROR, "CDC members text too long: %s", buf.data);
+	memcpy(txn->members, buf.data, buf.len);
+	txn->members_len = buf.len;
+	pfree(buf.data);
+
+	txn->members_ready = true;
+}
+
+static void
+pin_settings_for(CpCdcTxn *txn, const CpCdcRelation *entry)
+{
+	if (entry->needs_settings && !txn->settings_pinned && txn->pin_nestlevel == 0)
+		txn->pin_nestlevel = cp_encoder_pin_settings();
+}
+
+static int
+append_stream_if_owed(StringInfo out, CpCdcRelation *entry)
+{
+	if (!entry->stream_pending)
+		return 0;
+	appendBinaryStringInfo(out, entry->stream_line, entry->stream_line_len);
+	entry->stream_pending = false;
+	return 1;
+}
+
+/* A row of the relation's current shape; all null when tuple is NULL. */
+static void
+deform_row(HeapTuple tuple, TupleDesc desc, Datum **values, bool **isnull)
+{
+	int			natts = Max(desc->natts, 1);
+
+	*values = palloc(sizeof(Datum) * natts);
+	*isnull = palloc(sizeof(bool) * natts);
+	if (tuple != NULL)
+		heap_deform_tuple(tuple, desc, *values, *isnull);
+	else
+		memset(*isnull, true, sizeof(bool) * natts);
+}
+
+/* An on-disk TOAST pointer: a value that cannot be read while decoding. */
+static inline bool
+unreadable(const CpCdcRelation *entry, int i, const Datum *values,
+		   const bool *isnull)
+{
+	int			off = entry->enc->columns[i].attnum - 1;
+
+	return entry->col_varlena[i] && !isnull[off] &&
+		VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[off]));
+}
+
+/* An old row as a delete carries it: what the WAL cannot give is null. */
+static void
+null_unreadable(const CpCdcRelation *entry, const Datum *values, bool *isnull)
+{
+	for (int i = 0; i < entry->enc->ncolumns; i++)
+		if (unreadable(entry, i, values, isnull))
+			isnull[entry->enc->columns[i].attnum - 1] = true;
+}
+
+/*
+ * Did the update move the row to another key?  Only key values the old row
+ * holds are evidence; values are compared as the receiver sees them, so
+ * bytes that differ (compressed or not, say) but encode the same do not
+ * count.
+ */
+static bool
+key_changed(const CpCdcRelation *entry, TupleDesc desc,
+			const Datum *oldvals, const bool *oldnulls,
+			const Datum *newvals, const bool *newnulls)
+{
+	StringInfoData a;
+	bool		changed = false;
+
+	initStringInfo(&a);
+	for (int k = 0; k < entry->nkeys && !changed; k++)
+	{
+		int			i = entry->key_columns[k];
+		const CpColumnEncoder *col = &entry->enc->columns[i];
+		int			off = col->attnum - 1;
+		Form_pg_attribute attr = TupleDescAttr(desc, off);
+		int			oldlen;
+
+		if (oldnulls[off])
+			continue;			/* not in the WAL: no evidence */
+		if (newnulls[off])
+		{
+			changed = true;
+			break;
+		}
+		if (unreadable(entry, i, oldvals, oldnulls) ||
+			unreadable(entry, i, newvals, newnulls))
+			continue;			/* an unchanged TOASTed value */
+		if (datumIsEqual(oldvals[off], newvals[off], attr->attbyval, attr->attlen))
+			continue;
+
+		resetStringInfo(&a);
+		cp_encode_value(&col->type, &a, oldvals[off]);
+		oldlen = a.len;
+		cp_encode_value(&col->type, &a, newvals[off]);
+		changed = a.len != 2 * oldlen ||
+			memcmp(a.data, a.data + oldlen, oldlen) != 0;
+	}
+	pfree(a.data);
+	return changed;
+}
+
+/*
+ * One RECORD line.  unchanged (per encoder column, or NULL for none) marks
+ * the columns left out of data and listed in "unchanged".
+ */
+static void
+append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
+			  const Datum *values, const bool *isnull, const bool *unchanged,
+			  bool deleted)
+{
+	const CpRowEncoder *enc = entry->enc;
+	bool		any;
+
+	prepare_members(txn);
+	appendBinaryStringInfo(out, entry->record_prefix, entry->record_prefix_len);
+	appendStringInfo(out, INT64_FORMAT ",\"data\":", unix_ms_now());
+
+	if (unchanged == NULL)
+	{
+		/* the row exactly as preview() writes it, reopened for our members */
+		cp_encode_row(enc, out, values, isnull);
+		Assert(out->len > 0 && out->data[out->len - 1] == '}');
+		out->data[--out->len] = '\0';
+		any = enc->ncolumns > 0;
+	}
+	else
+	{
+		/* the same, without the columns the WAL does not hold */
+		appendStringInfoChar(out, '{');
+		any = false;
+		for (int i = 0; i < enc->ncolumns; i++)
+		{
+			const CpColumnEncoder *col = &enc->columns[i];
+			int			off = col->attnum - 1;
+
+			if (unchanged[i])
+				continue;
+			if (any)
+				appendStringInfoChar(out, ',');
+			any = true;
+			appendBinaryStringInfo(out, col->key, col->keylen);
+			if (isnull[off])
+				appendStringInfoString(out, "null");
+			else
+				cp_encode_value(&col->type, out, values[off]);
+		}
+	}
+
+	if (any)
+		appendStringInfoChar(out, ',');
+	appendBinaryStringInfo(out, txn->members, txn->members_len);
+	if (deleted)
+		appendBinaryStringInfo(out, txn->time, txn->time_len);
+	else
+		appendStringInfoString(out, "null");
+	appendStringInfoChar(out, '}');
+
+	if (unchanged != NULL)
+	{
+		bool		first = true;
+
+		appendStringInfoString(out, ",\"unchanged\":[");
+		for (int i = 0; i < enc->ncolumns; i++)
+		{
+			if (!unchanged[i])
+				continue;
+			if (!first)
+				appendStringInfoChar(out, ',');
+			first = false;
+			/* the column's "name": key without its colon */
+			appendBinaryStringInfo(out, enc->columns[i].key, enc->columns[i].keylen - 1);
+		}
+		appendStringInfoChar(out, ']');
+	}
+	appendStringInfoString(out, "}}\n");
+}
+
+int
+cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
+					 ReorderBufferChange *change)
+{
+	CpCdcRelation *entry;
+	TupleDesc	desc;
+	HeapTuple	newtuple;
+	HeapTuple	oldtuple;
+	Datum	   *newvals;
+	bool	   *newnulls;
+	Datum	   *oldvals;
+	bool	   *oldnulls;
+	int			nlines;
+
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+		case REORDER_BUFFER_CHANGE_UPDATE:
+		case REORDER_BUFFER_CHANGE_DELETE:
+			break;
+		default:
+			return 0;
+	}
+
+	entry = cp_cdc_relcache_get(rel);
+	if (!entry->emit)
+		return 0;
+
+	desc = RelationGetDescr(rel);
+	newtuple = cp_change_new_tuple(change);
+	oldtuple = cp_change_old_tuple(change);
+	if (change->action != REORDER_BUFFER_CHANGE_DELETE && newtuple == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("decoded %s of relation \"%s\" has no new row",
+						change->action == REORDER_BUFFER_CHANGE_INSERT ? "insert" : "update",
+						RelationGetRelationName(rel))));
+
+	pin_settings_for(txn, entry);
+	nlines = append_stream_if_owed(out, entry);
+
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			deform_row(newtuple, desc, &newvals, &newnulls);
+			append_record(out, txn, entry, newvals, newnulls, NULL, false);
+			nlines++;
+			break;
+
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			{
+				bool	   *unchanged = NULL;
+
+				deform_row(newtuple, desc, &newvals, &newnulls);
+				deform_row(oldtuple, desc, &oldvals, &oldnulls);
+
+				for (int i = 0; i < entry->enc->ncolumns; i++)
+				{
+					int			off = entry->enc->columns[i].attnum - 1;
+
+					if (!unreadable(entry, i, newvals, newnulls))
+						continue;
+					if (oldtuple != NULL && !oldnulls[off] &&
+						!unreadable(entry, i, oldvals, oldnulls))
+						newvals[off] = oldvals[off];	/* the same value */
+					else
+					{
+						if (unchanged == NULL)
+							unchanged = palloc0(sizeof(bool) * entry->enc->ncolumns);
+						unchanged[i] = true;
+					}
+				}
+
+				/* a row moved to another key: the old key is deleted */
+				if (oldtuple != NULL && entry->nkeys > 0 &&
+					key_changed(entry, desc, oldvals, oldnulls, newvals, newnulls))
+				{
+					null_unreadable(entry, oldvals, oldnulls);
+					append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
+					nlines++;
+				}
+				append_record(out, txn, entry, newvals, newnulls, unchanged, false);
+				nlines++;
+				break;
+			}
+
+		case REORDER_BUFFER_CHANGE_DELETE:
+			deform_row(oldtuple, desc, &oldvals, &oldnulls);
+			null_unreadable(entry, oldvals, oldnulls);
+			append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
+			nlines++;
+			break;
+
+		default:
+			break;
+	}
+	return nlines;
+}
+
+int
+cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
+{
+	CpCdcRelation *entry = cp_cdc_relcache_get(rel);
+	int			nlines;
+
+	if (!entry->emit)
+		return 0;
+	nlines = append_stream_if_owed(out, entry);
+	appendBinaryStringInfo(out, entry->truncate_prefix, entry->truncate_prefix_len);
+	appendStringInfo(out, UINT64_FORMAT "}}\n", (uint64) txn->end_lsn);
+	return nlines + 1;
+}

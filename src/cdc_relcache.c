@@ -1,0 +1,386 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_relcache.c
+ *	  Per-relation state of a decoding session (see cdc_relcache.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "catalog/catalog.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "cdc_relcache.h"
+#include "stream.h"
+
+/* the extension's own schema (calabi_push.control: not relocatable) */
+#define CP_EXTENSION_SCHEMA "calabi_push"
+
+/* The process's cache: NULL when no decoding session has one. */
+static HTAB *relcache = NULL;
+static MemoryContext relcache_cxt = NULL;
+static CpCdcOptions relcache_options;
+
+/* Invalidation callbacks cannot be unregistered: register them once. */
+static bool callbacks_registered = false;
+
+/* Reset callback of relcache_cxt: the cache is gone with its context. */
+static void
+relcache_forget(void *arg)
+{
+	relcache = NULL;
+	relcache_cxt = NULL;
+	memset(&relcache_options, 0, sizeof(relcache_options));
+}
+
+/*
+ * Invalidation callbacks only mark entries stale: they may run at any
+ * catalog access, even while an entry is being rebuilt, so they must not
+ * free anything an entry's user may be holding.
+ */
+static void
+invalidate_all(void)
+{
+	HASH_SEQ_STATUS status;
+	CpCdcRelation *entry;
+
+	if (relcache == NULL)
+		return;
+	hash_seq_init(&status, relcache);
+	while ((entry = (CpCdcRelation *) hash_seq_search(&status)) != NULL)
+		entry->valid = false;
+}
+
+static void
+relcache_invalidate_cb(Datum arg, Oid relid)
+{
+	CpCdcRelation *entry;
+
+	if (relcache == NULL)
+		return;
+	if (!OidIsValid(relid))
+	{
+		invalidate_all();
+		return;
+	}
+	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_FIND, NULL);
+	if (entry != NULL)
+		entry->valid = false;
+}
+
+/* A renamed schema changes the namespace of its tables' streams. */
+static void
+namespace_invalidate_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	invalidate_all();
+}
+
+void
+cp_cdc_relcache_init(MemoryContext parent, const CpCdcOptions *options)
+{
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	MemoryContextCallback *forget;
+	HASHCTL		ctl;
+	HTAB	   *hash;
+	CpCdcOptions copy;
+
+	if (relcache_cxt != NULL)
+		cp_cdc_relcache_destroy();
+
+	cxt = AllocSetContextCreate(parent, "calabi_push CDC relation cache",
+								ALLOCSET_DEFAULT_SIZES);
+
+	oldcxt = MemoryContextSwitchTo(cxt);
+	copy.destination_sync_mode = pstrdup(options->destination_sync_mode);
+	copy.nrelations = options->nrelations;
+	copy.relations = NULL;
+	if (options->nrelations > 0)
+	{
+		Oid		   *relations = palloc(sizeof(Oid) * options->nrelations);
+
+		memcpy(relations, options->relations, sizeof(Oid) * options->nrelations);
+		qsort(relations, options->nrelations, sizeof(Oid), oid_cmp);
+		copy.relations = relations;
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(CpCdcRelation);
+	ctl.hcxt = cxt;
+	hash = hash_create("calabi_push CDC relations", 128, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	forget = MemoryContextAlloc(cxt, sizeof(MemoryContextCallback));
+	forget->func = relcache_forget;
+	forget->arg = NULL;
+	MemoryContextRegisterResetCallback(cxt, forget);
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(relcache_invalidate_cb, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_invalidate_cb,
+									  (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	relcache_options = copy;
+	relcache = hash;
+	relcache_cxt = cxt;
+}
+
+void
+cp_cdc_relcache_destroy(void)
+{
+	/* relcache_forget clears the statics */
+	if (relcache_cxt != NULL)
+		MemoryContextDelete(relcache_cxt);
+}
+
+/*
+ * Ordinary tables (partitions included, as streams of their own) created by
+ * users, outside the extension's schema, and listed when a list was given.
+ */
+static bool
+relation_is_emitted(Relation rel, const char *nspname)
+{
+	Oid			relid = RelationGetRelid(rel);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		return false;
+	if (relid < FirstNormalObjectId || IsCatalogRelation(rel))
+		return false;
+	if (strcmp(nspname, CP_EXTENSION_SCHEMA) == 0)
+		return false;
+	if (relcache_options.nrelations >= 0)
+		return relcache_options.nrelations > 0 &&
+			bsearch(&relid, relcache_options.relations,
+					relcache_options.nrelations, sizeof(Oid), oid_cmp) != NULL;
+	return true;
+}
+
+static bool
+type_needs_settings(const CpTypeEncoder *type)
+{
+	if (type->kind == CP_KIND_ARRAY)
+		return type_needs_settings(type->elem);
+	/* the output functions read DateStyle, TimeZone, extra_float_digits... */
+	return type->kind == CP_KIND_OTHER;
+}
+
+/* One of the _calabi_cdc_* columns, for the STREAM's json_schema only. */
+static void
+cdc_column(CpColumnEncoder *col, const char *name, Oid typid)
+{
+	StringInfoData key;
+
+	memset(col, 0, sizeof(*col));
+	col->name = pstrdup(name);
+	initStringInfo(&key);
+	cp_append_json_string(&key, name, strlen(name));
+	appendStringInfoChar(&key, ':');
+	col->key = key.data;
+	col->keylen = key.len;
+	cp_type_encoder_init(&col->type, typid, CurrentMemoryContext);
+}
+
+/*
+ * Everything an emitted relation needs, allocated in the current memory
+ * context (the entry's new one).
+ */
+static void
+build_emitted(CpCdcRelation *fresh, Relation rel, const char *nspname)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	const char *relname = RelationGetRelationName(rel);
+	CpRowEncoder *enc = cp_row_encoder_create(desc, CurrentMemoryContext);
+	CpRowEncoder schema_enc;
+	List	   *pk = cp_stream_primary_key(rel);
+	ListCell   *lc;
+	StringInfoData buf;
+	StringInfoData extra;
+	StringInfoData names;
+
+	fresh->natts = desc->natts;
+	fresh->enc = enc;
+
+	fresh->col_varlena = palloc0(sizeof(bool) * Max(enc->ncolumns, 1));
+	fresh->needs_settings = false;
+	for (int i = 0; i < enc->ncolumns; i++)
+	{
+		const CpColumnEncoder *col = &enc->columns[i];
+
+		fresh->col_varlena[i] = TupleDescAttr(desc, col->attnum - 1)->attlen == -1;
+		if (type_needs_settings(&col->type))
+			fresh->needs_settings = true;
+	}
+
+	/* the key columns as positions in the encoder, found once */
+	fresh->nkeys = 0;
+	fresh->key_columns = palloc0(sizeof(int) * Max(list_length(pk), 1));
+	foreach(lc, pk)
+	{
+		const char *keyname = lfirst(lc);
+		int			i;
+
+		for (i = 0; i < enc->ncolumns; i++)
+			if (strcmp(enc->columns[i].name, keyname) == 0)
+				break;
+		if (i == enc->ncolumns)
+			elog(ERROR, "key column \"%s\" of relation \"%s\" not found",
+				 keyname, relname);
+		fresh->key_columns[fresh->nkeys++] = i;
+	}
+
+	/* STREAM: the relation's columns, then the three _calabi_cdc_* ones */
+	schema_enc.ncolumns = enc->ncolumns + 3;
+	schema_enc.columns = palloc0(sizeof(CpColumnEncoder) * schema_enc.ncolumns);
+	memcpy(schema_enc.columns, enc->columns,
+		   sizeof(CpColumnEncoder) * enc->ncolumns);
+	cdc_column(&schema_enc.columns[enc->ncolumns], "_calabi_cdc_lsn", INT8OID);
+	cdc_column(&schema_enc.columns[enc->ncolumns + 1], "_calabi_cdc_updated_at",
+			   TIMESTAMPTZOID);
+	cdc_column(&schema_enc.columns[enc->ncolumns + 2], "_calabi_cdc_deleted_at",
+			   TIMESTAMPTZOID);
+
+	initStringInfo(&extra);
+	appendStringInfoString(&extra, "\"sync_mode\":\"incremental\",\"destination_sync_mode\":");
+	cp_append_json_string(&extra, relcache_options.destination_sync_mode,
+						  strlen(relcache_options.destination_sync_mode));
+	appendStringInfoString(&extra, ",\"method\":\"cdc\",\"cursor_field\":[\"_calabi_cdc_lsn\"]");
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"type\":\"STREAM\",\"stream\":");
+	cp_stream_append_object(&buf, rel, &schema_enc, extra.data);
+	appendStringInfoString(&buf, "}\n");
+	fresh->stream_line = buf.data;
+	fresh->stream_line_len = buf.len;
+
+	/* what announces the stream again: its line, or a column's type */
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, fresh->stream_line, fresh->stream_line_len);
+	for (int i = 0; i < enc->ncolumns; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(desc, enc->columns[i].attnum - 1);
+
+		appendStringInfo(&buf, "%d:%u:%d;", (int) attr->attnum,
+						 attr->atttypid, attr->atttypmod);
+	}
+	fresh->signature = buf.data;
+
+	/* RECORD and CONTROL name the stream "stream" */
+	initStringInfo(&names);
+	appendStringInfoString(&names, "\"namespace\":");
+	cp_append_json_string(&names, nspname, strlen(nspname));
+	appendStringInfoString(&names, ",\"stream\":");
+	cp_append_json_string(&names, relname, strlen(relname));
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"type\":\"RECORD\",\"record\":{%s,\"emitted_at\":",
+					 names.data);
+	fresh->record_prefix = buf.data;
+	fresh->record_prefix_len = buf.len;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"truncate\",%s,\"lsn\":",
+					 names.data);
+	fresh->truncate_prefix = buf.data;
+	fresh->truncate_prefix_len = buf.len;
+}
+
+static void
+rebuild(CpCdcRelation *entry, Relation rel)
+{
+	CpCdcRelation fresh;
+	char	   *nspname;
+	MemoryContext oldcxt;
+	MemoryContext retired;
+
+	/* an invalidation from here on asks for yet another rebuild */
+	entry->valid = true;
+	entry->built = false;
+
+	memset(&fresh, 0, sizeof(fresh));
+	nspname = get_namespace_name(RelationGetNamespace(rel));
+	if (nspname == NULL)
+		elog(ERROR, "cache lookup failed for namespace %u",
+			 RelationGetNamespace(rel));
+	fresh.emit = relation_is_emitted(rel, nspname);
+
+	if (fresh.emit)
+	{
+		fresh.cxt = AllocSetContextCreate(relcache_cxt, "calabi_push CDC relation",
+										  ALLOCSET_SMALL_SIZES);
+		MemoryContextCopyAndSetIdentifier(fresh.cxt, RelationGetRelationName(rel));
+		oldcxt = MemoryContextSwitchTo(fresh.cxt);
+		build_emitted(&fresh, rel, nspname);
+		MemoryContextSwitchTo(oldcxt);
+
+		/* first sight, or a shape other than the one last announced */
+		fresh.stream_pending = entry->stream_pending ||
+			!entry->emit || entry->signature == NULL ||
+			strcmp(entry->signature, fresh.signature) != 0;
+	}
+
+	retired = entry->cxt;
+	entry->emit = fresh.emit;
+	entry->stream_pending = fresh.stream_pending;
+	entry->cxt = fresh.cxt;
+	entry->natts = fresh.natts;
+	entry->enc = fresh.enc;
+	entry->col_varlena = fresh.col_varlena;
+	entry->needs_settings = fresh.needs_settings;
+	entry->nkeys = fresh.nkeys;
+	entry->key_columns = fresh.key_columns;
+	entry->stream_line = fresh.stream_line;
+	entry->stream_line_len = fresh.stream_line_len;
+	entry->signature = fresh.signature;
+	entry->record_prefix = fresh.record_prefix;
+	entry->record_prefix_len = fresh.record_prefix_len;
+	entry->truncate_prefix = fresh.truncate_prefix;
+	entry->truncate_prefix_len = fresh.truncate_prefix_len;
+	entry->built = true;
+
+	if (retired != NULL)
+		MemoryContextDelete(retired);
+}
+
+CpCdcRelation *
+cp_cdc_relcache_get(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	CpCdcRelation *entry;
+	bool		found;
+
+	if (relcache == NULL)
+		elog(ERROR, "calabi_push CDC relation cache is not set up");
+
+	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		/* stale and never built */
+		memset(entry, 0, sizeof(CpCdcRelation));
+		entry->relid = relid;
+	}
+
+	/*
+	 * The natts check is a belt to the invalidation's braces: the encoder
+	 * indexes the deformed tuple by attribute number.
+	 */
+	if (!entry->valid || !entry->built ||
+		(entry->emit && entry->natts != RelationGetDescr(rel)->natts))
+		rebuild(entry, rel);
+	return entry;
+}

@@ -1,0 +1,84 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_relcache.h
+ *	  What a decoding session knows about each relation it has seen: whether
+ *	  its changes are emitted, its row encoder, its STREAM line and the
+ *	  prefixes of its messages, built once and rebuilt after an invalidation.
+ *
+ * pgoutput's RelationSyncEntry pattern: a hash keyed by relation OID, whose
+ * entries a relcache callback marks stale (and a syscache callback on
+ * pg_namespace, for schema renames).  A stale entry is rebuilt at the next
+ * change of its relation, under the historic snapshot of that change, so the
+ * encoder always matches the tuples being decoded.  When the rebuilt STREAM
+ * line or the columns' types differ from what was last announced, the entry
+ * asks for a new STREAM line before that change: exactly where the ALTER
+ * TABLE happened in the WAL.
+ *
+ * One cache per process (callbacks cannot be unregistered); it lives in a
+ * context under the caller's long-lived context and forgets itself when that
+ * context goes, so an error that frees the decoding context leaves no
+ * dangling pointer behind.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_CDC_RELCACHE_H
+#define CALABI_PUSH_CDC_RELCACHE_H
+
+#include "postgres.h"
+
+#include "utils/relcache.h"
+
+#include "encoder.h"
+
+/* Which relations a session emits, and how their streams are declared. */
+typedef struct CpCdcOptions
+{
+	/* "append_dedup" or "append": the STREAM's destination_sync_mode */
+	const char *destination_sync_mode;
+	/* relation OIDs to emit, sorted; nrelations < 0: every user table */
+	int			nrelations;
+	const Oid  *relations;
+} CpCdcOptions;
+
+typedef struct CpCdcRelation
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false: rebuild before the next use */
+	bool		built;			/* false: a rebuild did not complete */
+	bool		emit;			/* its changes are emitted */
+	bool		stream_pending; /* the STREAM line is owed before the next message */
+
+	/* the rest is meaningful when emit; all of it lives in cxt */
+	MemoryContext cxt;
+	int			natts;			/* of the tuple descriptor it was built from */
+	CpRowEncoder *enc;			/* live columns, in attribute order */
+	bool	   *col_varlena;	/* per enc column: attlen == -1 (may be TOASTed) */
+	bool		needs_settings; /* a column's encoding reads the pinned settings */
+	int			nkeys;			/* the stream's primary_key columns ... */
+	int		   *key_columns;	/* ... as indexes into enc->columns */
+	char	   *stream_line;	/* the whole STREAM message, '\n' included */
+	int			stream_line_len;
+	char	   *signature;		/* stream_line + column types: a change means a new STREAM */
+	char	   *record_prefix;	/* {"type":"RECORD","record":{"namespace":..,"stream":..,"emitted_at": */
+	int			record_prefix_len;
+	char	   *truncate_prefix;	/* {"type":"CONTROL","control":{"kind":"truncate",...,"lsn": */
+	int			truncate_prefix_len;
+} CpCdcRelation;
+
+/*
+ * Create the process's cache under parent (a context that lives as long as
+ * the decoding session), with a copy of options.  Registers the
+ * invalidation callbacks the first time.  Needs no catalog access.
+ */
+extern void cp_cdc_relcache_init(MemoryContext parent, const CpCdcOptions *options);
+
+/* Free the cache (also happens by itself when parent is freed). */
+extern void cp_cdc_relcache_destroy(void);
+
+/*
+ * The entry of rel, rebuilt first if stale.  Call in a change or truncate
+ * callback (catalog access under the historic snapshot).  Never NULL.
+ */
+extern CpCdcRelation *cp_cdc_relcache_get(Relation rel);
+
+#endif							/* CALABI_PUSH_CDC_RELCACHE_H */
