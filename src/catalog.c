@@ -33,9 +33,17 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS	10000
 #define DEFAULT_REQUEST_TIMEOUT_MS	60000
 
+/*
+ * Each function here runs one transaction.  Committing leaves
+ * CurrentMemoryContext at TopMemoryContext: end() gives the caller its own
+ * back, so that what it allocates next is not kept for the process's life.
+ */
+static MemoryContext caller_context = NULL;
+
 static void
 begin(void)
 {
+	caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -49,6 +57,7 @@ end(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller_context);
 	pgstat_report_stat(false);
 }
 
@@ -119,6 +128,28 @@ int_column(HeapTuple tuple, int n)
 			elog(ERROR, "unexpected type %u in calabi_push catalog query", type);
 	}
 	return 0;
+}
+
+/* A text[] column of a row as a List of strings in mcxt. */
+static List *
+text_array_column(HeapTuple row, int n, MemoryContext mcxt)
+{
+	bool		isnull;
+	Datum		array = SPI_getbinval(row, SPI_tuptable->tupdesc, n, &isnull);
+	Datum	   *elems;
+	int			nelems;
+	List	   *list = NIL;
+	MemoryContext oldcontext;
+
+	if (isnull)
+		return NIL;
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, NULL, &nelems);
+	oldcontext = MemoryContextSwitchTo(mcxt);
+	for (int e = 0; e < nelems; e++)
+		list = lappend(list, TextDatumGetCString(elems[e]));
+	MemoryContextSwitchTo(oldcontext);
+	return list;
 }
 
 CpSyncDef *
@@ -197,7 +228,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
-			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after'))"
+			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after')),"
+			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'key'))"
 			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
 			 1, types, values, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -205,8 +237,6 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			HeapTuple	srow = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			CpStreamDef *stream = MemoryContextAllocZero(mcxt, sizeof(CpStreamDef));
-			bool		isnull;
-			Datum		after;
 
 			stream->relid = (Oid) int_column(srow, 1);
 			stream->ordinal = (int) int_column(srow, 2);
@@ -214,22 +244,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			stream->generation = int_column(srow, 4);
 			stream->rows_sent = int_column(srow, 5);
 			stream->relfilenode = (Oid) int_column(srow, 6);
-			after = SPI_getbinval(srow, desc, 7, &isnull);
-			if (!isnull)
-			{
-				Datum	   *elems;
-				int			nelems;
-
-				deconstruct_array(DatumGetArrayTypeP(after), TEXTOID, -1, false,
-								  TYPALIGN_INT, &elems, NULL, &nelems);
-				for (int e = 0; e < nelems; e++)
-				{
-					oldcontext = MemoryContextSwitchTo(mcxt);
-					stream->after = lappend(stream->after,
-											TextDatumGetCString(elems[e]));
-					MemoryContextSwitchTo(oldcontext);
-				}
-			}
+			stream->after = text_array_column(srow, 7, mcxt);
+			stream->key = text_array_column(srow, 8, mcxt);
 			oldcontext = MemoryContextSwitchTo(mcxt);
 			sync->streams = lappend(sync->streams, stream);
 			MemoryContextSwitchTo(oldcontext);

@@ -28,6 +28,7 @@ typedef struct CpStreamDef
 	int64		rows_sent;
 	/* from the acknowledged checkpoint, when a read is under way */
 	Oid			relfilenode;
+	List	   *key;			/* keyset: the key's column names */
 	List	   *after;			/* keyset position: key values as text */
 } CpStreamDef;
 

@@ -38,6 +38,7 @@
 /* batch numbers reserved per catalog round trip */
 #define SEQ_RESERVATION 100
 #define FIRST_RETRY_DELAY_MS 1000
+#define RETRY_AFTER_MAX_MS (60 * 60 * 1000)
 
 bool
 cp_delivery_batch_full(CpRun *run)
@@ -166,8 +167,15 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 
 			case CP_HTTP_TRANSIENT:
 				{
+					/*
+					 * Retry-After is the endpoint's to decide (max_backoff
+					 * bounds only our own backoff), within [1 s, 1 h]: a 0
+					 * would make a tight loop, a day would freeze the sync.
+					 */
 					int64		delay = result.retry_after_ms >= 0 ?
-						result.retry_after_ms : backoff_ms(run, retries + 1);
+						Min(Max(result.retry_after_ms, FIRST_RETRY_DELAY_MS),
+							RETRY_AFTER_MAX_MS) :
+						backoff_ms(run, retries + 1);
 
 					retries++;
 					ereport(LOG,
@@ -213,6 +221,7 @@ deliver_inflight(CpRun *run)
 	CpBatch    *batch = run->inflight;
 	List	   *pending;
 	bool		prepared = run->inflight_prepared;
+	MemoryContext oldcontext = MemoryContextSwitchTo(run->deliverycxt);
 
 	/* a stack of [from, to) pairs still to deliver, in order */
 	pending = list_make2_int(0, batch->nitems);
@@ -227,6 +236,8 @@ deliver_inflight(CpRun *run)
 	}
 	cp_batch_reset(batch);
 	run->inflight_prepared = false;
+	MemoryContextSwitchTo(oldcontext);
+	MemoryContextReset(run->deliverycxt);	/* bodies, acks, messages */
 }
 
 void

@@ -49,6 +49,33 @@
 /* rows fetched from a held cursor at a time, so a byte limit can stop us */
 #define CURSOR_PIECE_ROWS 100
 
+/*
+ * A transaction of our own; committing one leaves CurrentMemoryContext at
+ * TopMemoryContext, so give the caller its context back (else whatever it
+ * allocates next lives as long as the process).
+ */
+static MemoryContext
+xact_start(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	return caller;
+}
+
+static void
+xact_commit(MemoryContext caller)
+{
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * Reads run as the sync's role, in a restricted operation (what a view or a
+ * policy calls cannot change the session), as a maintenance command does.
+ */
+#define RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
+
 /* milliseconds since the Unix epoch, as the protocol's emitted_at */
 static int64
 unix_ms_now(void)
@@ -93,7 +120,15 @@ append_state(StringInfo buf, CpStreamRun *s, const char *phase)
 					 s->generation, phase, s->rows);
 	if (s->keyset && strcmp(phase, "reading") == 0)
 	{
-		appendStringInfo(buf, ",\"relfilenode\":%u,\"after\":[", s->relfilenode);
+		/* the key's columns: a resumed read must use the same key */
+		appendStringInfoString(buf, ",\"key\":[");
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			if (k > 0)
+				appendStringInfoChar(buf, ',');
+			cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
+		}
+		appendStringInfo(buf, "],\"relfilenode\":%u,\"after\":[", s->relfilenode);
 		foreach(lc, s->after)
 		{
 			const char *value = lfirst(lc);
@@ -141,15 +176,34 @@ prepare_stream(CpRun *run, int idx)
 	List	   *pk;
 	CpRowEncoder *schema_enc;
 	StringInfoData buf;
-	CpBatch    *batch = run->batch;
+	CpBatch    *batch;
 	int			start;
 	MemoryContext oldcontext;
+	MemoryContext caller;
 
-	StartTransactionCommand();
+	/*
+	 * Everything describing the stream lives in its own context, rebuilt
+	 * here at each run and whenever its columns changed.  Batches point at
+	 * its names, so deliver them all first.
+	 */
+	if (s->mcxt == NULL)
+		s->mcxt = AllocSetContextCreate(run->mcxt, "calabi_push stream",
+										ALLOCSET_SMALL_SIZES);
+	else
+	{
+		cp_delivery_flush(run, true);
+		MemoryContextReset(s->mcxt);
+	}
+	s->enc = NULL;
+	s->enc_desc = NULL;
+	s->cursor_name = NULL;
+	batch = run->batch;			/* after the flush: it swaps the buffers */
+
+	caller = xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = open_stream_relation(run, s);
 
-	oldcontext = MemoryContextSwitchTo(run->mcxt);
+	oldcontext = MemoryContextSwitchTo(s->mcxt);
 	s->nspname = get_namespace_name(RelationGetNamespace(rel));
 	s->relname = pstrdup(RelationGetRelationName(rel));
 	s->select_query = cp_stream_select_query(rel);
@@ -204,7 +258,7 @@ prepare_stream(CpRun *run, int idx)
 			s->key_types[k] = attr->atttypid;
 			s->key_typmods[k] = attr->atttypmod;
 			getTypeOutputInfo(attr->atttypid, &outfunc, &isvarlena);
-			fmgr_info_cxt(outfunc, &s->key_out[k], run->mcxt);
+			fmgr_info_cxt(outfunc, &s->key_out[k], s->mcxt);
 		}
 		s->relfilenode = rel->rd_rel->relfilenode;
 	}
@@ -231,7 +285,7 @@ prepare_stream(CpRun *run, int idx)
 
 	relation_close(rel, NoLock);
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	xact_commit(caller);
 	MemoryContextReset(run->chunkcxt);
 }
 
@@ -269,12 +323,36 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	cp_batch_set_state(batch, state->data, state->len);
 }
 
-static void
+/*
+ * Build the encoder from the first chunk's rows; false when a later chunk's
+ * rows no longer have the shape it was built for (a column was added,
+ * dropped or retyped during the read).
+ */
+static bool
 make_encoder(CpRun *run, CpStreamRun *s, TupleDesc desc)
 {
+	MemoryContext oldcontext;
+
 	if (s->enc != NULL)
-		return;
-	s->enc = cp_row_encoder_create(desc, run->mcxt);
+	{
+		if (desc->natts != s->enc_desc->natts)
+			return false;
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+			Form_pg_attribute b = TupleDescAttr(s->enc_desc, i);
+
+			if (a->atttypid != b->atttypid || a->atttypmod != b->atttypmod ||
+				strcmp(NameStr(a->attname), NameStr(b->attname)) != 0)
+				return false;
+		}
+		return true;
+	}
+
+	oldcontext = MemoryContextSwitchTo(s->mcxt);
+	s->enc_desc = CreateTupleDescCopy(desc);
+	s->enc = cp_row_encoder_create(desc, s->mcxt);
+	MemoryContextSwitchTo(oldcontext);
 	if (s->keyset)
 		for (int k = 0; k < s->nkeys; k++)
 		{
@@ -284,6 +362,7 @@ make_encoder(CpRun *run, CpStreamRun *s, TupleDesc desc)
 				elog(ERROR, "key column \"%s\" of \"%s\".\"%s\" is not in its rows",
 					 s->key_names[k], s->nspname, s->relname);
 		}
+	return true;
 }
 
 /*
@@ -336,11 +415,14 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	appendStringInfo(&query, " LIMIT %d", max_rows);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
 	if (SPI_execute_with_args(query.data, nargs, s->key_types, args, NULL,
 							  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
 	SetUserIdAndSecContext(save_userid, save_sec);
+
+	if (!make_encoder(run, s, SPI_tuptable->tupdesc))
+		return -2;
 
 	{
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -349,7 +431,6 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		int64		emitted_at = unix_ms_now();
 		StringInfoData state;
 
-		make_encoder(run, s, desc);
 		initStringInfo(&state);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -366,22 +447,33 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	return rows;
 }
 
-/* Declare the held cursor over the whole stream (its own transaction). */
+/*
+ * Declare the held cursor over the whole stream, in a transaction of its
+ * own: its query runs when that transaction commits, so the sync's role
+ * must still be in force then, not only while the cursor is declared.
+ */
 static void
 open_cursor(CpRun *run, CpStreamRun *s)
 {
 	Oid			save_userid;
 	int			save_sec;
 	SPIParseOpenOptions options;
+	MemoryContext caller;
 
 	memset(&options, 0, sizeof(options));
 	options.cursorOptions = CURSOR_OPT_HOLD | CURSOR_OPT_NO_SCROLL;
 	options.read_only = true;
 
+	caller = xact_start();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
 	if (SPI_cursor_parse_open(s->cursor_name, s->select_query, &options) == NULL)
 		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
+	SPI_finish();
+	PopActiveSnapshot();
+	xact_commit(caller);		/* an error here aborts and restores the user */
 	SetUserIdAndSecContext(save_userid, save_sec);
 	s->cursor_open = true;
 }
@@ -412,7 +504,8 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 			break;
 		}
 		desc = SPI_tuptable->tupdesc;
-		make_encoder(run, s, desc);
+		if (!make_encoder(run, s, desc))
+			elog(ERROR, "the rows of cursor \"%s\" changed shape", s->cursor_name);
 		values = palloc(sizeof(Datum) * desc->natts);
 		isnull = palloc(sizeof(bool) * desc->natts);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -428,15 +521,31 @@ static void
 close_cursor(CpStreamRun *s)
 {
 	Portal		portal;
+	MemoryContext caller;
 
 	if (!s->cursor_open)
 		return;
-	StartTransactionCommand();
+	caller = xact_start();
 	portal = GetPortalByName(s->cursor_name);
 	if (PortalIsValid(portal))
 		PortalDrop(portal, false);
-	CommitTransactionCommand();
+	xact_commit(caller);
 	s->cursor_open = false;
+}
+
+/* Whether the acknowledged read used the key the table has now. */
+static bool
+same_key(CpStreamRun *s)
+{
+	ListCell   *lc;
+
+	if (list_length(s->def->key) != s->nkeys ||
+		list_length(s->def->after) != s->nkeys)
+		return false;
+	foreach(lc, s->def->key)
+		if (strcmp(lfirst(lc), s->key_names[foreach_current_index(lc)]) != 0)
+			return false;
+	return true;
 }
 
 /* Begin a read under a new generation. */
@@ -452,9 +561,10 @@ begin_read(CpRun *run, int idx)
 	s->after = NIL;
 	if (s->keyset)
 	{
-		StartTransactionCommand();
+		MemoryContext caller = xact_start();
+
 		s->relfilenode = current_relfilenode(s->def->relid);
-		CommitTransactionCommand();
+		xact_commit(caller);
 	}
 	emit_control(run, idx, "refresh_start", "reading");
 }
@@ -469,7 +579,8 @@ cp_full_refresh_stream(CpRun *run, int idx)
 
 	/* resume an acknowledged keyset read of the same table, else start */
 	if (strcmp(s->def->phase, "reading") == 0 && s->keyset &&
-		s->def->relfilenode == s->relfilenode && s->def->after != NIL)
+		s->def->relfilenode == s->relfilenode && s->def->after != NIL &&
+		same_key(s))
 	{
 		s->generation = s->def->generation;
 		s->rows = s->def->rows_sent;
@@ -489,22 +600,15 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		int			max_rows = Min(run->sync->chunk_rows, Max(room, 1));
 		int			nestlevel;
 		int			rows;
+		MemoryContext caller;
 
 		CHECK_FOR_INTERRUPTS();
 
+		/* the cursor's query runs with the server's settings */
 		if (!s->keyset && !s->cursor_open)
-		{
-			/* the query runs at this commit, with the server's settings */
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
 			open_cursor(run, s);
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
 
-		StartTransactionCommand();
+		caller = xact_start();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		nestlevel = cp_encoder_pin_settings();
@@ -519,9 +623,18 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		cp_encoder_unpin_settings(nestlevel);
 		SPI_finish();
 		PopActiveSnapshot();
-		CommitTransactionCommand();
+		xact_commit(caller);
 		MemoryContextReset(run->chunkcxt);
 
+		if (rows == -2)
+		{
+			ereport(LOG,
+					(errmsg("calabi_push sync \"%s\": the columns of \"%s\".\"%s\" changed during its read; reading it again",
+							run->sync->name, s->nspname, s->relname)));
+			prepare_stream(run, idx);	/* a new STREAM message */
+			begin_read(run, idx);
+			continue;
+		}
 		if (rows < 0)
 		{
 			ereport(LOG,

@@ -96,6 +96,8 @@ cp_register_launcher(void)
 static void
 launcher_detach(int code, Datum arg)
 {
+	/* an error may have left our lock held: this runs before any cleanup */
+	LWLockReleaseAll();
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	if (cp_shared->launcher_pid == MyProcPid)
 		cp_shared->launcher_pid = 0;
@@ -398,6 +400,7 @@ typedef struct PendingChange
 
 static List *pending_changes = NIL;
 static bool pending_stop_database = false;	/* DROP EXTENSION */
+static int	pending_stop_nestlevel = 0;
 
 PG_FUNCTION_INFO_V1(calabi_push_sync_changed);
 
@@ -510,6 +513,15 @@ launcher_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			forget_pending_changes();
 			break;
+		case XACT_EVENT_PREPARE:
+
+			/*
+			 * A prepared transaction may still roll back, and its commit
+			 * comes from another session: its changes reach the launcher at
+			 * the next probe (server start) or start_sync.
+			 */
+			forget_pending_changes();
+			break;
 		default:
 			break;
 	}
@@ -524,6 +536,8 @@ launcher_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
+	if (pending_stop_database && pending_stop_nestlevel >= level)
+		pending_stop_database = false;
 	foreach(lc, pending_changes)
 	{
 		PendingChange *change = lfirst(lc);
@@ -545,15 +559,14 @@ launcher_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /*
- * Stop the database's sync workers; returns the ids of the syncs that were
- * running, so that resume_database can start them again even after the
- * launcher freed their slots meanwhile.
+ * Stop the database's sync workers: mark them not to run and return the ids
+ * of the syncs that were running, so that resume_database can start them
+ * again even after the launcher freed their slots meanwhile.
  */
 static List *
 pause_database(Oid dboid)
 {
 	List	   *paused = NIL;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < cp_shared->nslots; i++)
@@ -570,9 +583,16 @@ pause_database(Oid dboid)
 		}
 	}
 	LWLockRelease(cp_shared->lock);
-	if (paused == NIL)
-		return NIL;
-	cp_wake_launcher();
+	if (paused != NIL)
+		cp_wake_launcher();
+	return paused;
+}
+
+/* Wait (10 s at most) until the database's workers have exited. */
+static void
+wait_for_database_workers(Oid dboid)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
 
 	for (;;)
 	{
@@ -594,7 +614,6 @@ pause_database(Oid dboid)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	return paused;
 }
 
 static void
@@ -669,13 +688,20 @@ calabi_push_process_utility(PlannedStmt *pstmt, const char *queryString,
 	List	   *volatile paused = NIL;
 
 	if (cp_shared != NULL && is_drop_of_this_extension(stmt))
-		pending_stop_database = true;	/* applied if the DROP commits */
+	{
+		/* applied if the DROP commits; forgotten if its subtransaction aborts */
+		pending_stop_database = true;
+		pending_stop_nestlevel = GetCurrentTransactionNestLevel();
+	}
 
 	if (OidIsValid(dboid))
 		paused = pause_database(dboid);
 
 	PG_TRY();
 	{
+		/* a cancel while waiting must let the workers start again too */
+		if (paused != NIL)
+			wait_for_database_workers(dboid);
 		if (prev_process_utility)
 			prev_process_utility(pstmt, queryString, readOnlyTree, context,
 								 params, queryEnv, dest, qc);

@@ -50,6 +50,8 @@ worker_detach(int code, Datum arg)
 {
 	CpSyncSlot *slot;
 
+	/* an error may have left our lock held: this runs before any cleanup */
+	LWLockReleaseAll();
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	slot = my_slot();
 	if (slot != NULL)
@@ -157,6 +159,8 @@ build_run(void)
 	run->mcxt = mcxt;
 	run->chunkcxt = AllocSetContextCreate(mcxt, "calabi_push chunk",
 										  ALLOCSET_DEFAULT_SIZES);
+	run->deliverycxt = AllocSetContextCreate(mcxt, "calabi_push delivery",
+											 ALLOCSET_DEFAULT_SIZES);
 	run->sync = cp_catalog_load_sync(&my_sync_id, mcxt);
 	if (run->sync == NULL || !run->sync->enabled)
 		return NULL;
@@ -311,6 +315,7 @@ calabi_push_worker_main(Datum main_arg)
 		ErrorData  *edata;
 
 		HOLD_INTERRUPTS();
+		LWLockReleaseAll();		/* outside a transaction nothing else does */
 		EmitErrorReport();
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();

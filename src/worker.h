@@ -22,6 +22,7 @@
 typedef struct CpStreamRun
 {
 	CpStreamDef *def;
+	MemoryContext mcxt;			/* what describes it (reset per preparation) */
 	char	   *nspname;
 	char	   *relname;
 	char	   *names_json;		/* "namespace":..,"name":.. */
@@ -48,6 +49,7 @@ typedef struct CpStreamRun
 	List	   *after;			/* keyset: key of the last row, as text */
 
 	CpRowEncoder *enc;			/* built from the first chunk's result */
+	TupleDesc	enc_desc;		/* the row shape enc was built for */
 } CpStreamRun;
 
 typedef struct CpRun
@@ -56,6 +58,7 @@ typedef struct CpRun
 	CpSyncSlot *slot;
 	MemoryContext mcxt;			/* lives as long as the run */
 	MemoryContext chunkcxt;		/* reset per chunk */
+	MemoryContext deliverycxt;	/* reset per delivered batch */
 	CpStreamRun *streams;
 	int			nstreams;
 	const char **stream_names;	/* names_json of each stream */

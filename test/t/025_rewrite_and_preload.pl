@@ -1,8 +1,10 @@
 # A table rewritten in the middle of its read (VACUUM FULL, CLUSTER,
-# TRUNCATE give it a new relfilenode) is read again from the start under a
-# new generation, announced with refresh_start; the destination ends equal
-# to the source.  And without shared_preload_libraries, preview works while
-# starting a sync says what to change.
+# TRUNCATE give it a new relfilenode), or whose columns change, is read
+# again from the start under a new generation, announced with refresh_start
+# (and a new STREAM); the destination ends equal to the source.  A scheduled
+# sync's second run reads everything again.  A view read through a held
+# cursor runs as the sync's role.  Without shared_preload_libraries,
+# preview works while starting a sync says what to change.
 use strict;
 use warnings;
 
@@ -23,7 +25,8 @@ $node->safe_psql('postgres', q{
 # let it finish; returns the generation it ended with.
 sub rewrite_mid_read
 {
-	my ($what, $sql) = @_;
+	my ($what, $sql, $noticed) = @_;
+	$noticed //= qr/"public"."r" was rewritten during its read; reading it again/;
 	my $generation = $node->safe_psql('postgres',
 		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'});
 	$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
@@ -38,8 +41,7 @@ sub rewrite_mid_read
 			SELECT state = 'idle' AND completed_at IS NOT NULL
 			  FROM calabi_push.sync_status WHERE name = 's'}),
 		"$what: the run completes");
-	like(slurp_file($node->logfile), qr/"public"."r" was rewritten during its read; reading it again/,
-		"$what: the rewrite was noticed");
+	like(slurp_file($node->logfile), $noticed, "$what: the change was noticed");
 	is($node->safe_psql('postgres',
 		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'}),
 		$generation + 2, "$what: the read started again under a new generation");
@@ -60,9 +62,54 @@ rewrite_mid_read('TRUNCATE', q{
 	COMMIT;
 });
 
+# columns added or dropped mid-read (no rewrite): the rows change shape
+rewrite_mid_read('ADD COLUMN', q{ALTER TABLE r ADD COLUMN extra int DEFAULT 7},
+	qr/the columns of "public"."r" changed during its read; reading it again/);
+rewrite_mid_read('DROP COLUMN', q{ALTER TABLE r DROP COLUMN v},
+	qr/the columns of "public"."r" changed during its read; reading it again/);
+
 # the receiver saw a refresh_start for the abandoned and for the new read
 my @starts = grep { ($_->{types}{CONTROL} // 0) > 0 } @{ $recv->requests };
 ok(scalar(@starts) >= 5, 'refresh_start announced every read, the restarted ones included');
+
+# a view read through a held cursor runs as the sync's role, not as the
+# worker's superuser (the cursor's query runs when its transaction commits)
+$node->safe_psql('postgres', q{
+	CREATE ROLE alice;
+	CREATE TABLE owned (id int, owner name);
+	INSERT INTO owned VALUES (1, 'alice'), (2, 'bob');
+	CREATE VIEW whoami AS SELECT id, current_user AS reader FROM owned WHERE owner = current_user;
+	GRANT SELECT ON owned, whoami TO alice;
+	SELECT calabi_push.create_sync('as_alice', 'recv', ARRAY['whoami']::regclass[],
+	  options => '{"run_as": "alice"}');
+	SELECT calabi_push.start_sync('as_alice');
+});
+ok(wait_for_state($node, 'as_alice', 'idle', 'error'), 'run_as: the run completes');
+is($node->safe_psql('calabi_dest', q{SELECT string_agg(id || ':' || reader, ',') FROM public.whoami}),
+	'1:alice', 'run_as: the view was read as alice (current_user and its filter)');
+
+# a scheduled sync's second run, in the same worker, reads every row again
+$node->safe_psql('postgres', q{
+	CREATE TABLE sched (id int PRIMARY KEY, v text);
+	INSERT INTO sched SELECT g, 'first ' || g FROM generate_series(1, 55) g;
+	SELECT calabi_push.create_sync('sched', 'recv', ARRAY['sched']::regclass[],
+	  options => '{"schedule": "1 minute", "batch_rows": 20, "chunk_rows": 10}');
+	SELECT calabi_push.start_sync('sched');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT completed_at IS NOT NULL FROM calabi_push.sync_status WHERE name = 'sched'}),
+	'schedule: the first run completes');
+my $worker = $node->safe_psql('postgres', q{SELECT pid FROM calabi_push.sync_status WHERE name = 'sched'});
+$node->safe_psql('postgres', q{
+	UPDATE sched SET v = 'second ' || id;
+	INSERT INTO sched SELECT g, 'second ' || g FROM generate_series(56, 70) g;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT generation = 2 AND phase = 'done' FROM calabi_push.stream_status WHERE sync = 'sched'}),
+	'schedule: the second run completes a minute later');
+is($node->safe_psql('postgres', q{SELECT pid FROM calabi_push.sync_status WHERE name = 'sched'}),
+	$worker, 'schedule: by the same worker, which stays idle in between');
+assert_dest_equals_source($node, 'public', 'sched', 'schedule: the second run');
 
 $recv->stop;
 $node->stop;
