@@ -289,18 +289,29 @@ prepare_stream(CpRun *run, int idx)
 	MemoryContextReset(run->chunkcxt);
 }
 
+/*
+ * What every RECORD of a chunk starts with, up to its data object: the
+ * stream's prefix and the chunk's emitted_at, formatted once per chunk.
+ */
+static void
+record_head(CpStreamRun *s, StringInfo head)
+{
+	initStringInfo(head);
+	appendStringInfo(head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
+					 unix_ms_now());
+}
+
 /* Encode one row of a chunk as a RECORD with its state. */
 static void
 add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
-		   Datum *values, bool *isnull, int64 emitted_at, StringInfo state)
+		   Datum *values, bool *isnull, const StringInfo head, StringInfo state)
 {
 	CpStreamRun *s = &run->streams[idx];
 	CpBatch    *batch = run->batch;
 	int			start = cp_batch_line_begin(batch);
 
 	heap_deform_tuple(tuple, desc, values, isnull);
-	appendStringInfoString(&batch->lines, s->record_prefix);
-	appendStringInfo(&batch->lines, INT64_FORMAT ",\"data\":", emitted_at);
+	appendBinaryStringInfo(&batch->lines, head->data, head->len);
 	cp_encode_row(s->enc, &batch->lines, values, isnull);
 	appendStringInfoString(&batch->lines, "}}");
 	cp_batch_line_end(batch, start, idx, true);
@@ -428,14 +439,15 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
 		bool	   *isnull = palloc(sizeof(bool) * desc->natts);
-		int64		emitted_at = unix_ms_now();
+		StringInfoData head;
 		StringInfoData state;
 
+		record_head(s, &head);
 		initStringInfo(&state);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   emitted_at, &state);
+					   &head, &state);
 			rows++;
 			if (run->batch->lines.len >= run->sync->batch_bytes)
 				break;
@@ -484,11 +496,12 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	CpStreamRun *s = &run->streams[idx];
 	Portal		portal = SPI_cursor_find(s->cursor_name);
 	int			rows = 0;
-	int64		emitted_at = unix_ms_now();
+	StringInfoData head;
 	StringInfoData state;
 
 	if (portal == NULL)
 		elog(ERROR, "cursor \"%s\" of calabi_push is gone", s->cursor_name);
+	record_head(s, &head);
 	initStringInfo(&state);
 	*exhausted = false;
 	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes)
@@ -510,7 +523,7 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		isnull = palloc(sizeof(bool) * desc->natts);
 		for (uint64 i = 0; i < SPI_processed; i++)
 			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   emitted_at, &state);
+					   &head, &state);
 		rows += SPI_processed;
 		SPI_freetuptable(SPI_tuptable);
 	}

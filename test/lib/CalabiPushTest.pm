@@ -8,7 +8,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 use Exporter 'import';
-our @EXPORT = qw(calabi_node);
+our @EXPORT = qw(calabi_node everything_sql);
 
 # A started node configured as calabi_push needs in production (see the
 # README), with UTF8 encoding; extra postgresql.conf lines may be given.
@@ -26,6 +26,14 @@ CONF
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	$node->start unless $opts{no_start};
 	return $node;
+}
+
+# The SQL of the shared every-type-family table: 'schema' or 'rows'
+# (test/lib/everything_*.sql; TAP tests run from the tree's top).
+sub everything_sql
+{
+	my ($part) = @_;
+	return slurp_file("test/lib/everything_$part.sql");
 }
 
 1;

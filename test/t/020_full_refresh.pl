@@ -8,38 +8,15 @@ use warnings;
 
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CalabiPushTest;
 use CalabiSyncTest;
 
 # log_statement as in production: with 'all', PostgreSQL itself logs every
 # statement's text, secrets included (see docs/destinations.md)
 my ($node, $recv, $token) = sync_setup(name => 'full', conf => "log_statement = 'none'");
 
+$node->safe_psql('postgres', everything_sql('schema') . everything_sql('rows'));
 $node->safe_psql('postgres', <<'SQL');
-CREATE EXTENSION hstore;
-CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-CREATE TYPE pair AS (a int, b timestamptz);
-CREATE DOMAIN posint AS int CHECK (VALUE > 0);
-CREATE TABLE everything (
-  id serial PRIMARY KEY, i2 int2, i8 int8, r real, d float8, n numeric, m money,
-  b bool, bits bit(4), vb varbit, ba bytea, c char(5), vc varchar, tx text,
-  nm name, dt date, ts timestamp, tz timestamptz, tm time, ttz timetz,
-  iv interval, js json, jb jsonb, u uuid, ip inet, e mood, p pair,
-  rg tsrange, pt point, h hstore, ia int[], ta text[][], dom posint, o oid);
-INSERT INTO everything (i2, i8, r, d, n, m, b, bits, vb, ba, c, vc, tx, nm, dt, ts, tz,
-  tm, ttz, iv, js, jb, u, ip, e, p, rg, pt, h, ia, ta, dom, o)
-SELECT -32768 + g, -9223372036854775808 + g, 3.4145 * g, 0.1 * g,
-       1234567890987654321.1234567890987654321 * g, -1000 * g, g % 2 = 0, B'0100', B'101',
-       '\x6b707a'::bytea || g::text::bytea, 'ab', 'x"y\z' || g,
-       E'tab\there\n\u0001é ' || repeat('long ', g * 500), 'nm' || g,
-       '1991-02-10 BC'::date + g, '3004-10-19 10:23:54.123456 BC'::timestamp + g * interval '1 day',
-       '2004-10-19 10:23:00-08'::timestamptz + g * interval '1 minute', '24:00:00',
-       '13:00:01.123456-07', '1 year 2 mons 3 days 04:05:06', '{"a": "é\u0000"}',
-       '{"b": [1, 2.50]}', md5(g::text)::uuid, '192.168.0.1/24', 'happy',
-       ROW(g, '2004-10-19 10:23:00-08'::timestamptz)::pair, '[2010-01-01 14:30, 2010-01-01 15:30)',
-       point(1.5, g), 'a=>1, b=>NULL', '[0:1]={1,NULL}', '{{a,b},{c,NULL}}', g, 4294967295
-  FROM generate_series(1, 30) g;
-INSERT INTO everything (id, r, d, n, dt, ts, tz) VALUES
-  (1000, 'NaN', '-Infinity', 'NaN', 'infinity', '-infinity', 'infinity');
 CREATE VIEW happy_things AS SELECT id, tx, e FROM everything WHERE id % 3 = 0;
 CREATE MATERIALIZED VIEW totals AS SELECT b, count(*) AS n, sum(i8) AS s FROM everything GROUP BY b;
 CREATE TABLE keyless (x int, y text);
