@@ -10,8 +10,12 @@ OBJS = \
 	src/calabi_push.o \
 	src/batch.o \
 	src/catalog.o \
+	src/cdc_backfill.o \
 	src/cdc_change.o \
+	src/cdc_decoder.o \
 	src/cdc_relcache.o \
+	src/cdc_slot.o \
+	src/cdc_sync.o \
 	src/compressor.o \
 	src/delivery.o \
 	src/encoder.o \

@@ -4,6 +4,12 @@
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
+-- cdc decodes with the library's own output plugin: allow it, on servers
+-- whose output_plugin_libraries lists the allowed ones (TAP test 041 checks
+-- the error when it is not)
+SELECT count(set_config('output_plugin_libraries', 'pgoutput, test_decoding, calabi_push', false)) >= 0 AS allowed
+  FROM pg_settings WHERE name = 'output_plugin_libraries';
+
 -- an administrator who may read as cp_sync_reader (a member of it), a role
 -- it is not a member of, and a role granted nothing
 CREATE ROLE cp_sync_admin;
@@ -156,12 +162,17 @@ SELECT calabi_push.create_sync('x', 'no-such-dest', ARRAY['cp_sync_test.orders']
 -- method and destination_sync_mode
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor');
-SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => 'overwrite');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => 'upsert');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'FULL_REFRESH');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => NULL);
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => 'append_dedup');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => 'upsert');
-SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => NULL);
+-- NULL: the method's default
+SELECT calabi_push.create_sync('x-fr', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], destination_sync_mode => NULL) IS NOT NULL AS created;
+SELECT calabi_push.create_sync('x-cdc', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => NULL) IS NOT NULL AS created;
+SELECT name, method, destination_sync_mode FROM calabi_push.sync_status WHERE name IN ('x-fr', 'x-cdc') ORDER BY name;
+SELECT calabi_push.drop_sync('x-fr'), calabi_push.drop_sync('x-cdc');
 -- relations
 SELECT calabi_push.create_sync('x', 'sync-dest', NULL);
 SELECT calabi_push.create_sync('x', 'sync-dest', '{}');
@@ -380,6 +391,59 @@ SELECT calabi_push.start_sync('orphaned');
 SELECT calabi_push.drop_sync('orphaned');
 
 ------------------------------------------------------------------------------
+-- change data capture: what a cdc sync accepts (tables its changes can key,
+-- WAL-logged, without row security the role is subject to), the publication
+-- option, the method's default mode, its slot's name and resync's reset
+CREATE TABLE cp_sync_test.keyless (x int, y text);
+CREATE TABLE cp_sync_test.full_keyless (x int, y text);
+ALTER TABLE cp_sync_test.full_keyless REPLICA IDENTITY FULL;
+CREATE TABLE cp_sync_test.nothing (id int PRIMARY KEY, y text);
+ALTER TABLE cp_sync_test.nothing REPLICA IDENTITY NOTHING;
+CREATE UNLOGGED TABLE cp_sync_test.scratchpad (id int PRIMARY KEY);
+CREATE TABLE cp_sync_test.guarded (id int PRIMARY KEY, owner_name text);
+ALTER TABLE cp_sync_test.guarded ENABLE ROW LEVEL SECURITY;
+GRANT SELECT ON cp_sync_test.keyless, cp_sync_test.full_keyless, cp_sync_test.nothing,
+  cp_sync_test.scratchpad, cp_sync_test.guarded TO cp_sync_reader;
+CREATE PUBLICATION cp_sync_pub FOR TABLE cp_sync_test.orders, cp_sync_test.keyless;
+CREATE PUBLICATION cp_sync_empty_pub;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.keyless']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.full_keyless']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.nothing']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.scratchpad']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.events']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.paid']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.guarded']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"publication": "cp_sync_pub"}');
+SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "no_such_pub"}');
+SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "cp_sync_empty_pub"}');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.nothing']::regclass[], method => 'cdc', options => '{"publication": "cp_sync_pub"}');
+-- append takes what append_dedup cannot key
+SELECT calabi_push.create_sync('c-append', 'sync-dest',
+  ARRAY['cp_sync_test.keyless', 'cp_sync_test.full_keyless', 'cp_sync_test.nothing']::regclass[],
+  method => 'cdc', destination_sync_mode => 'append') IS NOT NULL AS created;
+-- a publication's tables, when none are listed (keyless needs append)
+SELECT calabi_push.create_sync('c-pub', 'sync-dest', method => 'cdc', destination_sync_mode => 'append',
+  options => '{"publication": "cp_sync_pub"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('c-dedup', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc') IS NOT NULL AS created;
+RESET ROLE;
+SELECT relation, ordinal FROM calabi_push.stream_status WHERE sync = 'c-pub' ORDER BY ordinal;
+SELECT name, destination_sync_mode, state, slot_name ~ '^calabi_push_[0-9a-f]{32}$' AS slot_named,
+       lsn_sent, lsn_acknowledged, lag_bytes, lag_time
+  FROM calabi_push.sync_status WHERE name LIKE 'c-%' ORDER BY name;
+-- resync of every table starts over from a new slot; of one, only that one
+UPDATE calabi_push.sync SET cdc_lsn = '0/1234' WHERE name = 'c-dedup';
+UPDATE calabi_push.sync_stream SET phase = 'done' WHERE sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'c-append');
+SET ROLE cp_sync_admin;
+SELECT calabi_push.resync('c-append', 'cp_sync_test.nothing');
+SELECT calabi_push.resync('c-dedup');
+RESET ROLE;
+SELECT name, cdc_lsn FROM calabi_push.sync WHERE name IN ('c-append', 'c-dedup') ORDER BY name;
+SELECT relation, phase FROM calabi_push.stream_status WHERE sync = 'c-append' ORDER BY ordinal;
+SELECT calabi_push.drop_sync('c-append'), calabi_push.drop_sync('c-pub'), calabi_push.drop_sync('c-dedup');
+DROP PUBLICATION cp_sync_pub, cp_sync_empty_pub;
+
+------------------------------------------------------------------------------
 -- error codes, one of each kind
 SET ROLE cp_sync_admin;
 SELECT stmt, pg_temp.try(stmt) FROM (VALUES
@@ -387,7 +451,7 @@ SELECT stmt, pg_temp.try(stmt) FROM (VALUES
     ('SELECT calabi_push.create_sync(''a b'', ''sync-dest'', ''{cp_sync_test.orders}'')'),
     ('SELECT calabi_push.create_sync(''orders-only'', ''sync-dest'', ''{cp_sync_test.orders}'')'),
     ('SELECT calabi_push.create_sync(''x'', ''no-such-dest'', ''{cp_sync_test.orders}'')'),
-    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''cdc'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''cdc'', destination_sync_mode => ''overwrite'')'),
     ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''push'')'),
     ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', destination_sync_mode => ''append_dedup'')'),
     ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{}'')'),

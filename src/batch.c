@@ -98,8 +98,59 @@ cp_batch_last_states(const CpBatch *batch, int from, int to, int *last_item,
 	for (int s = 0; s < nstreams; s++)
 		last_item[s] = -1;
 	for (int i = from; i < to; i++)
-		if (batch->items[i].state_len > 0)
+		if (batch->items[i].state_len > 0 && batch->items[i].stream >= 0)
 			last_item[batch->items[i].stream] = i;
+}
+
+void
+cp_batch_set_position(CpBatch *batch, uint64 position)
+{
+	Assert(batch->nitems > 0);
+	batch->items[batch->nitems - 1].position = position;
+}
+
+uint64
+cp_batch_position(const CpBatch *batch, int from, int to)
+{
+	uint64		position = 0;
+
+	for (int i = from; i < to; i++)
+		position = Max(position, batch->items[i].position);
+	return position;
+}
+
+void
+cp_batch_move_tail(CpBatch *from, int first, CpBatch *to)
+{
+	for (int i = first; i < from->nitems; i++)
+	{
+		const CpBatchItem *src = &from->items[i];
+		CpBatchItem *dst = new_item(to, src->stream);
+
+		dst->is_record = src->is_record;
+		dst->position = src->position;
+		dst->line_len = src->line_len;
+		appendBinaryStringInfo(&to->lines, from->lines.data + src->line_off,
+							   src->line_len);
+		if (src->is_record)
+			to->nrecords++;
+		if (src->state_len > 0)
+		{
+			dst->state_off = to->states.len;
+			dst->state_len = src->state_len;
+			appendBinaryStringInfo(&to->states, from->states.data + src->state_off,
+								   src->state_len);
+		}
+	}
+	if (first < from->nitems)
+	{
+		from->lines.len = from->items[first].line_off;
+		from->lines.data[from->lines.len] = '\0';
+		for (int i = first; i < from->nitems; i++)
+			if (from->items[i].is_record)
+				from->nrecords--;
+		from->nitems = first;
+	}
 }
 
 int

@@ -23,8 +23,9 @@ typedef struct CpBatchItem
 	int			line_len;		/* with its '\n'; 0: state only */
 	int			state_off;		/* in states */
 	int			state_len;		/* 0: the stream's state does not move */
-	int			stream;			/* index of the stream in the run */
+	int			stream;			/* index of the stream in the run; -1: none */
 	bool		is_record;
+	uint64		position;		/* CDC: WAL position reached once delivered; 0: none */
 } CpBatchItem;
 
 typedef struct CpBatch
@@ -53,6 +54,20 @@ extern void cp_batch_set_state(CpBatch *batch, const char *state, int len);
 /* An item that only moves a stream's state. */
 extern void cp_batch_add_state(CpBatch *batch, int stream, const char *state,
 							   int len);
+
+/*
+ * CDC: the WAL position the sync reaches once the last item is delivered
+ * (every transaction committed before it is in this or an earlier batch).
+ */
+extern void cp_batch_set_position(CpBatch *batch, uint64 position);
+/* The greatest position among items [from, to); 0 when none. */
+extern uint64 cp_batch_position(const CpBatch *batch, int from, int to);
+
+/*
+ * Move items [first, nitems) of from to the end of to (a transaction that
+ * must not be split goes whole into the next batch).
+ */
+extern void cp_batch_move_tail(CpBatch *from, int first, CpBatch *to);
 
 /*
  * The lines of items [from, to), contiguous in batch->lines: where they

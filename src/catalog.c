@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
@@ -180,7 +181,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(DEFAULT_REQUEST_TIMEOUT_MS) "),"
 		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
 		 " COALESCE(d.options->>'compression', 'gzip') <> 'none',"
-		 " sec.token, sec.client_secret, sec.client_key, s.id::text"
+		 " sec.token, sec.client_secret, sec.client_key, s.id::text,"
+		 " (s.cdc_lsn - '0/0')::int8"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -225,11 +227,13 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		strlcpy(sync->id_text, SPI_getvalue(row, SPI_tuptable->tupdesc, 27),
 				sizeof(sync->id_text));
 		MemoryContextSwitchTo(oldcontext);
+		sync->cdc_lsn = (XLogRecPtr) int_column(row, 28);
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
 			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after')),"
-			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'key'))"
+			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'key')),"
+			 " (checkpoint->>'refresh_lsn')::int8"
 			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
 			 1, types, values, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -246,6 +250,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			stream->relfilenode = (Oid) int_column(srow, 6);
 			stream->after = text_array_column(srow, 7, mcxt);
 			stream->key = text_array_column(srow, 8, mcxt);
+			stream->refresh_lsn = (XLogRecPtr) int_column(srow, 9);
 			oldcontext = MemoryContextSwitchTo(mcxt);
 			sync->streams = lappend(sync->streams, stream);
 			MemoryContextSwitchTo(oldcontext);
@@ -270,9 +275,14 @@ cp_catalog_enabled_syncs(void)
 			bool		isnull;
 			pg_uuid_t  *id = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t));
 
+			MemoryContext oldcontext;
+
 			*id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
 											   SPI_tuptable->tupdesc, 1, &isnull));
+			/* the list must outlive SPI_finish */
+			oldcontext = MemoryContextSwitchTo(caller_context);
 			ids = lappend(ids, id);
+			MemoryContextSwitchTo(oldcontext);
 		}
 	}
 	end();
@@ -301,12 +311,12 @@ cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n)
 
 void
 cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
-					  int64 records, int64 bytes, int64 retries)
+					  int64 records, int64 bytes, int64 retries, XLogRecPtr position)
 {
 	Oid			stypes[3] = {UUIDOID, OIDOID, TEXTOID};
-	Oid			types[4] = {UUIDOID, INT8OID, INT8OID, INT8OID};
-	Datum		values[4] = {uuid_datum(&sync->id), Int64GetDatum(records),
-	Int64GetDatum(bytes), Int64GetDatum(retries)};
+	Oid			types[5] = {UUIDOID, INT8OID, INT8OID, INT8OID, LSNOID};
+	Datum		values[5] = {uuid_datum(&sync->id), Int64GetDatum(records),
+		Int64GetDatum(bytes), Int64GetDatum(retries), LSNGetDatum(position)};
 
 	begin();
 	for (int i = 0; i < nacks; i++)
@@ -334,9 +344,52 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 	}
 	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"
 		 " records_sent = records_sent + $2, bytes_sent = bytes_sent + $3,"
-		 " retries = retries + $4, last_ack_at = now() WHERE id = $1",
-		 4, types, values, SPI_OK_UPDATE);
+		 " retries = retries + $4, last_ack_at = now(),"
+		 " cdc_lsn = CASE WHEN $5 = '0/0' THEN cdc_lsn ELSE GREATEST(cdc_lsn, $5) END"
+		 " WHERE id = $1",
+		 5, types, values, SPI_OK_UPDATE);
 	end();
+}
+
+void
+cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position)
+{
+	Oid			types[2] = {UUIDOID, LSNOID};
+	Datum		values[2] = {uuid_datum(&sync->id), LSNGetDatum(position)};
+
+	begin();
+	exec("UPDATE calabi_push.sync SET cdc_lsn = $2 WHERE id = $1",
+		 2, types, values, SPI_OK_UPDATE);
+	end();
+}
+
+List *
+cp_catalog_cdc_syncs(void)
+{
+	List	   *ids = NIL;
+
+	begin();
+	if (catalog_present())
+	{
+		exec("SELECT id FROM calabi_push.sync WHERE method = 'cdc'", 0, NULL, NULL,
+			 SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			pg_uuid_t  *id = MemoryContextAlloc(caller_context, sizeof(pg_uuid_t));
+
+			MemoryContext oldcontext;
+
+			*id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+			/* the list must outlive SPI_finish */
+			oldcontext = MemoryContextSwitchTo(caller_context);
+			ids = lappend(ids, id);
+			MemoryContextSwitchTo(oldcontext);
+		}
+	}
+	end();
+	return ids;
 }
 
 void

@@ -14,6 +14,7 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
 #include "nodes/pg_list.h"
 #include "utils/uuid.h"
 
@@ -30,6 +31,7 @@ typedef struct CpStreamDef
 	Oid			relfilenode;
 	List	   *key;			/* keyset: the key's column names */
 	List	   *after;			/* keyset position: key values as text */
+	XLogRecPtr	refresh_lsn;	/* CDC backfill: its refresh_start's lsn */
 } CpStreamDef;
 
 typedef struct CpSyncDef
@@ -49,6 +51,8 @@ typedef struct CpSyncDef
 	int64		max_backoff_ms;
 	bool		gzip;
 	CpDestinationConfig dest;
+	/* CDC: every change committed before this was acknowledged; 0: no slot yet */
+	XLogRecPtr	cdc_lsn;
 	List	   *streams;		/* CpStreamDef *, in read order */
 } CpSyncDef;
 
@@ -74,10 +78,19 @@ typedef struct CpStreamAck
 	const char *state;			/* JSON object text */
 } CpStreamAck;
 
-/* The endpoint acknowledged a batch: record its checkpoint and counters. */
+/*
+ * The endpoint acknowledged a batch: record its checkpoint and counters,
+ * and for CDC the WAL position it reaches (0: none).
+ */
 extern void cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks,
 								  int nacks, int64 records, int64 bytes,
-								  int64 retries);
+								  int64 retries, XLogRecPtr position);
+
+/* CDC: the slot was created, or nothing was pending up to position. */
+extern void cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position);
+
+/* CDC syncs of this database (NIL when the extension is absent). */
+extern List *cp_catalog_cdc_syncs(void);
 
 /* A run read every stream to the end / a scheduled run begins. */
 extern void cp_catalog_run_completed(const CpSyncDef *sync);

@@ -118,10 +118,10 @@ pin_settings_for(CpCdcTxn *txn, const CpCdcRelation *entry)
 static int
 append_stream_if_owed(StringInfo out, CpCdcRelation *entry)
 {
-	if (!entry->stream_pending)
+	if (!cp_cdc_relcache_stream_owed(entry))
 		return 0;
 	appendBinaryStringInfo(out, entry->stream_line, entry->stream_line_len);
-	entry->stream_pending = false;
+	cp_cdc_relcache_announced(entry->relid, entry->signature);
 	return 1;
 }
 
@@ -282,6 +282,42 @@ append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
 	appendStringInfoString(out, "}}\n");
 }
 
+void
+cp_cdc_key_text(StringInfo out, const CpRowEncoder *enc, const int *key_columns,
+				int nkeys, const Datum *values, const bool *isnull)
+{
+	appendStringInfoChar(out, '[');
+	for (int k = 0; k < nkeys; k++)
+	{
+		const CpColumnEncoder *col = &enc->columns[key_columns[k]];
+		int			off = col->attnum - 1;
+
+		if (k > 0)
+			appendStringInfoChar(out, ',');
+		if (isnull[off])
+			appendStringInfoString(out, "null");
+		else
+			cp_encode_value(&col->type, out, values[off]);
+	}
+	appendStringInfoChar(out, ']');
+}
+
+/* Tell the backfill's watcher which key a change touched. */
+static void
+report_key(CpCdcTxn *txn, const CpCdcRelation *entry, const Datum *values,
+		   const bool *isnull, bool partial)
+{
+	StringInfoData key;
+
+	if (txn->on_key == NULL || txn->watch_relid != entry->relid)
+		return;
+	initStringInfo(&key);
+	cp_cdc_key_text(&key, entry->enc, entry->key_columns, entry->nkeys,
+					values, isnull);
+	txn->on_key(txn->on_key_arg, key.data, key.len, partial);
+	pfree(key.data);
+}
+
 int
 cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 					 ReorderBufferChange *change)
@@ -328,6 +364,7 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 		case REORDER_BUFFER_CHANGE_INSERT:
 			deform_row(newtuple, desc, &newvals, &newnulls);
 			append_record(out, txn, entry, newvals, newnulls, NULL, false);
+			report_key(txn, entry, newvals, newnulls, false);
 			nlines++;
 			break;
 
@@ -361,9 +398,11 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 				{
 					null_unreadable(entry, oldvals, oldnulls);
 					append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
+					report_key(txn, entry, oldvals, oldnulls, false);
 					nlines++;
 				}
 				append_record(out, txn, entry, newvals, newnulls, unchanged, false);
+				report_key(txn, entry, newvals, newnulls, unchanged != NULL);
 				nlines++;
 				break;
 			}
@@ -372,6 +411,7 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 			deform_row(oldtuple, desc, &oldvals, &oldnulls);
 			null_unreadable(entry, oldvals, oldnulls);
 			append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
+			report_key(txn, entry, oldvals, oldnulls, false);
 			nlines++;
 			break;
 
@@ -390,6 +430,8 @@ cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
 	if (!entry->emit)
 		return 0;
 	nlines = append_stream_if_owed(out, entry);
+	if (txn->on_key != NULL && txn->watch_relid == entry->relid)
+		txn->on_key(txn->on_key_arg, NULL, 0, false);
 	appendBinaryStringInfo(out, entry->truncate_prefix, entry->truncate_prefix_len);
 	appendStringInfo(out, UINT64_FORMAT "}}\n", (uint64) txn->end_lsn);
 	return nlines + 1;

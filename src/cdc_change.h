@@ -37,6 +37,8 @@
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
+#include "encoder.h"
+
 /* The transaction the changes belong to. */
 typedef struct CpCdcTxn
 {
@@ -60,6 +62,16 @@ typedef struct CpCdcTxn
 	 */
 	bool		settings_pinned;
 	int			pin_nestlevel;	/* > 0: pinned by us, at this level */
+
+	/*
+	 * A sync worker's backfill watches the keys that changes of one
+	 * relation touch (cdc_sink.h): on_key gets each key as JSON array text,
+	 * and whether the change left values out ("unchanged"); key NULL for a
+	 * truncate.  Set by the sink after cp_cdc_txn_begin.
+	 */
+	Oid			watch_relid;
+	void		(*on_key) (void *arg, const char *key, int len, bool partial);
+	void	   *on_key_arg;
 } CpCdcTxn;
 
 extern void cp_cdc_txn_begin(CpCdcTxn *txn, XLogRecPtr end_lsn,
@@ -73,6 +85,14 @@ extern void cp_cdc_txn_end(CpCdcTxn *txn);
  */
 extern int	cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 								 ReorderBufferChange *change);
+
+/*
+ * A row's key as the watcher sees it: the JSON array of the encoded values
+ * of columns key_columns (indexes into enc->columns) of values/isnull.
+ */
+extern void cp_cdc_key_text(StringInfo out, const CpRowEncoder *enc,
+							const int *key_columns, int nkeys,
+							const Datum *values, const bool *isnull);
 
 /* The same for the truncation of rel: its STREAM line if owed, a CONTROL. */
 extern int	cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel);

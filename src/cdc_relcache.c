@@ -13,6 +13,7 @@
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -105,6 +106,7 @@ cp_cdc_relcache_init(MemoryContext parent, const CpCdcOptions *options)
 	oldcxt = MemoryContextSwitchTo(cxt);
 	copy.destination_sync_mode = pstrdup(options->destination_sync_mode);
 	copy.nrelations = options->nrelations;
+	copy.run_as = options->run_as;
 	copy.relations = NULL;
 	if (options->nrelations > 0)
 	{
@@ -169,6 +171,23 @@ relation_is_emitted(Relation rel, const char *nspname)
 			bsearch(&relid, relcache_options.relations,
 					relcache_options.nrelations, sizeof(Oid), oid_cmp) != NULL;
 	return true;
+}
+
+/*
+ * Only what the sync's role may read leaves the database, although the
+ * slot decodes everything: SELECT on the table or on all its columns, as
+ * its privileges stood when the change was made.
+ */
+static bool
+relation_is_readable(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	Oid			role = relcache_options.run_as;
+
+	if (!OidIsValid(role))
+		return true;
+	return pg_class_aclcheck(relid, role, ACL_SELECT) == ACLCHECK_OK ||
+		pg_attribute_aclcheck_all(relid, role, ACL_SELECT, ACLMASK_ALL) == ACLCHECK_OK;
 }
 
 static bool
@@ -318,6 +337,16 @@ rebuild(CpCdcRelation *entry, Relation rel)
 		elog(ERROR, "cache lookup failed for namespace %u",
 			 RelationGetNamespace(rel));
 	fresh.emit = relation_is_emitted(rel, nspname);
+	if (fresh.emit && !relation_is_readable(rel))
+	{
+		fresh.emit = false;
+		fresh.denied = true;
+		if (!entry->denied)
+			ereport(LOG,
+					(errmsg("calabi_push: changes of \"%s\".\"%s\" are not sent: role %u may not SELECT it",
+							nspname, RelationGetRelationName(rel), relcache_options.run_as),
+					 errhint("GRANT SELECT on the table to the sync's role; its changes made since are sent.")));
+	}
 
 	if (fresh.emit)
 	{
@@ -327,16 +356,11 @@ rebuild(CpCdcRelation *entry, Relation rel)
 		oldcxt = MemoryContextSwitchTo(fresh.cxt);
 		build_emitted(&fresh, rel, nspname);
 		MemoryContextSwitchTo(oldcxt);
-
-		/* first sight, or a shape other than the one last announced */
-		fresh.stream_pending = entry->stream_pending ||
-			!entry->emit || entry->signature == NULL ||
-			strcmp(entry->signature, fresh.signature) != 0;
 	}
 
 	retired = entry->cxt;
 	entry->emit = fresh.emit;
-	entry->stream_pending = fresh.stream_pending;
+	entry->denied = fresh.denied;
 	entry->cxt = fresh.cxt;
 	entry->natts = fresh.natts;
 	entry->enc = fresh.enc;
@@ -383,4 +407,64 @@ cp_cdc_relcache_get(Relation rel)
 		(entry->emit && entry->natts != RelationGetDescr(rel)->natts))
 		rebuild(entry, rel);
 	return entry;
+}
+
+bool
+cp_cdc_relcache_stream_owed(const CpCdcRelation *entry)
+{
+	return entry->announced == NULL || entry->signature == NULL ||
+		strcmp(entry->announced, entry->signature) != 0;
+}
+
+void
+cp_cdc_relcache_announced(Oid relid, const char *signature)
+{
+	CpCdcRelation *entry;
+	bool		found;
+
+	if (relcache == NULL)
+		elog(ERROR, "calabi_push CDC relation cache is not set up");
+	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(entry, 0, sizeof(CpCdcRelation));
+		entry->relid = relid;
+	}
+	if (entry->announced != NULL)
+		pfree(entry->announced);
+	entry->announced = MemoryContextStrdup(relcache_cxt, signature);
+}
+
+void
+cp_cdc_relcache_describe(Relation rel, char **stream_line, int *stream_line_len,
+						 char **signature)
+{
+	CpCdcRelation fresh;
+	char	   *nspname = get_namespace_name(RelationGetNamespace(rel));
+
+	if (relcache == NULL)
+		elog(ERROR, "calabi_push CDC relation cache is not set up");
+	memset(&fresh, 0, sizeof(fresh));
+	build_emitted(&fresh, rel, nspname);
+	*stream_line = fresh.stream_line;
+	*stream_line_len = fresh.stream_line_len;
+	*signature = fresh.signature;
+}
+
+int
+cp_cdc_relcache_owed(Oid relid, const char *signature)
+{
+	CpCdcRelation *entry;
+
+	if (relcache == NULL)
+		elog(ERROR, "calabi_push CDC relation cache is not set up");
+	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_FIND, NULL);
+	if (entry == NULL)
+		return 1;
+	if (entry->valid && entry->built && entry->emit && entry->signature != NULL &&
+		strcmp(entry->signature, signature) != 0)
+		return -1;
+	if (entry->announced == NULL || strcmp(entry->announced, signature) != 0)
+		return 1;
+	return 0;
 }

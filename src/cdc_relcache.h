@@ -38,6 +38,8 @@ typedef struct CpCdcOptions
 	/* relation OIDs to emit, sorted; nrelations < 0: every user table */
 	int			nrelations;
 	const Oid  *relations;
+	/* InvalidOid, or the role that must be allowed to SELECT a relation */
+	Oid			run_as;
 } CpCdcOptions;
 
 typedef struct CpCdcRelation
@@ -46,7 +48,9 @@ typedef struct CpCdcRelation
 	bool		valid;			/* false: rebuild before the next use */
 	bool		built;			/* false: a rebuild did not complete */
 	bool		emit;			/* its changes are emitted */
-	bool		stream_pending; /* the STREAM line is owed before the next message */
+	bool		denied;			/* not emitted: run_as may not SELECT it */
+	/* signature of the STREAM last sent in this session (in the cache's context) */
+	char	   *announced;
 
 	/* the rest is meaningful when emit; all of it lives in cxt */
 	MemoryContext cxt;
@@ -80,5 +84,30 @@ extern void cp_cdc_relcache_destroy(void);
  * callback (catalog access under the historic snapshot).  Never NULL.
  */
 extern CpCdcRelation *cp_cdc_relcache_get(Relation rel);
+
+/*
+ * Whether the entry's STREAM line is owed before its next message (first
+ * message in the session, or its shape differs from the one last
+ * announced); cp_cdc_relcache_announced records that it was sent.
+ */
+extern bool cp_cdc_relcache_stream_owed(const CpCdcRelation *entry);
+extern void cp_cdc_relcache_announced(Oid relid, const char *signature);
+
+/*
+ * A sync worker's backfill reads rel outside decoding (current catalog):
+ * its STREAM line and signature built exactly as for its changes, in the
+ * current memory context.
+ */
+extern void cp_cdc_relcache_describe(Relation rel, char **stream_line,
+									 int *stream_line_len, char **signature);
+
+/*
+ * Before rows of that shape go out at the decoder's position: 1 when the
+ * STREAM line is owed (then call cp_cdc_relcache_announced), 0 when that
+ * shape was the last announced, -1 when the decoder already describes the
+ * relation otherwise (the rows are older than a schema change decoded
+ * since: read them again).
+ */
+extern int	cp_cdc_relcache_owed(Oid relid, const char *signature);
 
 #endif							/* CALABI_PUSH_CDC_RELCACHE_H */

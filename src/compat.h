@@ -133,4 +133,39 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 	((change)->data.tp.oldtuple != NULL ? &(change)->data.tp.oldtuple->tuple : NULL)
 #endif
 
+
+/*
+ * Replication slots and WAL for in-process decoding (cdc_slot.c,
+ * cdc_decoder.c, cdc_backfill.c).
+ */
+#if PG_VERSION_NUM >= 170000
+#define cp_slot_create(name) \
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, false, false)
+#else
+#define cp_slot_create(name) \
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#endif
+
+#if PG_VERSION_NUM >= 160000
+#define cp_slot_invalidated(slot) ((slot)->data.invalidated != RS_INVAL_NONE)
+#else
+#define cp_slot_invalidated(slot) \
+	(!XLogRecPtrIsInvalid((slot)->data.invalidated_at) && \
+	 XLogRecPtrIsInvalid((slot)->data.restart_lsn))
+#endif
+
+#if PG_VERSION_NUM >= 150000
+#define cp_flush_rec_ptr() GetFlushRecPtr(NULL)
+#else
+#define cp_flush_rec_ptr() GetFlushRecPtr()
+#endif
+
+#if PG_VERSION_NUM >= 170000
+#define cp_log_logical_message(prefix, msg, len) \
+	LogLogicalMessage((prefix), (msg), (len), false, true)
+#else
+#define cp_log_logical_message(prefix, msg, len) \
+	LogLogicalMessage((prefix), (msg), (len), false)
+#endif
+
 #endif							/* CALABI_PUSH_COMPAT_H */

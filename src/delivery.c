@@ -41,6 +41,16 @@
 #define RETRY_AFTER_MAX_MS (60 * 60 * 1000)
 
 bool
+cp_delivery_batch_at_limit(CpRun *run)
+{
+	CpBatch    *batch = run->batch;
+
+	return batch->nitems > 0 &&
+		(batch->nrecords >= run->sync->batch_rows ||
+		 batch->lines.len >= run->sync->batch_bytes);
+}
+
+bool
 cp_delivery_batch_full(CpRun *run)
 {
 	CpBatch    *batch = run->batch;
@@ -53,13 +63,34 @@ cp_delivery_batch_full(CpRun *run)
 								   run->sync->batch_linger_ms);
 }
 
+void
+cp_delivery_reserve(CpRun *run, int n)
+{
+	if (run->seq_limit - run->seq_next >= n)
+		return;
+	Assert(!run->in_decoding);
+
+	/*
+	 * Numbers left over are skipped: gaps are allowed, and a new block
+	 * keeps them in sending order.
+	 */
+	run->seq_next = cp_catalog_reserve_batch_seq(run->sync, Max(n, SEQ_RESERVATION));
+	run->seq_limit = run->seq_next + Max(n, SEQ_RESERVATION);
+}
+
 static int64
 next_batch_seq(CpRun *run)
 {
 	if (run->seq_next >= run->seq_limit)
 	{
-		run->seq_next = cp_catalog_reserve_batch_seq(run->sync, SEQ_RESERVATION);
-		run->seq_limit = run->seq_next + SEQ_RESERVATION;
+		/* the reservation commits a transaction: impossible mid-replay */
+		if (run->in_decoding)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("calabi_push sync \"%s\" used every batch number reserved for one decoded transaction",
+							run->sync->name),
+					 errhint("Raise the sync's batch_rows or batch_bytes: the transaction is read again after a restart.")));
+		cp_delivery_reserve(run, SEQ_RESERVATION);
 	}
 	return run->seq_next++;
 }
@@ -85,7 +116,39 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 	CpStreamAck *acks = palloc(sizeof(CpStreamAck) * run->nstreams);
 	int			nacks = 0;
 
+	XLogRecPtr	position = cp_batch_position(batch, from, to);
+	CpDeferredAck *deferred = &run->deferred;
+
 	cp_batch_last_states(batch, from, to, last, run->nstreams);
+
+	if (run->in_decoding)
+	{
+		/* kept, merged, until cp_delivery_commit_deferred */
+		if (deferred->states == NULL)
+			deferred->states = MemoryContextAllocZero(run->mcxt,
+													  sizeof(char *) * Max(run->nstreams, 1));
+		for (int s = 0; s < run->nstreams; s++)
+		{
+			const CpBatchItem *item;
+
+			if (last[s] < 0)
+				continue;
+			item = &batch->items[last[s]];
+			if (deferred->states[s] != NULL)
+				pfree(deferred->states[s]);
+			deferred->states[s] = MemoryContextAlloc(run->mcxt, item->state_len + 1);
+			memcpy(deferred->states[s], batch->states.data + item->state_off,
+				   item->state_len);
+			deferred->states[s][item->state_len] = '\0';
+		}
+		deferred->records += records;
+		deferred->bytes += bytes;
+		deferred->retries += retries;
+		deferred->position = Max(deferred->position, position);
+		deferred->pending = true;
+		return;
+	}
+
 	for (int s = 0; s < run->nstreams; s++)
 	{
 		const CpBatchItem *item;
@@ -98,7 +161,44 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 									 item->state_len);
 		nacks++;
 	}
-	cp_catalog_commit_ack(run->sync, acks, nacks, records, bytes, retries);
+	cp_catalog_commit_ack(run->sync, acks, nacks, records, bytes, retries, position);
+	if (run->cdc != NULL && position != InvalidXLogRecPtr)
+		cp_cdc_acknowledged(run, position);
+}
+
+void
+cp_delivery_commit_deferred(CpRun *run)
+{
+	CpDeferredAck *deferred = &run->deferred;
+	CpStreamAck *acks;
+	int			nacks = 0;
+
+	if (!deferred->pending)
+		return;
+	Assert(!run->in_decoding);
+	acks = palloc(sizeof(CpStreamAck) * Max(run->nstreams, 1));
+	for (int s = 0; s < run->nstreams; s++)
+	{
+		if (deferred->states[s] == NULL)
+			continue;
+		acks[nacks].relid = run->streams[s].def->relid;
+		acks[nacks].state = deferred->states[s];
+		nacks++;
+	}
+	cp_catalog_commit_ack(run->sync, acks, nacks, deferred->records,
+						  deferred->bytes, deferred->retries, deferred->position);
+	if (run->cdc != NULL && deferred->position != InvalidXLogRecPtr)
+		cp_cdc_acknowledged(run, deferred->position);
+	for (int s = 0; s < run->nstreams; s++)
+		if (deferred->states[s] != NULL)
+		{
+			pfree(deferred->states[s]);
+			deferred->states[s] = NULL;
+		}
+	pfree(acks);
+	deferred->records = deferred->bytes = deferred->retries = 0;
+	deferred->position = InvalidXLogRecPtr;
+	deferred->pending = false;
 }
 
 /*
@@ -151,6 +251,7 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 	req.gzip = run->sync->gzip;
 	req.sync_name = run->sync->name;
 	req.sync_id = run->sync->id_text;
+	run->sent_lsn = Max(run->sent_lsn, cp_batch_position(batch, from, to));
 
 	for (;;)
 	{
@@ -181,7 +282,9 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 					ereport(LOG,
 							(errmsg("calabi_push sync \"%s\": batch " INT64_FORMAT " not delivered, retrying in " INT64_FORMAT " ms: %s",
 									run->sync->name, req.batch_seq, delay, result.message)));
-					cp_catalog_record_error(&run->sync->id, result.message, false);
+					/* while decoding, the error waits for the next one or the log */
+					if (!run->in_decoding)
+						cp_catalog_record_error(&run->sync->id, result.message, false);
 					cp_worker_set_state(run, CP_RUN_RETRYING,
 										TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
 					cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
@@ -243,18 +346,27 @@ deliver_inflight(CpRun *run)
 void
 cp_delivery_flush(CpRun *run, bool final)
 {
+	cp_delivery_flush_upto(run, run->batch->nitems);
+	if (final && run->inflight->nitems > 0)
+		deliver_inflight(run);
+}
+
+void
+cp_delivery_flush_upto(CpRun *run, int keep_from)
+{
 	CpBatch    *full;
 
 	/* the batch before this one goes first: in order */
 	if (run->inflight->nitems > 0)
 		deliver_inflight(run);
-	if (run->batch->nitems == 0)
+	if (keep_from == 0)
 		return;
 
 	/* this one is in flight now; read the next into the emptied buffer */
 	full = run->batch;
 	run->batch = run->inflight;
 	run->inflight = full;
+	cp_batch_move_tail(full, keep_from, run->batch);
 	if (run->compressor != NULL && run->sync->gzip)
 	{
 		int			start,
@@ -264,6 +376,4 @@ cp_delivery_flush(CpRun *run, bool final)
 		cp_compressor_begin(run->compressor, full->lines.data + start, len);
 		run->inflight_prepared = true;
 	}
-	if (final)
-		deliver_inflight(run);
 }

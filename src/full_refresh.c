@@ -167,43 +167,19 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	pfree(state.data);
 }
 
-/* Describe the stream and decide how to read it (in a transaction). */
-static void
-prepare_stream(CpRun *run, int idx)
+void
+cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 {
 	CpStreamRun *s = &run->streams[idx];
-	Relation	rel;
 	List	   *pk;
-	CpRowEncoder *schema_enc;
 	StringInfoData buf;
-	CpBatch    *batch;
-	int			start;
 	MemoryContext oldcontext;
-	MemoryContext caller;
 
-	/*
-	 * Everything describing the stream lives in its own context, rebuilt
-	 * here at each run and whenever its columns changed.  Batches point at
-	 * its names, so deliver them all first.
-	 */
 	if (s->mcxt == NULL)
 		s->mcxt = AllocSetContextCreate(run->mcxt, "calabi_push stream",
 										ALLOCSET_SMALL_SIZES);
-	else
-	{
-		cp_delivery_flush(run, true);
-		MemoryContextReset(s->mcxt);
-	}
-	s->enc = NULL;
-	s->enc_desc = NULL;
-	s->cursor_name = NULL;
-	batch = run->batch;			/* after the flush: it swaps the buffers */
-
-	caller = xact_start();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = open_stream_relation(run, s);
-
 	oldcontext = MemoryContextSwitchTo(s->mcxt);
+
 	s->nspname = get_namespace_name(RelationGetNamespace(rel));
 	s->relname = pstrdup(RelationGetRelationName(rel));
 	s->select_query = cp_stream_select_query(rel);
@@ -233,6 +209,7 @@ prepare_stream(CpRun *run, int idx)
 		  rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE) ?
 		cp_stream_primary_key(rel) : NIL;
 	s->keyset = pk != NIL;
+	s->nkeys = 0;
 	if (s->keyset)
 	{
 		ListCell   *lc;
@@ -262,9 +239,47 @@ prepare_stream(CpRun *run, int idx)
 		}
 		s->relfilenode = rel->rd_rel->relfilenode;
 	}
-	else
-		s->cursor_name = psprintf("calabi_push_stream_%d", idx);
+	MemoryContextSwitchTo(oldcontext);
+}
 
+/* Describe the stream and decide how to read it (in a transaction). */
+static void
+prepare_stream(CpRun *run, int idx)
+{
+	CpStreamRun *s = &run->streams[idx];
+	Relation	rel;
+	CpRowEncoder *schema_enc;
+	CpBatch    *batch;
+	int			start;
+	MemoryContext oldcontext;
+	MemoryContext caller;
+
+	/*
+	 * Everything describing the stream lives in its own context, rebuilt
+	 * here at each run and whenever its columns changed.  Batches point at
+	 * its names, so deliver them all first.
+	 */
+	if (s->mcxt == NULL)
+		s->mcxt = AllocSetContextCreate(run->mcxt, "calabi_push stream",
+										ALLOCSET_SMALL_SIZES);
+	else
+	{
+		cp_delivery_flush(run, true);
+		MemoryContextReset(s->mcxt);
+	}
+	s->enc = NULL;
+	s->enc_desc = NULL;
+	s->cursor_name = NULL;
+	batch = run->batch;			/* after the flush: it swaps the buffers */
+
+	caller = xact_start();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = open_stream_relation(run, s);
+	cp_stream_run_describe(run, idx, rel);
+	if (!s->keyset)
+		s->cursor_name = MemoryContextStrdup(s->mcxt, psprintf("calabi_push_stream_%d", idx));
+
+	oldcontext = MemoryContextSwitchTo(s->mcxt);
 	/* the STREAM message, sent in every run before the stream's records */
 	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
 	start = cp_batch_line_begin(batch);
@@ -301,6 +316,20 @@ record_head(CpStreamRun *s, StringInfo head)
 					 unix_ms_now());
 }
 
+void
+cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
+
+	list_free_deep(s->after);
+	s->after = NIL;
+	for (int k = 0; k < s->nkeys; k++)
+		s->after = lappend(s->after,
+						   OutputFunctionCall(&s->key_out[k],
+											  values[s->key_columns[k] - 1]));
+	MemoryContextSwitchTo(oldcontext);
+}
+
 /* Encode one row of a chunk as a RECORD with its state. */
 static void
 add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
@@ -318,20 +347,23 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	s->rows++;
 
 	if (s->keyset)
-	{
-		MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
-
-		list_free_deep(s->after);
-		s->after = NIL;
-		for (int k = 0; k < s->nkeys; k++)
-			s->after = lappend(s->after,
-							   OutputFunctionCall(&s->key_out[k],
-												  values[s->key_columns[k] - 1]));
-		MemoryContextSwitchTo(oldcontext);
-	}
+		cp_stream_run_remember_key(run, s, values);
 	resetStringInfo(state);
 	append_state(state, s, "reading");
 	cp_batch_set_state(batch, state->data, state->len);
+}
+
+void
+cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc)
+{
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		/* by the column's own name, not its quoted form */
+		s->key_columns[k] = SPI_fnumber(desc, s->key_names[k]);
+		if (s->key_columns[k] <= 0 || s->key_columns[k] > desc->natts)
+			elog(ERROR, "key column \"%s\" of \"%s\".\"%s\" is not in its rows",
+				 s->key_names[k], s->nspname, s->relname);
+	}
 }
 
 /*
@@ -365,36 +397,16 @@ make_encoder(CpRun *run, CpStreamRun *s, TupleDesc desc)
 	s->enc = cp_row_encoder_create(desc, s->mcxt);
 	MemoryContextSwitchTo(oldcontext);
 	if (s->keyset)
-		for (int k = 0; k < s->nkeys; k++)
-		{
-			/* by the column's own name, not its quoted form */
-			s->key_columns[k] = SPI_fnumber(desc, s->key_names[k]);
-			if (s->key_columns[k] <= 0 || s->key_columns[k] > desc->natts)
-				elog(ERROR, "key column \"%s\" of \"%s\".\"%s\" is not in its rows",
-					 s->key_names[k], s->nspname, s->relname);
-		}
+		cp_stream_run_key_columns(s, desc);
 	return true;
 }
 
-/*
- * Read the next chunk of a keyset stream: at most max_rows rows, fewer if
- * the batch's byte limit is reached first.  Returns the rows read, or -1
- * when the table was rewritten since the read began.
- */
-static int
-read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
+char *
+cp_keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
 {
-	CpStreamRun *s = &run->streams[idx];
 	StringInfoData query;
 	Datum	   *args = NULL;
 	int			nargs = list_length(s->after);
-	int			rows = 0;
-	Oid			save_userid;
-	int			save_sec;
-
-	if (s->relfilenode != InvalidOid &&
-		current_relfilenode(s->def->relid) != s->relfilenode)
-		return -1;
 
 	initStringInfo(&query);
 	appendStringInfoString(&query, s->select_query);
@@ -425,9 +437,35 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
 	appendStringInfo(&query, " LIMIT %d", max_rows);
 
+	*argsp = args;
+	return query.data;
+}
+
+/*
+ * Read the next chunk of a keyset stream: at most max_rows rows, fewer if
+ * the batch's byte limit is reached first.  Returns the rows read, or -1
+ * when the table was rewritten since the read began.
+ */
+static int
+read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
+{
+	CpStreamRun *s = &run->streams[idx];
+	char	   *query;
+	Datum	   *args;
+	int			nargs = list_length(s->after);
+	int			rows = 0;
+	Oid			save_userid;
+	int			save_sec;
+
+	if (s->relfilenode != InvalidOid &&
+		current_relfilenode(s->def->relid) != s->relfilenode)
+		return -1;
+
+	query = cp_keyset_query(s, max_rows, &args);
+
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
-	if (SPI_execute_with_args(query.data, nargs, s->key_types, args, NULL,
+	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL,
 							  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
 	SetUserIdAndSecContext(save_userid, save_sec);

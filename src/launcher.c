@@ -395,6 +395,7 @@ typedef struct PendingChange
 	pg_uuid_t	sync_id;
 	bool		should_run;
 	bool		restart;
+	bool		dropped;		/* drop_sync: its slot, if any, goes too */
 	int			nestlevel;		/* subtransaction that asked */
 } PendingChange;
 
@@ -410,6 +411,7 @@ calabi_push_sync_changed(PG_FUNCTION_ARGS)
 	pg_uuid_t  *sync_id = PG_GETARG_UUID_P(0);
 	bool		should_run = PG_GETARG_BOOL(1);
 	bool		restart = PG_GETARG_BOOL(2);
+	bool		dropped = PG_NARGS() > 3 && PG_GETARG_BOOL(3);
 	PendingChange *change;
 	MemoryContext oldcontext;
 
@@ -439,6 +441,7 @@ calabi_push_sync_changed(PG_FUNCTION_ARGS)
 	change->sync_id = *sync_id;
 	change->should_run = should_run;
 	change->restart = restart;
+	change->dropped = dropped;
 	change->nestlevel = GetCurrentTransactionNestLevel();
 	pending_changes = lappend(pending_changes, change);
 	MemoryContextSwitchTo(oldcontext);
@@ -450,6 +453,7 @@ apply_pending_changes(void)
 {
 	ListCell   *lc;
 	bool		wake = false;
+	bool		probe = pending_stop_database;
 
 	if (cp_shared == NULL)
 		return;
@@ -458,6 +462,9 @@ apply_pending_changes(void)
 	{
 		PendingChange *change = lfirst(lc);
 		CpSyncSlot *slot;
+
+		if (change->dropped)
+			probe = true;
 
 		slot = change->should_run ?
 			cp_slot_claim(MyDatabaseId, &change->sync_id) :
@@ -482,6 +489,32 @@ apply_pending_changes(void)
 			{
 				slot->should_run = false;
 				wake = true;
+			}
+		}
+	}
+
+	/*
+	 * A probe of this database drops the replication slots of syncs that
+	 * no longer exist, once their workers let go of them (cdc_slot.c).
+	 */
+	if (probe)
+	{
+		for (int i = 0; i < cp_shared->nslots; i++)
+		{
+			CpSyncSlot *slot = &cp_shared->slots[i];
+
+			if (!slot->in_use)
+			{
+				uint64		generation = slot->generation;
+
+				memset(slot, 0, sizeof(*slot));
+				slot->generation = generation;
+				slot->in_use = true;
+				slot->probe = true;
+				slot->dboid = MyDatabaseId;
+				slot->kick = true;
+				wake = true;
+				break;
 			}
 		}
 	}

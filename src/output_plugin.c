@@ -17,6 +17,7 @@
  *							 lines declare
  *	  relations				 comma-separated relation OIDs whose changes are
  *							 emitted (default: every user table)
+ *	  run_as				 a role: only tables it may SELECT are emitted
  *
  * Callbacks run inside the reorder buffer's replay transaction, under a
  * historic snapshot: they read catalogs only, never write a table, and
@@ -35,15 +36,19 @@
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "cdc_change.h"
 #include "cdc_relcache.h"
+#include "cdc_sink.h"
 #include "compat.h"
 #include "encoder.h"
 
 PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+CpCdcSink  *cp_cdc_sink = NULL;
 
 typedef struct CpPluginState
 {
@@ -107,6 +112,7 @@ parse_options(List *defs, CpCdcOptions *options)
 	options->destination_sync_mode = "append_dedup";
 	options->nrelations = -1;
 	options->relations = NULL;
+	options->run_as = InvalidOid;
 
 	foreach(lc, defs)
 	{
@@ -125,12 +131,25 @@ parse_options(List *defs, CpCdcOptions *options)
 		}
 		else if (strcmp(def->defname, "relations") == 0)
 			parse_relations(defGetString(def), options);
+		else if (strcmp(def->defname, "run_as") == 0)
+		{
+			const char *role = defGetString(def);
+
+			/*
+			 * A sync worker gives the OID: it decodes outside any
+			 * transaction, where no catalog can be read.
+			 */
+			if (role[0] != '\0' && strspn(role, "0123456789") == strlen(role))
+				options->run_as = (Oid) strtoul(role, NULL, 10);
+			else
+				options->run_as = get_role_oid(role, false);
+		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unrecognized option \"%s\" of output plugin \"calabi_push\"",
 							def->defname),
-					 errhint("Valid options are \"destination_sync_mode\" and \"relations\".")));
+					 errhint("Valid options are \"destination_sync_mode\", \"relations\" and \"run_as\".")));
 	}
 }
 
@@ -185,12 +204,16 @@ cp_shutdown(LogicalDecodingContext *ctx)
 	cp_cdc_relcache_destroy();
 }
 
+static void write_lines(LogicalDecodingContext *ctx, StringInfo lines);
+
 static void
 cp_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	CpPluginState *state = ctx->output_plugin_private;
 
 	cp_cdc_txn_begin(&state->txn, txn->end_lsn, cp_txn_commit_time(txn));
+	if (cp_cdc_sink != NULL)
+		cp_cdc_sink->begin(cp_cdc_sink->arg, txn, &state->txn);
 }
 
 static void
@@ -200,6 +223,29 @@ cp_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	CpPluginState *state = ctx->output_plugin_private;
 
 	cp_cdc_txn_end(&state->txn);
+	if (cp_cdc_sink != NULL)
+		cp_cdc_sink->commit(cp_cdc_sink->arg, txn);
+}
+
+/* Watermarks of a sync worker's backfill; nothing for the SQL functions. */
+static void
+cp_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+		   XLogRecPtr message_lsn, bool transactional, const char *prefix,
+		   Size message_size, const char *message)
+{
+	if (cp_cdc_sink != NULL && !transactional)
+		cp_cdc_sink->message(cp_cdc_sink->arg, message_lsn, prefix,
+							 message_size, message);
+}
+
+/* The lines of a change: to the sink, or written one per row. */
+static void
+emit_lines(LogicalDecodingContext *ctx, Oid relid, StringInfo lines)
+{
+	if (cp_cdc_sink != NULL)
+		cp_cdc_sink->lines(cp_cdc_sink->arg, relid, lines);
+	else
+		write_lines(ctx, lines);
 }
 
 /* One write, so one row of the SQL functions, per line. */
@@ -232,7 +278,7 @@ cp_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	initStringInfo(&lines);
 	if (cp_cdc_append_change(&lines, &state->txn, relation, change) > 0)
-		write_lines(ctx, &lines);
+		emit_lines(ctx, RelationGetRelid(relation), &lines);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(state->change_cxt);
@@ -249,9 +295,12 @@ cp_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	initStringInfo(&lines);
 	for (int i = 0; i < nrelations; i++)
-		nlines += cp_cdc_append_truncate(&lines, &state->txn, relations[i]);
-	if (nlines > 0)
-		write_lines(ctx, &lines);
+	{
+		nlines = cp_cdc_append_truncate(&lines, &state->txn, relations[i]);
+		if (nlines > 0)
+			emit_lines(ctx, RelationGetRelid(relations[i]), &lines);
+		resetStringInfo(&lines);
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(state->change_cxt);
@@ -265,5 +314,6 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = cp_change;
 	cb->truncate_cb = cp_truncate;
 	cb->commit_cb = cp_commit;
+	cb->message_cb = cp_message;
 	cb->shutdown_cb = cp_shutdown;
 }

@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "access/xlogdefs.h"
 #include "storage/lwlock.h"
 #include "utils/uuid.h"
 
@@ -66,6 +67,11 @@ typedef struct CpSyncSlot
 	TimestampTz started_at;
 	int64		retries;		/* this run, not yet recorded in the catalog */
 	TimestampTz retry_at;		/* when RETRYING: next attempt */
+
+	/* CDC: positions sent and acknowledged, and the lag's origin */
+	XLogRecPtr	cdc_sent_lsn;
+	XLogRecPtr	cdc_acked_lsn;
+	TimestampTz cdc_pending_since;	/* oldest unacknowledged commit; 0: none */
 } CpSyncSlot;
 
 typedef struct CpShared

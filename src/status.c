@@ -11,6 +11,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
@@ -58,7 +59,7 @@ exit_name(CpExitKind kind)
 	return NULL;
 }
 
-#define RUNTIME_COLUMNS 9
+#define RUNTIME_COLUMNS 12
 
 Datum
 calabi_push_sync_runtime(PG_FUNCTION_ARGS)
@@ -109,6 +110,12 @@ calabi_push_sync_runtime(PG_FUNCTION_ARGS)
 		values[7] = TimestampTzGetDatum(slot->next_start);
 		nulls[8] = last_exit == NULL;
 		values[8] = last_exit ? CStringGetTextDatum(last_exit) : (Datum) 0;
+		nulls[9] = !slot->launched || slot->cdc_sent_lsn == InvalidXLogRecPtr;
+		values[9] = LSNGetDatum(slot->cdc_sent_lsn);
+		nulls[10] = !slot->launched || slot->cdc_acked_lsn == InvalidXLogRecPtr;
+		values[10] = LSNGetDatum(slot->cdc_acked_lsn);
+		nulls[11] = !slot->launched || slot->cdc_pending_since == 0;
+		values[11] = TimestampTzGetDatum(slot->cdc_pending_since);
 		tuplestore_putvalues(store, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(cp_shared->lock);

@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "cdc_slot.h"
 #include "compressor.h"
 #include "launcher.h"
 #include "worker.h"
@@ -88,6 +89,21 @@ cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
 }
 
 void
+cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked, TimestampTz pending_since)
+{
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	if (my_slot() != NULL)
+	{
+		CpSyncSlot *slot = my_slot();
+
+		slot->cdc_sent_lsn = sent;
+		slot->cdc_acked_lsn = acked;
+		slot->cdc_pending_since = pending_since;
+	}
+	LWLockRelease(cp_shared->lock);
+}
+
+void
 cp_worker_wait_until(TimestampTz until)
 {
 	for (;;)
@@ -108,6 +124,13 @@ cp_worker_wait_until(TimestampTz until)
 	}
 }
 
+/*
+ * A refusal is raised as an error, so that a refusal met while decoding
+ * leaves the replayed transaction the usual way; the error boundary records
+ * it as what stops the sync.
+ */
+static bool refused = false;
+
 void
 cp_worker_stop_refused(CpRun *run, const char *message)
 {
@@ -116,9 +139,8 @@ cp_worker_stop_refused(CpRun *run, const char *message)
 					run->sync->name, message),
 			 errhint("Fix the cause, then run SELECT calabi_push.start_sync('%s').",
 					 run->sync->name)));
-	cp_catalog_record_error(&run->sync->id, message, true);
-	my_exit = CP_EXIT_REFUSED;
-	proc_exit(0);
+	refused = true;
+	ereport(ERROR, (errmsg_internal("%s", message)));
 }
 
 /* A probe: tell the launcher which syncs of this database should run. */
@@ -145,6 +167,9 @@ probe_database(void)
 		slot->kick = true;
 	}
 	LWLockRelease(cp_shared->lock);
+
+	/* the slots of dropped CDC syncs (drop_sync, DROP EXTENSION) */
+	cp_cdc_drop_orphan_slots();
 	my_exit = CP_EXIT_DONE;
 }
 
@@ -204,6 +229,15 @@ run_sync(void)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
+	if (strcmp(run->sync->method, "cdc") == 0)
+	{
+		run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
+		if (run->sync->gzip)
+			run->compressor = cp_compressor_create();
+		cp_cdc_run(run);		/* returns only when the sync is gone */
+		my_exit = CP_EXIT_GONE;
+		return;
+	}
 	if (strcmp(run->sync->method, "full_refresh") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -323,7 +357,12 @@ calabi_push_worker_main(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		RESUME_INTERRUPTS();
 
-		cp_catalog_record_error(&my_sync_id, edata->message, false);
+		cp_catalog_record_error(&my_sync_id, edata->message, refused);
+		if (refused)
+		{
+			my_exit = CP_EXIT_REFUSED;
+			proc_exit(0);
+		}
 		my_exit = CP_EXIT_ERROR;
 		proc_exit(1);
 	}

@@ -11,7 +11,9 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
 #include "fmgr.h"
+#include "utils/relcache.h"
 
 #include "batch.h"
 #include "catalog.h"
@@ -50,7 +52,24 @@ typedef struct CpStreamRun
 
 	CpRowEncoder *enc;			/* built from the first chunk's result */
 	TupleDesc	enc_desc;		/* the row shape enc was built for */
+
+	/* CDC backfill: where it began in the WAL (its refresh_start's lsn) */
+	XLogRecPtr	refresh_lsn;
 } CpStreamRun;
+
+/*
+ * Acknowledgements received while decoding: the replay transaction cannot
+ * commit a checkpoint, so they wait, merged, until the record is decoded.
+ */
+typedef struct CpDeferredAck
+{
+	bool		pending;
+	char	  **states;			/* per stream: last acknowledged state, or NULL */
+	int64		records;
+	int64		bytes;
+	int64		retries;
+	XLogRecPtr	position;
+} CpDeferredAck;
 
 typedef struct CpRun
 {
@@ -70,10 +89,27 @@ typedef struct CpRun
 	CpHttpClient *http;
 	int64		seq_next;		/* next Calabi-Batch-Seq to use */
 	int64		seq_limit;		/* first number not reserved */
+
+	/* CDC (cdc_sync.c) */
+	struct CpCdcRun *cdc;		/* NULL for other methods */
+	bool		in_decoding;	/* inside a replayed transaction: no catalog writes */
+	XLogRecPtr	sent_lsn;		/* position of the last batch sent */
+	CpDeferredAck deferred;
 } CpRun;
 
 /* full_refresh.c: read one stream to its end, flushing as batches fill */
 extern void cp_full_refresh_stream(CpRun *run, int stream);
+
+/*
+ * full_refresh.c, for every method that reads a stream: describe it (its
+ * names, prefixes, query and key) from rel, in a transaction; the keyset
+ * query for the rows after s->after (args: the key as parameters); the
+ * result columns of the key; the key of a row as the new s->after.
+ */
+extern void cp_stream_run_describe(CpRun *run, int idx, Relation rel);
+extern char *cp_keyset_query(CpStreamRun *s, int max_rows, Datum **args);
+extern void cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc);
+extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values);
 
 /*
  * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
@@ -82,8 +118,28 @@ extern void cp_full_refresh_stream(CpRun *run, int stream);
 extern bool cp_delivery_batch_full(CpRun *run);
 extern void cp_delivery_flush(CpRun *run, bool final);
 
+/*
+ * delivery.c, for CDC: whether the batch reached its row or byte limit
+ * (linger aside); send items [0, keep_from) of the current batch, keeping
+ * the rest (a transaction is not split across batches unless it alone
+ * exceeds the limits); make sure n batch numbers are reserved (none can be
+ * while decoding); commit the acknowledgements deferred while decoding.
+ */
+extern bool cp_delivery_batch_at_limit(CpRun *run);
+extern void cp_delivery_flush_upto(CpRun *run, int keep_from);
+extern void cp_delivery_reserve(CpRun *run, int n);
+extern void cp_delivery_commit_deferred(CpRun *run);
+
+/* cdc_sync.c: a CDC sync's run; never returns but by error or signal */
+extern void cp_cdc_run(CpRun *run);
+/* cdc_sync.c: the endpoint acknowledged (and the catalog holds) position */
+extern void cp_cdc_acknowledged(CpRun *run, XLogRecPtr position);
+
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
+/* worker.c: publish a CDC sync's positions and the oldest unacknowledged commit */
+extern void cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked,
+								 TimestampTz pending_since);
 /* worker.c: sleep until then, serving signals (SIGTERM ends the process) */
 extern void cp_worker_wait_until(TimestampTz until);
 /* worker.c: the endpoint refused a batch: record it and stop the sync */

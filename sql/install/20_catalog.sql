@@ -52,6 +52,10 @@ CREATE TABLE sync (
     last_ack_at     timestamptz,
     last_error      text,
     last_error_at   timestamptz,
+    -- cdc: every change committed before this position was acknowledged;
+    -- NULL until the worker created the sync's replication slot (and again
+    -- after a resync of every table, which starts over with a new slot)
+    cdc_lsn         pg_lsn,
     created_by      name NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );

@@ -78,7 +78,7 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     known constant text[] := ARRAY['batch_bytes', 'batch_linger_ms', 'batch_rows',
-        'chunk_rows', 'max_backoff', 'run_as', 'schedule'];
+        'chunk_rows', 'max_backoff', 'publication', 'run_as', 'schedule'];
     o jsonb;
     w constant text := 'sync';
     batch_rows bigint := 10000;
@@ -87,6 +87,7 @@ DECLARE
     chunk_rows bigint := 10000;
     max_backoff_ms bigint := 300000;
     schedule_ms bigint;
+    publication text;
     v jsonb;
 BEGIN
     o := coalesce(options, '{}');
@@ -130,6 +131,9 @@ BEGIN
     IF o ? 'run_as' THEN
         r_run_as := _string_option(w, 'run_as', o->'run_as');
     END IF;
+    IF o ? 'publication' THEN
+        publication := _string_option(w, 'publication', o->'publication');
+    END IF;
 
     r_options := jsonb_strip_nulls(jsonb_build_object(
         'schedule', _ms_text(schedule_ms),
@@ -137,7 +141,8 @@ BEGIN
         'batch_bytes', batch_bytes,
         'batch_linger_ms', batch_linger_ms,
         'chunk_rows', chunk_rows,
-        'max_backoff', _ms_text(max_backoff_ms)));
+        'max_backoff', _ms_text(max_backoff_ms),
+        'publication', publication));
 END
 $$;
 
@@ -242,11 +247,78 @@ BEGIN
 END
 $$;
 
+-- Checks that rel can be captured by a cdc sync in mode: an ordinary,
+-- WAL-logged table whose changes the WAL can key (an append_dedup
+-- destination keeps one row per key: updates and deletes must carry it),
+-- and no row-level security the sync's role is subject to (decoded changes
+-- cannot be filtered by policies).
+CREATE FUNCTION _check_cdc_table(rel regclass, role oid, mode text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    c record;
+    has_key boolean;
+BEGIN
+    SELECT k.relkind, k.relpersistence, k.relreplident, k.relrowsecurity,
+           k.relforcerowsecurity, k.relowner
+      INTO c FROM pg_class k WHERE k.oid = rel;
+    IF c.relkind = 'p' THEN
+        RAISE EXCEPTION '"%" cannot be captured: it is a partitioned table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Change data capture decodes the changes of each partition, which hold the rows.',
+                  HINT = format('List its partitions instead: SELECT relid FROM pg_partition_tree(%L) WHERE isleaf;', rel::text);
+    ELSIF c.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" cannot be captured: it is not a table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Change data capture reads the changes of tables from the WAL; views, materialized views and foreign tables have none there.',
+                  HINT = 'Sync it with method => ''full_refresh'' in a sync of its own.';
+    END IF;
+    IF c.relpersistence = 'u' THEN
+        RAISE EXCEPTION '"%" cannot be captured: it is an unlogged table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'The changes of an unlogged table are not written to the WAL.',
+                  HINT = format('Run ALTER TABLE %s SET LOGGED; or sync it with method => ''full_refresh''.', rel);
+    END IF;
+    has_key := EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel
+                        AND (i.indisprimary OR i.indisreplident));
+    IF mode = 'append_dedup' AND NOT has_key THEN
+        RAISE EXCEPTION 'table "%" has no primary key: an append_dedup destination cannot tell its rows apart', rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = CASE WHEN c.relreplident = 'f'
+                                THEN 'REPLICA IDENTITY FULL puts whole rows in the WAL, but the destination still needs a key to deduplicate on.'
+                                ELSE 'Its updates and deletes cannot be matched to the rows they change.' END,
+                  HINT = format('Add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)), or use destination_sync_mode => ''append''.', rel);
+    END IF;
+    IF mode = 'append_dedup' AND c.relreplident = 'n' THEN
+        RAISE EXCEPTION 'table "%" has REPLICA IDENTITY NOTHING: its deletes carry no key', rel
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = format('Run ALTER TABLE %s REPLICA IDENTITY DEFAULT; (or FULL), or use destination_sync_mode => ''append''.', rel);
+    END IF;
+    IF c.relrowsecurity
+       AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = role AND (r.rolsuper OR r.rolbypassrls))
+       AND (c.relforcerowsecurity OR NOT pg_has_role(role, c.relowner, 'MEMBER')) THEN
+        RAISE EXCEPTION 'table "%" has row-level security, which change data capture cannot apply', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s is subject to its policies, but decoded changes are not filtered by policies.', role::regrole),
+                  HINT = 'Read as a role with BYPASSRLS (run_as), or sync the table with method => ''full_refresh''.';
+    END IF;
+END
+$$;
+
+-- Checks the server can decode for a cdc sync: wal_level, slots, and the
+-- output_plugin_libraries allow-list (src/cdc_slot.c).
+CREATE FUNCTION _check_cdc_server()
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_check_cdc_server'
+LANGUAGE C VOLATILE;
+
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION create_sync(name text, destination text, tables regclass[],
+CREATE FUNCTION create_sync(name text, destination text, tables regclass[] DEFAULT NULL,
                             method text DEFAULT 'full_refresh',
-                            destination_sync_mode text DEFAULT 'overwrite',
+                            destination_sync_mode text DEFAULT NULL,
                             options jsonb DEFAULT '{}')
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -259,6 +331,8 @@ DECLARE
     rel regclass;
     dup regclass;
     new_id uuid;
+    mode text;
+    pub text;
 BEGIN
     PERFORM _check_name('sync', create_sync.name);
     IF EXISTS (SELECT 1 FROM sync y WHERE y.name = create_sync.name) THEN
@@ -282,29 +356,40 @@ BEGIN
         RAISE EXCEPTION 'method must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave method out for a full refresh.';
-    ELSIF create_sync.method IN ('xmin', 'cursor', 'cdc') THEN
+    ELSIF create_sync.method IN ('xmin', 'cursor') THEN
         RAISE EXCEPTION 'sync method "%" is not implemented yet', create_sync.method
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Use method => ''full_refresh'' (the default), which re-reads every table at each run.';
-    ELSIF create_sync.method <> 'full_refresh' THEN
+                  HINT = 'Use method => ''cdc'', which streams every committed change, or ''full_refresh'' (the default), which re-reads every table at each run.';
+    ELSIF create_sync.method NOT IN ('full_refresh', 'cdc') THEN
         RAISE EXCEPTION 'unknown sync method "%"', create_sync.method
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; only full_refresh is implemented yet.';
+                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; xmin and cursor are not implemented yet.';
     END IF;
 
-    IF create_sync.destination_sync_mode IS NULL THEN
-        RAISE EXCEPTION 'destination_sync_mode must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Leave destination_sync_mode out for overwrite.';
-    ELSIF create_sync.destination_sync_mode = 'append_dedup' THEN
+    -- NULL: the method's own default
+    mode := coalesce(create_sync.destination_sync_mode,
+                     CASE create_sync.method WHEN 'cdc' THEN 'append_dedup' ELSE 'overwrite' END);
+    IF create_sync.method = 'full_refresh' AND mode = 'append_dedup' THEN
         RAISE EXCEPTION 'destination_sync_mode "append_dedup" needs an incremental method'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods xmin, cursor and cdc, which are not implemented yet.',
-                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh.';
-    ELSIF create_sync.destination_sync_mode NOT IN ('overwrite', 'append') THEN
-        RAISE EXCEPTION 'unknown destination_sync_mode "%"', create_sync.destination_sync_mode
+                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (cdc).',
+                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''cdc''.';
+    ELSIF create_sync.method = 'full_refresh' AND mode NOT IN ('overwrite', 'append') THEN
+        RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With full_refresh, use overwrite (the default) or append.';
+    ELSIF create_sync.method = 'cdc' AND mode = 'overwrite' THEN
+        RAISE EXCEPTION 'destination_sync_mode "overwrite" cannot be used with change data capture'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cdc sync sends each change once; there is no complete copy to replace the destination with at each run.',
+                  HINT = 'Use append_dedup (the default for cdc: one row per key) or append (every change as a row).';
+    ELSIF create_sync.method = 'cdc' AND mode NOT IN ('append_dedup', 'append') THEN
+        RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'With cdc, use append_dedup (the default) or append.';
+    END IF;
+    IF create_sync.method = 'cdc' THEN
+        PERFORM _check_cdc_server();
     END IF;
 
     SELECT * INTO opts FROM _sync_options(create_sync.options);
@@ -328,8 +413,48 @@ BEGIN
         END IF;
     END IF;
 
+    -- a publication names (or limits) the tables, as logical replication's do
+    pub := opts.r_options->>'publication';
+    IF pub IS NOT NULL THEN
+        IF create_sync.method <> 'cdc' THEN
+            RAISE EXCEPTION 'sync option "publication" is for method cdc'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave it out, or use method => ''cdc''.';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = pub) THEN
+            RAISE EXCEPTION 'publication "%" does not exist', pub
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Name a publication of this database (SELECT pubname FROM pg_publication), or create one with CREATE PUBLICATION.';
+        END IF;
+        IF create_sync.tables IS NULL OR cardinality(create_sync.tables) = 0 THEN
+            SELECT array_agg(format('%I.%I', t.schemaname, t.tablename)::regclass
+                             ORDER BY t.schemaname, t.tablename)
+              INTO create_sync.tables
+              FROM pg_publication_tables t WHERE t.pubname = pub;
+            IF create_sync.tables IS NULL THEN
+                RAISE EXCEPTION 'publication "%" has no tables', pub
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = format('Add tables with ALTER PUBLICATION %I ADD TABLE ...; or pass tables.', pub);
+            END IF;
+        ELSE
+            SELECT t INTO dup FROM unnest(create_sync.tables) t
+             WHERE t IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM pg_publication_tables p
+                    WHERE p.pubname = pub
+                      AND format('%I.%I', p.schemaname, p.tablename)::regclass = t)
+             LIMIT 1;
+            IF dup IS NOT NULL THEN
+                RAISE EXCEPTION 'table "%" is not in publication "%"', dup, pub
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = format('Add it with ALTER PUBLICATION %I ADD TABLE %s; or leave it out.', pub, dup);
+            END IF;
+            dup := NULL;
+        END IF;
+    END IF;
+
     -- the relations
     IF create_sync.tables IS NULL OR cardinality(create_sync.tables) = 0 THEN
+
         RAISE EXCEPTION 'a sync needs at least one table'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the relations to sync, e.g. tables => ARRAY[''public.orders'', ''public.customers'']::regclass[].';
@@ -353,12 +478,15 @@ BEGIN
     END IF;
     FOREACH rel IN ARRAY create_sync.tables LOOP
         PERFORM _check_stream_relation(rel, run_as);
+        IF create_sync.method = 'cdc' THEN
+            PERFORM _check_cdc_table(rel, run_as, mode);
+        END IF;
     END LOOP;
 
     INSERT INTO sync (name, destination, method, destination_sync_mode, options,
                       run_as, created_by)
     VALUES (create_sync.name, create_sync.destination, create_sync.method,
-            create_sync.destination_sync_mode, opts.r_options, run_as, caller)
+            mode, opts.r_options, run_as, caller)
     RETURNING id INTO new_id;
     INSERT INTO sync_stream (sync_id, relid, ordinal)
     SELECT new_id, t.rel, t.ordinal
@@ -387,11 +515,16 @@ BEGIN
                                 s.name, s.name);
     END IF;
     PERFORM _check_sync_streams(s);
+    IF s.method = 'cdc' THEN
+        PERFORM _check_cdc_server();
+    END IF;
 
     -- A new run after a complete one reads everything again; a run that was
     -- stopped part way resumes: streams done stay done, streams being read
-    -- keep their checkpoint.
-    IF NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.phase <> 'done') THEN
+    -- keep their checkpoint.  A cdc sync resumes its stream of changes, and
+    -- reads again only what resync() asked for.
+    IF s.method <> 'cdc'
+       AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.phase <> 'done') THEN
         UPDATE sync_stream t SET phase = 'pending', rows_sent = 0 WHERE t.sync_id = s.id;
     END IF;
     UPDATE sync y
@@ -438,7 +571,8 @@ DECLARE
     s sync;
 BEGIN
     s := _sync_for_update(drop_sync.name);
-    PERFORM calabi_push._sync_changed(s.id, false, false);
+    -- after commit: its worker stops, then a probe drops its slot (cdc)
+    PERFORM calabi_push._sync_changed(s.id, false, false, true);
     DELETE FROM sync y WHERE y.id = s.id;   -- and its streams
 END
 $$;
@@ -468,6 +602,12 @@ BEGIN
     UPDATE sync_stream t
        SET phase = 'pending', checkpoint = NULL, rows_sent = 0
      WHERE t.sync_id = s.id AND (resync.rel IS NULL OR t.relid = resync.rel);
+    -- cdc, every table: start over from a new slot (the way out of a slot
+    -- that was lost, invalidated or consumed elsewhere); one table: it is
+    -- read again while the others keep streaming
+    IF s.method = 'cdc' AND resync.rel IS NULL THEN
+        UPDATE sync y SET cdc_lsn = NULL WHERE y.id = s.id;
+    END IF;
     -- an enabled sync (running, waiting for its schedule, or idle after a
     -- run-once) reads them at once: its worker starts again.  A stopped one
     -- reads them at its next start_sync.
@@ -488,6 +628,8 @@ REVOKE ALL ON FUNCTION
     drop_sync(text),
     resync(text, regclass),
     _check_stream_relation(regclass, oid),
+    _check_cdc_table(regclass, oid, text),
+    _check_cdc_server(),
     _sync_options(jsonb),
     _integer_option(text, text, jsonb, bigint, bigint, bigint),
     _sync_is_running(sync),

@@ -25,7 +25,19 @@ SELECT s.name,
        s.retries + coalesce(r.retries, 0) AS retries,
        coalesce(r.next_retry_at, r.next_restart_at) AS next_attempt_at,
        s.last_error,
-       s.last_error_at
+       s.last_error_at,
+       -- cdc: the sync's slot, the positions sent and acknowledged, and how
+       -- far behind the WAL the acknowledged position is
+       CASE WHEN s.method = 'cdc' THEN 'calabi_push_' || replace(s.id::text, '-', '') END AS slot_name,
+       r.cdc_sent_lsn AS lsn_sent,
+       coalesce(r.cdc_acked_lsn, s.cdc_lsn) AS lsn_acknowledged,
+       CASE WHEN s.method = 'cdc' THEN
+           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                                      coalesce(r.cdc_acked_lsn, s.cdc_lsn))::int8
+       END AS lag_bytes,
+       CASE WHEN s.method = 'cdc' AND r.pid IS NOT NULL THEN
+           coalesce(now() - r.cdc_pending_since, interval '0')
+       END AS lag_time
   FROM calabi_push.sync s
   LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id;
 

@@ -93,6 +93,7 @@ sub start
 	push @cmd, '--oauth' => $opts{oauth} if defined $opts{oauth};
 	push @cmd, '--oauth-expires-in' => $opts{oauth_expires_in} if defined $opts{oauth_expires_in};
 	push @cmd, '--validate' => $opts{validate} if defined $opts{validate};
+	push @cmd, '--log-bodies' if $opts{log_bodies};
 
 	my $dsn;
 	if ($opts{no_store})

@@ -14,12 +14,13 @@ use Cwd qw(abs_path);
 use POSIX qw(WNOHANG);
 use CalabiPushTest;
 use CalabiReceiver;
+use JSON::PP ();
 
 use Exporter 'import';
 our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
-  sql_error wait_until ingest_requests start_connect_proxy);
+  sql_error wait_until ingest_requests start_connect_proxy sent_messages);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -146,6 +147,20 @@ sub wait_until
 # The ingest requests a receiver logged for one sync (by its name), from the
 # $since-th request of its log on (default: all).  The number of a refused
 # request, which the receiver does not parse, is taken from its header.
+# The messages a receiver started with log_bodies received from one sync,
+# in order: decoded JSON objects, repeats included.
+sub sent_messages
+{
+	my ($recv, $sync) = @_;
+	my @messages;
+	for my $req (@{ ingest_requests($recv, $sync) })
+	{
+		next unless ($req->{status} // 0) == 200 && defined $req->{body};
+		push @messages, map { JSON::PP::decode_json($_) } split /\n/, $req->{body};
+	}
+	return \@messages;
+}
+
 sub ingest_requests
 {
 	my ($recv, $sync, $since) = @_;

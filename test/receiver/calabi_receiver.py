@@ -1853,6 +1853,8 @@ class IngestHandler(Handler):
         else:
             data = body
         entry["body_bytes_uncompressed"] = len(data)
+        if app.args.log_bodies:
+            entry["body"] = data.decode("utf-8", "replace")
         digest = hashlib.sha256(data).hexdigest()
         if app.args.validate == "full":
             messages, state, counts, nlines = parse_body_full(data, seq)
@@ -2060,6 +2062,8 @@ def main(argv=None):
                         "structure and the STATE line (the default with --no-store); none: headers only, "
                         "for benchmarks (with --no-store)")
     p.add_argument("--log", help="append one JSON line per request to this file")
+    p.add_argument("--log-bodies", action="store_true",
+                   help="keep each request's (uncompressed) body in its log entry (tests)")
     p.add_argument("--log-keep", type=int, default=100000, help="requests kept in memory for GET /requests")
     p.add_argument("--admin-listen", default="127.0.0.1:0", help="HOST:PORT of the plain-http admin server")
     p.add_argument("--admin-port-file", help="write the admin port there once listening")

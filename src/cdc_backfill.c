@@ -1,0 +1,724 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_backfill.c
+ *	  A CDC sync's backfill: every table is read once, in chunks, and each
+ *	  chunk is placed into the stream of changes where it belongs.
+ *
+ * The watermark approach (Netflix's DBLog, Debezium's incremental
+ * snapshots), made exact by the fact that the reader and the decoder are
+ * one process:
+ *
+ *	1. read a chunk (keyset pagination on the table's key, or a range of
+ *	   blocks for a keyless table of an append sync) in a short transaction,
+ *	   keeping its snapshot's xmin, xmax and running xids;
+ *	2. write a watermark (a logical message naming the sync and the chunk)
+ *	   and flush it;
+ *	3. decode on; every change to the table is also noted (transaction,
+ *	   key);
+ *	4. when the watermark is decoded, each noted change is classified by
+ *	   its transaction against the chunk's snapshot: in it (the chunk's rows
+ *	   already hold it), or newer (its record, already in the stream, holds a
+ *	   newer version than the chunk: that row of the chunk is dropped).  The
+ *	   other rows go into the stream right there, with the watermark's
+ *	   position as their _calabi_cdc_lsn: every change the chunk holds is
+ *	   before it, every change it does not hold is either after it or
+ *	   dropped the row.
+ *
+ * Classifying by snapshot rather than by WAL order is what makes it exact:
+ * a transaction's commit record can precede a snapshot in the WAL while the
+ * snapshot still sees it as running.  Notes are kept from the backfill's
+ * start, so such a transaction is classified even when it was decoded
+ * before the chunk was read.
+ *
+ * A chunk is read again instead of placed when a newer change left values
+ * out of its record (an unchanged TOASTed value the destination could only
+ * get from the chunk), when such a change precedes the read's refresh_start
+ * (its row would be pruned at refresh_end), when the decoder already
+ * describes the table with other columns (the chunk is older than a schema
+ * change), or when the notes overflowed.  The new read sees the newer
+ * change.
+ *
+ * No transaction is held open across chunks, and the slot's decoding never
+ * waits for the backfill: other tables keep streaming.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "replication/message.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "cdc_change.h"
+#include "cdc_relcache.h"
+#include "cdc_sync.h"
+#include "compat.h"
+#include "stream.h"
+
+/* changes of the backfilled table noted before the notes overflow */
+#define MAX_TOUCHES 1000000
+/* rows per page assumed for a keyless table without statistics */
+#define DEFAULT_ROWS_PER_PAGE 50
+/* reads of the same chunk in a row before saying so in the log */
+#define REREADS_LOGGED 3
+
+#define RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
+
+static int64
+unix_ms(TimestampTz t)
+{
+	return t / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}
+
+void
+cp_cdc_backfill_init(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	MemoryContext caller = CurrentMemoryContext;
+
+	cdc->touchcxt = AllocSetContextCreate(run->mcxt, "calabi_push backfill notes",
+										  ALLOCSET_DEFAULT_SIZES);
+	cdc->chunk.cxt = AllocSetContextCreate(run->mcxt, "calabi_push backfill chunk",
+										   ALLOCSET_DEFAULT_SIZES);
+	cdc->chunk.state = CP_CHUNK_NONE;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < run->nstreams; i++)
+	{
+		CpStreamRun *s = &run->streams[i];
+		Relation	rel;
+
+		if (get_rel_relkind(s->def->relid) == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("a table of sync \"%s\" no longer exists (OID %u)",
+							run->sync->name, s->def->relid),
+					 errhint("Drop the sync and create it again without that table.")));
+		rel = cp_stream_open(s->def->relid, run->sync->run_as);
+		if (rel->rd_rel->relkind != RELKIND_RELATION)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("\"%s\" cannot be captured: change data capture reads tables",
+							RelationGetRelationName(rel)),
+					 errhint("Drop the sync and create it again with tables only.")));
+		cp_stream_run_describe(run, i, rel);
+		s->generation = s->def->generation;
+		s->rows = s->def->rows_sent;
+		relation_close(rel, NoLock);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+}
+
+/* Whether the acknowledged read of s used the key it has now. */
+static bool
+resumable(CpStreamRun *s)
+{
+	ListCell   *lc;
+
+	if (strcmp(s->def->phase, "reading") != 0 || s->def->refresh_lsn == InvalidXLogRecPtr ||
+		s->def->after == NIL)
+		return false;
+	if (!s->keyset)
+		return s->def->key == NIL && list_length(s->def->after) == 1;
+	if (list_length(s->def->key) != s->nkeys || list_length(s->def->after) != s->nkeys)
+		return false;
+	foreach(lc, s->def->key)
+		if (strcmp(lfirst(lc), s->key_names[foreach_current_index(lc)]) != 0)
+			return false;
+	return true;
+}
+
+static void
+append_control(CpRun *run, int idx, const char *kind)
+{
+	CpStreamRun *s = &run->streams[idx];
+	CpBatch    *batch = run->batch;
+	int			start = cp_batch_line_begin(batch);
+
+	appendStringInfo(&batch->lines,
+					 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
+					 INT64_FORMAT, kind, s->control_names, s->generation);
+	if (strcmp(kind, "refresh_start") == 0)
+		appendStringInfo(&batch->lines, ",\"lsn\":" UINT64_FORMAT, (uint64) s->refresh_lsn);
+	appendStringInfoString(&batch->lines, "}}");
+	cp_batch_line_end(batch, start, idx, false);
+}
+
+/* Begin (or resume) the backfill of the first stream not yet done. */
+static void
+next_stream(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+
+	for (int i = 0; i < run->nstreams; i++)
+	{
+		CpStreamRun *s = &run->streams[i];
+
+		if (strcmp(s->def->phase, "done") == 0)
+			continue;
+		cdc->backfill_stream = i;
+		cdc->rereads = 0;
+		if (resumable(s))
+		{
+			s->generation = s->def->generation;
+			s->rows = s->def->rows_sent;
+			s->after = s->def->after;
+			s->refresh_lsn = s->def->refresh_lsn;
+			ereport(LOG,
+					(errmsg("calabi_push sync \"%s\" resumes the backfill of \"%s\".\"%s\" after " INT64_FORMAT " rows",
+							run->sync->name, s->nspname, s->relname, s->rows)));
+		}
+		else
+		{
+			s->generation = s->def->generation + 1;
+			s->def->generation = s->generation;
+			s->rows = 0;
+			s->after = NIL;
+
+			/*
+			 * Every change decoded from here on ends after this position,
+			 * and every row the read sends carries a later one.
+			 */
+			s->refresh_lsn = Max(cp_decoder_position(cdc->decoder), cdc->decoded_lsn);
+			ereport(LOG,
+					(errmsg("calabi_push sync \"%s\" begins the backfill of \"%s\".\"%s\" at %X/%X",
+							run->sync->name, s->nspname, s->relname,
+							LSN_FORMAT_ARGS(s->refresh_lsn))));
+		}
+		s->def->phase = "reading";
+		cdc->refresh_announced = false;
+		return;
+	}
+	cdc->backfill_stream = -1;
+}
+
+bool
+cp_cdc_backfill_wants_chunk(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+
+	if (cdc->chunk.state != CP_CHUNK_NONE)
+		return false;
+	if (cdc->backfill_stream < 0)
+		next_stream(run);
+	return cdc->backfill_stream >= 0;
+}
+
+void
+cp_cdc_backfill_state(CpRun *run, int idx, StringInfo buf)
+{
+	CpStreamRun *s = &run->streams[idx];
+	const char *phase = s->def->phase;
+	ListCell   *lc;
+
+	appendStringInfo(buf, "{\"method\":\"cdc\",\"lsn\":" UINT64_FORMAT
+					 ",\"generation\":" INT64_FORMAT ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
+					 (uint64) run->cdc->decoded_lsn, s->generation, phase, s->rows);
+	if (strcmp(phase, "reading") != 0)
+	{
+		appendStringInfoChar(buf, '}');
+		return;
+	}
+	appendStringInfoString(buf, ",\"key\":[");
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		if (k > 0)
+			appendStringInfoChar(buf, ',');
+		cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
+	}
+	appendStringInfoString(buf, "],\"after\":[");
+	foreach(lc, s->after)
+	{
+		const char *value = lfirst(lc);
+
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(buf, ',');
+		cp_append_json_string(buf, value, strlen(value));
+	}
+	appendStringInfo(buf, "],\"refresh_lsn\":" UINT64_FORMAT "}", (uint64) s->refresh_lsn);
+}
+
+void
+cp_cdc_backfill_touch(void *arg, const char *key, int len, bool partial)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	MemoryContext oldcxt;
+	CpCdcTouch *touch;
+
+	if (cdc->touches_overflow)
+		return;
+	if (cdc->ntouches >= MAX_TOUCHES)
+	{
+		/* a huge transaction: forget, and read the chunk again later */
+		cdc->touches_overflow = true;
+		cdc->touches = NIL;
+		cdc->ntouches = 0;
+		MemoryContextReset(cdc->touchcxt);
+		return;
+	}
+	oldcxt = MemoryContextSwitchTo(cdc->touchcxt);
+	touch = palloc(sizeof(CpCdcTouch));
+	touch->xid = cdc->txn_xid;
+	touch->lsn = cdc->txn_end;
+	touch->partial = partial;
+	touch->key = key != NULL ? pnstrdup(key, len) : NULL;
+	cdc->touches = lappend(cdc->touches, touch);
+	cdc->ntouches++;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Whether the chunk's snapshot sees the committed transaction xid. */
+static bool
+chunk_sees(const CpCdcChunk *chunk, TransactionId xid)
+{
+	if (TransactionIdPrecedes(xid, chunk->xmin))
+		return true;
+	if (!TransactionIdPrecedes(xid, chunk->xmax))
+		return false;
+	for (int i = 0; i < chunk->xcnt; i++)
+		if (TransactionIdEquals(chunk->xip[i], xid))
+			return false;
+	return true;
+}
+
+static void
+add_row(CpCdcChunk *chunk)
+{
+	if (chunk->nrows == chunk->maxrows)
+	{
+		chunk->maxrows = Max(chunk->maxrows * 2, 256);
+		if (chunk->row_off == NULL)
+		{
+			chunk->row_off = palloc(sizeof(int) * chunk->maxrows);
+			chunk->row_len = palloc(sizeof(int) * chunk->maxrows);
+			chunk->row_key = palloc(sizeof(char *) * chunk->maxrows);
+			chunk->row_dropped = palloc(sizeof(bool) * chunk->maxrows);
+		}
+		else
+		{
+			chunk->row_off = repalloc(chunk->row_off, sizeof(int) * chunk->maxrows);
+			chunk->row_len = repalloc(chunk->row_len, sizeof(int) * chunk->maxrows);
+			chunk->row_key = repalloc(chunk->row_key, sizeof(char *) * chunk->maxrows);
+			chunk->row_dropped = repalloc(chunk->row_dropped, sizeof(bool) * chunk->maxrows);
+		}
+	}
+	chunk->row_key[chunk->nrows] = NULL;
+	chunk->row_dropped[chunk->nrows] = false;
+	chunk->nrows++;
+}
+
+/* The query of the next chunk of s, and its parameters. */
+static char *
+chunk_query(CpRun *run, CpStreamRun *s, Relation rel, int *nargs, Datum **args,
+			List **after, bool *exhausted)
+{
+	BlockNumber first;
+	BlockNumber nblocks;
+	BlockNumber per;
+	double		rows_per_page = DEFAULT_ROWS_PER_PAGE;
+
+	*exhausted = false;
+	if (s->keyset)
+	{
+		*nargs = list_length(s->after);
+		return cp_keyset_query(s, run->sync->chunk_rows, args);
+	}
+
+	/* keyless: a range of blocks (a TID range scan), the next one after */
+	*nargs = 0;
+	*args = NULL;
+	first = s->after != NIL ? (BlockNumber) strtoul(linitial(s->after), NULL, 10) : 0;
+	nblocks = RelationGetNumberOfBlocks(rel);
+	if (rel->rd_rel->relpages > 0 && rel->rd_rel->reltuples > 0)
+		rows_per_page = Max(rel->rd_rel->reltuples / rel->rd_rel->relpages, 1);
+	per = Max((BlockNumber) (run->sync->chunk_rows / rows_per_page), 1);
+	if (first >= nblocks || nblocks - first <= per)
+	{
+		*exhausted = true;
+		per = first < nblocks ? nblocks - first : 0;
+	}
+	*after = list_make1(psprintf("%u", first + per));
+	return psprintf("%s WHERE ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
+					s->select_query, first, first + per);
+}
+
+void
+cp_cdc_backfill_read_chunk(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpCdcChunk *chunk = &cdc->chunk;
+	int			idx = cdc->backfill_stream;
+	CpStreamRun *s = &run->streams[idx];
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext oldcxt;
+	Snapshot	snapshot;
+	Relation	rel;
+	char	   *query;
+	int			nargs;
+	Datum	   *args;
+	List	   *after = NIL;
+	bool		exhausted;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+	XLogRecPtr	lsn;
+
+	MemoryContextReset(chunk->cxt);
+	chunk->stream = idx;
+	chunk->nrows = chunk->maxrows = 0;
+	chunk->row_off = chunk->row_len = NULL;
+	chunk->row_key = NULL;
+	chunk->row_dropped = NULL;
+	chunk->after = NIL;
+
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	snapshot = GetTransactionSnapshot();
+	PushActiveSnapshot(snapshot);
+
+	oldcxt = MemoryContextSwitchTo(chunk->cxt);
+	chunk->xmin = snapshot->xmin;
+	chunk->xmax = snapshot->xmax;
+	chunk->xcnt = snapshot->xcnt;
+	chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
+	memcpy(chunk->xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
+	chunk->read_at = GetCurrentTimestamp();
+	initStringInfo(&chunk->rows);
+	{
+		/* _calabi_cdc_updated_at of its rows: encoded here, with a catalog */
+		CpTypeEncoder tsenc;
+		StringInfoData text;
+
+		initStringInfo(&text);
+		cp_type_encoder_init(&tsenc, TIMESTAMPTZOID, chunk->cxt);
+		cp_encode_value(&tsenc, &text, TimestampTzGetDatum(chunk->read_at));
+		chunk->read_at_text = text.data;
+	}
+
+	rel = cp_stream_open(s->def->relid, run->sync->run_as);
+	cp_cdc_relcache_describe(rel, &chunk->stream_line, &chunk->stream_line_len,
+							 &chunk->signature);
+	MemoryContextSwitchTo(oldcxt);
+
+	query = chunk_query(run, s, rel, &nargs, &args, &after, &exhausted);
+	relation_close(rel, NoLock);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
+	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (s->keyset)
+		exhausted = SPI_processed < (uint64) run->sync->chunk_rows;
+
+	nestlevel = cp_encoder_pin_settings();
+	oldcxt = MemoryContextSwitchTo(chunk->cxt);
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		CpRowEncoder *enc = cp_row_encoder_create(desc, chunk->cxt);
+		Datum	   *values = palloc(sizeof(Datum) * Max(desc->natts, 1));
+		bool	   *isnull = palloc(sizeof(bool) * Max(desc->natts, 1));
+		int		   *key_idx = palloc(sizeof(int) * Max(s->nkeys, 1));
+		StringInfoData head;
+		StringInfoData key;
+
+		if (s->keyset)
+		{
+			cp_stream_run_key_columns(s, desc);
+			for (int k = 0; k < s->nkeys; k++)
+				for (int i = 0; i < enc->ncolumns; i++)
+					if (enc->columns[i].attnum == s->key_columns[k])
+						key_idx[k] = i;
+		}
+		initStringInfo(&head);
+		appendStringInfo(&head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
+						 unix_ms(chunk->read_at));
+		initStringInfo(&key);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			int			start = chunk->rows.len;
+
+			heap_deform_tuple(SPI_tuptable->vals[r], desc, values, isnull);
+			add_row(chunk);
+			appendBinaryStringInfo(&chunk->rows, head.data, head.len);
+			cp_encode_row(enc, &chunk->rows, values, isnull);
+			/* the data object stays open for the _calabi_cdc_* members */
+			chunk->rows.data[--chunk->rows.len] = '\0';
+			chunk->row_off[chunk->nrows - 1] = start;
+			chunk->row_len[chunk->nrows - 1] = chunk->rows.len - start;
+			if (s->keyset)
+			{
+				resetStringInfo(&key);
+				cp_cdc_key_text(&key, enc, key_idx, s->nkeys, values, isnull);
+				chunk->row_key[chunk->nrows - 1] = pstrdup(key.data);
+				if (r == SPI_processed - 1)
+				{
+					List	   *saved = s->after;
+
+					/* the key of the last row, as text, for the next read */
+					s->after = NIL;
+					cp_stream_run_remember_key(run, s, values);
+					after = s->after;
+					s->after = saved;
+				}
+			}
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+	cp_encoder_unpin_settings(nestlevel);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+
+	chunk->after = (s->keyset && after == NIL) ? s->after : after;
+	chunk->exhausted = exhausted;
+
+	/*
+	 * The watermark: flushed, or an idle server would not let the decoder
+	 * see it for a long time.  Every slot of the database decodes it, so it
+	 * names the sync and the chunk.
+	 */
+	chunk->watermark_seq = ++cdc->watermark_seq;
+	snprintf(chunk->watermark_text, sizeof(chunk->watermark_text), "%s:" INT64_FORMAT,
+			 run->sync->id_text, chunk->watermark_seq);
+	lsn = cp_log_logical_message("calabi_push", chunk->watermark_text,
+								 strlen(chunk->watermark_text));
+	XLogFlush(lsn);
+	chunk->state = CP_CHUNK_WAITING;
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Drop the chunk's rows that newer changes supersede; false: read again. */
+static bool
+drop_superseded(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpCdcChunk *chunk = &cdc->chunk;
+	CpStreamRun *s = &run->streams[chunk->stream];
+	char	  **sorted = NULL;
+	ListCell   *lc;
+
+	if (cdc->touches_overflow)
+		return false;
+	foreach(lc, cdc->touches)
+	{
+		CpCdcTouch *touch = lfirst(lc);
+		char	  **found;
+
+		if (chunk_sees(chunk, touch->xid))
+			continue;
+		if (touch->key == NULL)
+		{
+			/* truncated after the read: none of its rows exist any more */
+			for (int r = 0; r < chunk->nrows; r++)
+				chunk->row_dropped[r] = true;
+			continue;
+		}
+		if (!s->keyset || chunk->nrows == 0)
+			continue;
+		if (sorted == NULL)
+		{
+			sorted = palloc(sizeof(char *) * chunk->nrows);
+			memcpy(sorted, chunk->row_key, sizeof(char *) * chunk->nrows);
+			qsort(sorted, chunk->nrows, sizeof(char *), key_cmp);
+		}
+		found = bsearch(&touch->key, sorted, chunk->nrows, sizeof(char *), key_cmp);
+		if (found == NULL)
+			continue;
+		if (touch->partial || touch->lsn < s->refresh_lsn)
+			return false;
+		/* the row whose key text is that very string */
+		for (int r = 0; r < chunk->nrows; r++)
+			if (chunk->row_key[r] == *found || strcmp(chunk->row_key[r], *found) == 0)
+				chunk->row_dropped[r] = true;
+	}
+	if (sorted != NULL)
+		pfree(sorted);
+	return true;
+}
+
+/* Forget the notes the chunk's snapshot saw: every later one sees them too. */
+static void
+prune_touches(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpCdcChunk *chunk = &cdc->chunk;
+	List	   *kept = NIL;
+	ListCell   *lc;
+	MemoryContext oldcxt;
+	MemoryContext fresh;
+
+	if (cdc->touches_overflow)
+	{
+		cdc->touches_overflow = false;
+		return;
+	}
+	if (cdc->touches == NIL)
+		return;
+
+	/* copy what stays into a new context, so memory does not creep */
+	fresh = AllocSetContextCreate(run->mcxt, "calabi_push backfill notes",
+								  ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(fresh);
+	foreach(lc, cdc->touches)
+	{
+		CpCdcTouch *touch = lfirst(lc);
+		CpCdcTouch *copy;
+
+		if (chunk_sees(chunk, touch->xid))
+			continue;
+		copy = palloc(sizeof(CpCdcTouch));
+		*copy = *touch;
+		copy->key = touch->key ? pstrdup(touch->key) : NULL;
+		kept = lappend(kept, copy);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cdc->touchcxt);
+	cdc->touchcxt = fresh;
+	cdc->touches = kept;
+	cdc->ntouches = list_length(kept);
+}
+
+static void
+discard_chunk(CpRun *run, const char *why)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpStreamRun *s = &run->streams[cdc->chunk.stream];
+
+	cdc->rereads++;
+	if (cdc->rereads == REREADS_LOGGED)
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" read a chunk of \"%s\".\"%s\" %d times: %s",
+						run->sync->name, s->nspname, s->relname, cdc->rereads, why)));
+	prune_touches(run);
+	cdc->chunk.state = CP_CHUNK_NONE;
+	MemoryContextReset(cdc->chunk.cxt);
+}
+
+void
+cp_cdc_backfill_place_chunk(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpCdcChunk *chunk = &cdc->chunk;
+	int			idx = chunk->stream;
+	CpStreamRun *s = &run->streams[idx];
+	CpBatch    *batch;
+	StringInfoData members;
+	int			owed;
+
+	if (!drop_superseded(run))
+	{
+		discard_chunk(run, "rows changed concurrently in ways only a new read resolves");
+		return;
+	}
+	owed = cp_cdc_relcache_owed(s->def->relid, chunk->signature);
+	if (owed < 0)
+	{
+		discard_chunk(run, "the table's columns changed after the read");
+		return;
+	}
+	cdc->rereads = 0;
+
+	batch = run->batch;
+	if (owed > 0)
+	{
+		int			start = cp_batch_line_begin(batch);
+
+		/* the line ends with '\n' already */
+		appendBinaryStringInfo(&batch->lines, chunk->stream_line, chunk->stream_line_len - 1);
+		cp_batch_line_end(batch, start, idx, false);
+		cp_cdc_relcache_announced(s->def->relid, chunk->signature);
+	}
+	if (!cdc->refresh_announced)
+	{
+		/* after the STREAM; a refresh_start of the open generation changes nothing */
+		append_control(run, idx, "refresh_start");
+		cdc->refresh_announced = true;
+	}
+
+	/* what closes each row: its position, the read time, not deleted */
+	initStringInfo(&members);
+	appendStringInfo(&members, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":%s"
+					 ",\"_calabi_cdc_deleted_at\":null}}}",
+					 (uint64) chunk->watermark_lsn, chunk->read_at_text);
+
+	for (int r = 0; r < chunk->nrows; r++)
+	{
+		int			start;
+		const char *row = chunk->rows.data + chunk->row_off[r];
+		int			len = chunk->row_len[r];
+
+		if (chunk->row_dropped[r])
+			continue;
+		start = cp_batch_line_begin(batch);
+		appendBinaryStringInfo(&batch->lines, row, len);
+		if (row[len - 1] != '{')
+			appendStringInfoChar(&batch->lines, ',');
+		appendBinaryStringInfo(&batch->lines, members.data, members.len);
+		cp_batch_line_end(batch, start, idx, true);
+		s->rows++;
+	}
+	pfree(members.data);
+
+	/* where the next read begins: acknowledged with the rows */
+	if (chunk->after != NIL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
+		List	   *after = NIL;
+		ListCell   *lc;
+
+		foreach(lc, chunk->after)
+			after = lappend(after, pstrdup(lfirst(lc)));
+		s->after = after;
+		MemoryContextSwitchTo(oldcxt);
+	}
+	if (chunk->exhausted)
+	{
+		append_control(run, idx, "refresh_end");
+		s->def->phase = "done";
+		cdc->backfill_stream = -1;
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" completed the backfill of \"%s\".\"%s\": " INT64_FORMAT " rows",
+						run->sync->name, s->nspname, s->relname, s->rows)));
+	}
+	cp_cdc_add_state(run, idx);
+
+	prune_touches(run);
+	chunk->state = CP_CHUNK_NONE;
+	MemoryContextReset(chunk->cxt);
+	if (cdc->backfill_stream < 0)
+	{
+		/* no table watched: no notes */
+		MemoryContextReset(cdc->touchcxt);
+		cdc->touches = NIL;
+		cdc->ntouches = 0;
+	}
+
+	if (cp_delivery_batch_full(run))
+		cp_delivery_flush(run, false);
+}

@@ -1,0 +1,171 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_decoder.c
+ *	  Logical decoding inside a sync worker (see cdc_decoder.h).
+ *
+ * logicalfuncs.c is the model: read the WAL that is flushed, record by
+ * record, with the waiting page reader, and stop at the flush position seen
+ * when the round began (a record is flushed whole, so the reader never
+ * waits long).  Unlike the SQL functions the context lives for the whole
+ * worker: a new one would re-read everything from the slot's restart_lsn,
+ * which moves only at running-xacts records.
+ *
+ * Decoding runs outside any transaction, as in a walsender: the reorder
+ * buffer replays each transaction in one of its own.  The output plugin's
+ * lines reach the worker through its sink (cdc_sink.h), never through the
+ * write callbacks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogreader.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+
+#include "cdc_decoder.h"
+#include "compat.h"
+
+struct CpDecoder
+{
+	LogicalDecodingContext *ctx;
+	bool		catalog_used;
+	XLogRecPtr	confirmed;
+};
+
+/* The sink takes every line: a write through the callbacks is a bug. */
+static void
+no_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+				 bool last_write)
+{
+	elog(ERROR, "calabi_push sync worker: unexpected output plugin write");
+}
+
+static void
+no_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+		 bool last_write)
+{
+	elog(ERROR, "calabi_push sync worker: unexpected output plugin write");
+}
+
+CpDecoder *
+cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
+				MemoryContext parent)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(parent);
+	CpDecoder  *decoder = palloc0(sizeof(CpDecoder));
+
+	Assert(!IsTransactionState());
+	CheckLogicalDecodingRequirements();
+	ReplicationSlotAcquire(slot_name, true);
+
+	/*
+	 * start_lsn beyond the slot's confirmed position skips what the sync's
+	 * checkpoint already holds: after a crash between the checkpoint's
+	 * commit and the slot's save, nothing acknowledged is sent again.
+	 */
+	decoder->ctx = CreateDecodingContext(start_lsn, options, false,
+										 XL_ROUTINE(.page_read = read_local_xlog_page,
+													.segment_open = wal_segment_open,
+													.segment_close = wal_segment_close),
+										 no_prepare_write, no_write, NULL);
+	XLogBeginRead(decoder->ctx->reader, MyReplicationSlot->data.restart_lsn);
+	decoder->confirmed = MyReplicationSlot->data.confirmed_flush;
+	MemoryContextSwitchTo(oldcxt);
+	return decoder;
+}
+
+void
+cp_decoder_catalog_used(CpDecoder *decoder)
+{
+	decoder->catalog_used = true;
+}
+
+int
+cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
+				bool *at_end)
+{
+	LogicalDecodingContext *ctx = decoder->ctx;
+	XLogRecPtr	end_of_wal = cp_flush_rec_ptr();
+	MemoryContext oldcxt;
+	int			nrecords = 0;
+
+	Assert(!IsTransactionState());
+
+	/*
+	 * Catalog entries cached by ordinary access (the backfill's queries)
+	 * describe the present; decoding needs them as of each change (a row
+	 * written before an ALTER COLUMN ... TYPE must be read with the old
+	 * type).  logicalfuncs.c does the same when it is done.
+	 */
+	if (decoder->catalog_used)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+
+		/* rebuilding the nailed relcache entries needs a transaction */
+		StartTransactionCommand();
+		InvalidateSystemCaches();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(caller);
+		decoder->catalog_used = false;
+	}
+
+	/*
+	 * The reader keeps oversized records, and decoding its state, in the
+	 * current context across calls: the decoding context's own, never reset.
+	 */
+	oldcxt = MemoryContextSwitchTo(ctx->context);
+	while (ctx->reader->EndRecPtr < end_of_wal)
+	{
+		XLogRecord *record;
+		char	   *errm = NULL;
+
+		record = XLogReadRecord(ctx->reader, &errm);
+		if (errm != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("could not read WAL at %X/%X: %s",
+							LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm)));
+		if (record != NULL)
+			LogicalDecodingProcessRecord(ctx, ctx->reader);
+		nrecords++;
+
+		CHECK_FOR_INTERRUPTS();
+		if (stop != NULL && stop(arg))
+			break;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	*at_end = ctx->reader->EndRecPtr >= end_of_wal;
+	return nrecords;
+}
+
+XLogRecPtr
+cp_decoder_position(const CpDecoder *decoder)
+{
+	return decoder->ctx->reader->EndRecPtr;
+}
+
+void
+cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
+{
+	if (lsn <= decoder->confirmed)
+		return;
+	LogicalConfirmReceivedLocation(lsn);
+
+	/*
+	 * Only a moved restart_lsn or catalog_xmin makes core save the slot:
+	 * the confirmed position alone would be lost by a crash, and every
+	 * change since re-sent.  Saving costs a write and an fsync per
+	 * acknowledged batch.
+	 */
+	ReplicationSlotMarkDirty();
+	ReplicationSlotSave();
+	decoder->confirmed = lsn;
+}

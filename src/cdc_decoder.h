@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_decoder.h
+ *	  Logical decoding inside a sync worker: one decoding context on the
+ *	  sync's slot for the worker's whole life, fed from the local WAL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_CDC_DECODER_H
+#define CALABI_PUSH_CDC_DECODER_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+
+typedef struct CpDecoder CpDecoder;
+
+/*
+ * Acquire the slot and start decoding after start_lsn (changes committed
+ * before it are skipped: the sync's checkpoint holds them).  options are
+ * the output plugin's (DefElem list).  No transaction open.
+ */
+extern CpDecoder *cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn,
+								  List *options, MemoryContext parent);
+
+/*
+ * Decode the WAL flushed so far, record by record, until its end or until
+ * stop(arg) says so (checked after each record).  Returns the number of
+ * records read; *at_end says whether it reached the end.  Call with no transaction open; after catalog access
+ * through SPI, say so with cp_decoder_catalog_used first.
+ */
+extern int	cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
+							bool *at_end);
+
+/* Ordinary catalog access happened since the last read (see .c). */
+extern void cp_decoder_catalog_used(CpDecoder *decoder);
+
+/* Where decoding stands: the end of the last record read. */
+extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);
+
+/*
+ * Everything committed before lsn is acknowledged and checkpointed: let the
+ * slot release it, durably.
+ */
+extern void cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn);
+
+#endif							/* CALABI_PUSH_CDC_DECODER_H */

@@ -1,0 +1,298 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_slot.c
+ *	  The replication slot a CDC sync owns (see cdc_slot.h).
+ *
+ * The slot is the durable queue of changes not yet acknowledged, but not
+ * the truth about what was acknowledged: the sync's catalog row is
+ * (sync.cdc_lsn, committed before the slot is ever confirmed past it).  So
+ * a slot whose confirmed position is beyond that row lost changes, and one
+ * that is gone or invalidated cannot continue: each is a loud error whose
+ * way out is resync(), never a silent gap.
+ *
+ * The slot is created by the sync's worker at its first start: a slot
+ * cannot be created in a transaction that has written, which create_sync's
+ * has.  It is dropped by a database probe after drop_sync commits (or at
+ * the next server start after DROP EXTENSION): the probe drops every slot
+ * named like ours in its database whose sync no longer exists.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/varlena.h"
+
+#include "catalog.h"
+#include "cdc_slot.h"
+#include "compat.h"
+
+#define PLUGIN_NAME "calabi_push"
+/* how long a probe waits for a stopping worker to release a slot */
+#define RELEASE_WAIT_MS 30000
+
+void
+cp_cdc_slot_name(const pg_uuid_t *sync_id, char *name)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			n = strlen(CP_SLOT_PREFIX);
+
+	memcpy(name, CP_SLOT_PREFIX, n);
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		name[n++] = hex[sync_id->data[i] >> 4];
+		name[n++] = hex[sync_id->data[i] & 0x0F];
+	}
+	name[n] = '\0';
+}
+
+/* Whether the allow-list (when this server has one) lists our plugin. */
+static bool
+plugin_allowed(const char **setting)
+{
+	const char *value = GetConfigOption("output_plugin_libraries", true, false);
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	*setting = value;
+	if (value == NULL)
+		return true;			/* a server older than the allow-list */
+	copy = pstrdup(value);
+	if (!SplitIdentifierString(copy, ',', &names))
+		return false;
+	foreach(lc, names)
+		if (strcmp(lfirst(lc), PLUGIN_NAME) == 0 || strcmp(lfirst(lc), "*") == 0)
+			allowed = true;
+	list_free(names);
+	pfree(copy);
+	return allowed;
+}
+
+void
+cp_cdc_check_server(void)
+{
+	const char *setting;
+
+	if (wal_level < WAL_LEVEL_LOGICAL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("change data capture needs wal_level = logical"),
+				 errdetail("wal_level is \"%s\".", GetConfigOption("wal_level", false, false)),
+				 errhint("Run ALTER SYSTEM SET wal_level = logical; and restart the server.")));
+	if (max_replication_slots <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("change data capture needs a replication slot, but max_replication_slots is 0"),
+				 errhint("Run ALTER SYSTEM SET max_replication_slots = 10; and restart the server.")));
+	if (!plugin_allowed(&setting))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("output plugin \"%s\" is not allowed by output_plugin_libraries", PLUGIN_NAME),
+				 errdetail("output_plugin_libraries is \"%s\"; a CDC sync decodes through the calabi_push library's own output plugin.",
+						   setting),
+				 errhint("Add it to the list: ALTER SYSTEM SET output_plugin_libraries = %s%scalabi_push; then SELECT pg_reload_conf();",
+						 setting, setting[0] ? ", " : "")));
+}
+
+PG_FUNCTION_INFO_V1(calabi_push_check_cdc_server);
+
+/* calabi_push._check_cdc_server(), for create_sync and start_sync */
+Datum
+calabi_push_check_cdc_server(PG_FUNCTION_ARGS)
+{
+	cp_cdc_check_server();
+	PG_RETURN_VOID();
+}
+
+/* A slot of that name, as the caller sees it now; false when none. */
+static bool
+find_slot(const char *name, ReplicationSlot *copy)
+{
+	ReplicationSlot *slot;
+	bool		found = false;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		memcpy(copy, slot, sizeof(ReplicationSlot));
+		SpinLockRelease(&slot->mutex);
+		found = true;
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return found;
+}
+
+XLogRecPtr
+cp_cdc_slot_create(const char *name)
+{
+	ReplicationSlot existing;
+	LogicalDecodingContext *ctx;
+	XLogRecPtr	start;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "calabi_push slot creation",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+	cp_cdc_check_server();
+	CheckLogicalDecodingRequirements();
+
+	/* a slot from an earlier, abandoned start (or before a resync) */
+	if (find_slot(name, &existing))
+		ReplicationSlotDrop(name, true);
+
+	/*
+	 * As pg_create_logical_replication_slot: ephemeral until the start
+	 * point is found, so that an error or a crash leaves nothing behind.
+	 */
+	cp_slot_create(name);
+	ctx = CreateInitDecodingContext(PLUGIN_NAME, NIL, false, InvalidXLogRecPtr,
+									XL_ROUTINE(.page_read = read_local_xlog_page,
+											   .segment_open = wal_segment_open,
+											   .segment_close = wal_segment_close),
+									NULL, NULL, NULL);
+	DecodingContextFindStartpoint(ctx);
+	start = MyReplicationSlot->data.confirmed_flush;
+	FreeDecodingContext(ctx);
+	ReplicationSlotPersist();
+	ReplicationSlotRelease();
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	return start;
+}
+
+void
+cp_cdc_slot_validate(const char *name, const char *sync_name, XLogRecPtr checkpoint)
+{
+	ReplicationSlot slot;
+
+	if (!find_slot(name, &slot))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the replication slot \"%s\" of sync \"%s\" no longer exists", name, sync_name),
+				 errdetail("Changes made since %X/%X may be lost with it.", LSN_FORMAT_ARGS(checkpoint)),
+				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot.",
+						 sync_name)));
+	if (cp_slot_invalidated(&slot))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replication slot \"%s\" of sync \"%s\" was invalidated", name, sync_name),
+				 errdetail("The server removed WAL the slot still needed (max_slot_wal_keep_size); changes made since %X/%X are lost to it.",
+						   LSN_FORMAT_ARGS(checkpoint)),
+				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot, and consider raising max_slot_wal_keep_size.",
+						 sync_name)));
+	if (slot.data.database != MyDatabaseId ||
+		strcmp(NameStr(slot.data.plugin), PLUGIN_NAME) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replication slot \"%s\" does not belong to sync \"%s\"", name, sync_name),
+				 errdetail("It decodes with plugin \"%s\" in database %u.",
+						   NameStr(slot.data.plugin), slot.data.database),
+				 errhint("Drop that slot with pg_drop_replication_slot('%s'), then run SELECT calabi_push.resync('%s');.",
+						 name, sync_name)));
+	if (slot.data.confirmed_flush > checkpoint)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replication slot \"%s\" of sync \"%s\" is ahead of the sync's checkpoint", name, sync_name),
+				 errdetail("The slot confirms %X/%X but the endpoint acknowledged changes only up to %X/%X: the changes in between were consumed by something else and never sent.",
+						   LSN_FORMAT_ARGS(slot.data.confirmed_flush), LSN_FORMAT_ARGS(checkpoint)),
+				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again, and do not consume the slot of a sync elsewhere.",
+						 sync_name)));
+	if (slot.active_pid != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("the replication slot \"%s\" of sync \"%s\" is in use by process %d",
+						name, sync_name, slot.active_pid),
+				 errhint("Stop whatever reads the slot; the sync retries on its own.")));
+}
+
+/* Whether name is one of ours, for a sync not in ids. */
+static bool
+is_orphan(const char *name, List *ids)
+{
+	char		expected[NAMEDATALEN];
+	ListCell   *lc;
+
+	if (strncmp(name, CP_SLOT_PREFIX, strlen(CP_SLOT_PREFIX)) != 0)
+		return false;
+	foreach(lc, ids)
+	{
+		cp_cdc_slot_name(lfirst(lc), expected);
+		if (strcmp(expected, name) == 0)
+			return false;
+	}
+	return true;
+}
+
+void
+cp_cdc_drop_orphan_slots(void)
+{
+	List	   *ids;
+	List	   *orphans = NIL;
+	ListCell   *lc;
+
+	if (max_replication_slots <= 0)
+		return;
+	ids = cp_catalog_cdc_syncs();
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+	{
+		ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+
+		if (s->in_use && s->data.database == MyDatabaseId &&
+			SlotIsLogical(s) &&
+			strcmp(NameStr(s->data.plugin), PLUGIN_NAME) == 0 &&
+			is_orphan(NameStr(s->data.name), ids))
+			orphans = lappend(orphans, pstrdup(NameStr(s->data.name)));
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+
+	foreach(lc, orphans)
+	{
+		const char *name = lfirst(lc);
+		ReplicationSlot slot;
+		int			waited = 0;
+
+		/* the dropped sync's worker is stopping: give it time to let go */
+		while (find_slot(name, &slot) && slot.active_pid != 0 &&
+			   waited < RELEASE_WAIT_MS)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 100, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			waited += 100;
+		}
+		if (!find_slot(name, &slot))
+			continue;
+		if (slot.active_pid != 0)
+		{
+			ereport(WARNING,
+					(errmsg("calabi_push cannot drop replication slot \"%s\" of a dropped sync: process %d uses it",
+							name, slot.active_pid),
+					 errhint("Stop that process and drop the slot with pg_drop_replication_slot('%s').", name)));
+			continue;
+		}
+		ReplicationSlotDrop(name, true);
+		ereport(LOG,
+				(errmsg("calabi_push dropped replication slot \"%s\": its sync no longer exists", name)));
+	}
+}

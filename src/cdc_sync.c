@@ -1,0 +1,413 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_sync.c
+ *	  A CDC sync's run: decode the WAL in this process through the sync's
+ *	  slot, put every committed change of its tables in batches, deliver
+ *	  them, and let the slot go only past what the endpoint acknowledged.
+ *
+ * One loop, one process:
+ *
+ *	- decode the WAL flushed so far (cdc_decoder.c); the output plugin's
+ *	  lines come back through the sink below, straight into the batch;
+ *	- between decoding rounds, the backfill reads a chunk of a table and
+ *	  writes a watermark into the WAL; when the decoder reaches it, the
+ *	  chunk takes its place in the stream (cdc_backfill.c);
+ *	- when decoding has caught up with the WAL, what is batched is sent at
+ *	  once (latency); while it has not, batches go when full (throughput).
+ *
+ * Checkpoints: a batch's items carry the WAL position the sync reaches once
+ * they are delivered (the end of each transaction's commit record).  When
+ * the endpoint acknowledges, that position is committed to the sync's row
+ * (sync.cdc_lsn), and only then confirmed to the slot, which is saved.  A
+ * restart decodes from the row's position: nothing acknowledged is sent
+ * again, and the duplicates a crash can cause are the batches in flight.
+ *
+ * While a transaction is replayed (inside the sink's callbacks) no
+ * transaction of ours can commit: batch numbers are reserved beforehand,
+ * and acknowledgements received then are committed once the record is
+ * decoded (delivery.c, deferred).
+ *
+ * A transaction stays in one batch unless it alone exceeds the limits: when
+ * the batch fills during a transaction, the transactions before it are sent
+ * and it moves to the next batch; only if it fills that one too is it split,
+ * in order.  Its memory is the reorder buffer's (logical_decoding_work_mem,
+ * spilled to disk beyond) plus at most two batches.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "postmaster/interrupt.h"
+#include "replication/reorderbuffer.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "cdc_slot.h"
+#include "cdc_sync.h"
+#include "compat.h"
+
+/* a watermark or the WAL's end is polled this often when there is nothing */
+#define NAP_MS 10
+/* batch numbers kept reserved before each decoding round */
+#define SEQ_AHEAD 1000
+/* an idle sync records its position at most this often */
+#define IDLE_SAVE_MS 1000
+
+/* Transactions decoded but not yet acknowledged, oldest first: the lag. */
+typedef struct Pending
+{
+	XLogRecPtr	lsn;
+	TimestampTz commit_time;
+} Pending;
+
+static Pending *pending = NULL;
+static int	pending_head = 0;
+static int	pending_tail = 0;
+static int	pending_size = 0;
+
+static void
+pending_push(XLogRecPtr lsn, TimestampTz commit_time)
+{
+	if (pending_tail == pending_size)
+	{
+		if (pending_head > 0)
+		{
+			memmove(pending, pending + pending_head,
+					sizeof(Pending) * (pending_tail - pending_head));
+			pending_tail -= pending_head;
+			pending_head = 0;
+		}
+		else
+		{
+			pending_size = Max(pending_size * 2, 1024);
+			pending = pending == NULL ?
+				MemoryContextAlloc(TopMemoryContext, sizeof(Pending) * pending_size) :
+				repalloc(pending, sizeof(Pending) * pending_size);
+		}
+	}
+	pending[pending_tail].lsn = lsn;
+	pending[pending_tail].commit_time = commit_time;
+	pending_tail++;
+}
+
+/* Report to sync_status what was sent, acknowledged, and the oldest pending. */
+static void
+report_progress(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+
+	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn,
+						 pending_head < pending_tail ? pending[pending_head].commit_time : 0);
+}
+
+int
+cp_cdc_stream_index(CpRun *run, Oid relid)
+{
+	static int	last = 0;
+
+	if (last < run->nstreams && run->streams[last].def->relid == relid)
+		return last;
+	for (int i = 0; i < run->nstreams; i++)
+		if (run->streams[i].def->relid == relid)
+		{
+			last = i;
+			return i;
+		}
+	return -1;
+}
+
+void
+cp_cdc_add_state(CpRun *run, int idx)
+{
+	StringInfoData state;
+
+	initStringInfo(&state);
+	cp_cdc_backfill_state(run, idx, &state);
+	cp_batch_add_state(run->batch, idx, state.data, state.len);
+	pfree(state.data);
+}
+
+/* ---- the sink: called by the output plugin while decoding ---- */
+
+static void
+sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+
+	cdc->txn_xid = txn->xid;
+	cdc->txn_end = txn->end_lsn;
+	cdc->txn_commit_time = cp_txn_commit_time(txn);
+	cdc->txn_first_item = run->batch->nitems;
+	memset(cdc->txn_touched, 0, sizeof(bool) * Max(run->nstreams, 1));
+
+	/* a backfill watches the keys its table's changes touch */
+	if (cdc->backfill_stream >= 0)
+	{
+		ctxn->watch_relid = run->streams[cdc->backfill_stream].def->relid;
+		ctxn->on_key = cp_cdc_backfill_touch;
+		ctxn->on_key_arg = run;
+	}
+}
+
+static void
+sink_lines(void *arg, Oid relid, StringInfo lines)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	int			idx = cp_cdc_stream_index(run, relid);
+	const char *p = lines->data;
+	const char *end = lines->data + lines->len;
+
+	if (idx < 0)
+		return;
+	while (p < end)
+	{
+		const char *nl = memchr(p, '\n', end - p);
+		const char *stop = nl != NULL ? nl : end;
+		CpBatch    *batch = run->batch;
+		int			start = cp_batch_line_begin(batch);
+		static const char record[] = "{\"type\":\"RECORD\"";
+
+		appendBinaryStringInfo(&batch->lines, p, stop - p);
+		cp_batch_line_end(batch, start, idx,
+						  stop - p > (int) sizeof(record) - 1 &&
+						  memcmp(p, record, sizeof(record) - 1) == 0);
+		p = nl != NULL ? nl + 1 : end;
+	}
+	cdc->txn_touched[idx] = true;
+
+	if (cp_delivery_batch_at_limit(run))
+	{
+		/* the transactions before this one go; this one moves on whole */
+		if (cdc->txn_first_item > 0)
+		{
+			cp_delivery_flush_upto(run, cdc->txn_first_item);
+			cdc->txn_first_item = 0;
+		}
+		/* it alone fills a batch: split it, in order */
+		if (cp_delivery_batch_at_limit(run))
+			cp_delivery_flush(run, false);
+	}
+}
+
+static void
+sink_commit(void *arg, ReorderBufferTXN *txn)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	bool		any = false;
+
+	cdc->decoded_lsn = cdc->txn_end;
+	for (int i = 0; i < run->nstreams; i++)
+		if (cdc->txn_touched[i])
+		{
+			cp_cdc_add_state(run, i);
+			any = true;
+		}
+	if (any)
+	{
+		cp_batch_set_position(run->batch, cdc->txn_end);
+		pending_push(cdc->txn_end, cdc->txn_commit_time);
+	}
+}
+
+static void
+sink_message(void *arg, XLogRecPtr lsn, const char *prefix, Size size,
+			 const char *content)
+{
+	CpRun	   *run = arg;
+	CpCdcChunk *chunk = &run->cdc->chunk;
+
+	/* every slot of the database sees every watermark: only ours count */
+	if (chunk->state == CP_CHUNK_WAITING && strcmp(prefix, "calabi_push") == 0 &&
+		size == strlen(chunk->watermark_text) &&
+		memcmp(content, chunk->watermark_text, size) == 0)
+	{
+		chunk->state = CP_CHUNK_REACHED;
+		chunk->watermark_lsn = lsn;
+	}
+}
+
+/* Stop decoding to place a chunk, or to checkpoint what was acknowledged. */
+static bool
+stop_decoding(void *arg)
+{
+	CpRun	   *run = arg;
+
+	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending;
+}
+
+/* ---- the loop ---- */
+
+void
+cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+{
+	CpCdcRun   *cdc = run->cdc;
+
+	if (position > cdc->acked_lsn)
+		cdc->acked_lsn = position;
+	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
+		pending_head++;
+	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	report_progress(run);
+}
+
+/*
+ * Nothing is waiting to be delivered: every change decoded so far is
+ * acknowledged, so the sync's position is the decoder's.  Record it now and
+ * then (not at every commit of the rest of the cluster), so that the slot
+ * holds no WAL for a sync whose tables do not change.
+ */
+static void
+save_idle_position(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	XLogRecPtr	position = cp_decoder_position(cdc->decoder);
+	TimestampTz now = GetCurrentTimestamp();
+
+	/*
+	 * The record of the last save is WAL too: beyond it, only a write by
+	 * someone else is worth a save, or an idle server would never rest.
+	 */
+	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
+		run->batch->nitems > 0 || run->inflight->nitems > 0 ||
+		run->deferred.pending ||
+		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
+		return;
+	cp_catalog_set_cdc_lsn(run->sync, position);
+	cdc->idle_floor = GetXLogInsertRecPtr();
+	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
+	cdc->last_idle_save = now;
+	cp_cdc_acknowledged(run, position);
+}
+
+/* The output plugin's options for this sync. */
+static List *
+plugin_options(CpRun *run)
+{
+	StringInfoData relations;
+	List	   *options = NIL;
+
+	initStringInfo(&relations);
+	for (int i = 0; i < run->nstreams; i++)
+		appendStringInfo(&relations, "%s%u", i > 0 ? "," : "",
+						 run->streams[i].def->relid);
+	options = lappend(options, makeDefElem("destination_sync_mode",
+										   (Node *) makeString(run->sync->mode), -1));
+	options = lappend(options, makeDefElem("relations",
+										   (Node *) makeString(relations.data), -1));
+	options = lappend(options, makeDefElem("run_as",
+										   (Node *) makeString(psprintf("%u", run->sync->run_as)), -1));
+	return options;
+}
+
+void
+cp_cdc_run(CpRun *run)
+{
+	CpCdcRun   *cdc;
+	MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
+
+	cdc = palloc0(sizeof(CpCdcRun));
+	cdc->txn_touched = palloc0(sizeof(bool) * Max(run->nstreams, 1));
+	cdc->backfill_stream = -1;
+	run->cdc = cdc;
+	cdc->sink.arg = run;
+	cdc->sink.begin = sink_begin;
+	cdc->sink.lines = sink_lines;
+	cdc->sink.commit = sink_commit;
+	cdc->sink.message = sink_message;
+	MemoryContextSwitchTo(oldcxt);
+
+	cp_cdc_slot_name(&run->sync->id, cdc->slot_name);
+	cp_cdc_check_server();
+
+	/* names and keys of the streams; each checked readable by run_as */
+	cp_cdc_backfill_init(run);
+
+	if (run->sync->cdc_lsn == InvalidXLogRecPtr)
+	{
+		XLogRecPtr	start = cp_cdc_slot_create(cdc->slot_name);
+
+		cp_catalog_set_cdc_lsn(run->sync, start);
+		run->sync->cdc_lsn = start;
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" created replication slot \"%s\" at %X/%X",
+						run->sync->name, cdc->slot_name, LSN_FORMAT_ARGS(start))));
+	}
+	else
+		cp_cdc_slot_validate(cdc->slot_name, run->sync->name, run->sync->cdc_lsn);
+	cdc->decoded_lsn = cdc->acked_lsn = run->sync->cdc_lsn;
+	cdc->last_idle_save = GetCurrentTimestamp();
+
+	cp_delivery_reserve(run, SEQ_AHEAD);
+	cp_cdc_sink = &cdc->sink;
+	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
+								   plugin_options(run), run->mcxt);
+	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+	report_progress(run);
+
+	for (;;)
+	{
+		int			nrecords;
+		bool		at_end;
+		bool		worked = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		cp_delivery_reserve(run, SEQ_AHEAD);
+
+		if (cp_cdc_backfill_wants_chunk(run))
+		{
+			cp_cdc_backfill_read_chunk(run);
+			cp_decoder_catalog_used(cdc->decoder);
+			worked = true;
+		}
+
+		run->in_decoding = true;
+		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
+		run->in_decoding = false;
+		cp_delivery_commit_deferred(run);
+		if (nrecords > 0)
+			worked = true;
+
+		if (cdc->chunk.state == CP_CHUNK_REACHED)
+		{
+			cp_cdc_backfill_place_chunk(run);
+			cp_decoder_catalog_used(cdc->decoder);
+			worked = true;
+		}
+
+		/*
+		 * Caught up with the WAL: send now, nothing more is coming yet.
+		 * Behind: send full batches, pipelined with the next one's reading.
+		 */
+		if (at_end && cdc->chunk.state != CP_CHUNK_REACHED)
+		{
+			if (run->batch->nitems > 0 || run->inflight->nitems > 0)
+			{
+				cp_delivery_flush(run, true);
+				worked = true;
+			}
+			save_idle_position(run);
+		}
+		else if (cp_delivery_batch_full(run))
+			cp_delivery_flush(run, false);
+		report_progress(run);
+
+		if (!worked)
+			cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NAP_MS));
+	}
+}

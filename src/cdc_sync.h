@@ -1,0 +1,121 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_sync.h
+ *	  A CDC sync's run: what its decoding side (cdc_sync.c) and its backfill
+ *	  side (cdc_backfill.c) share.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_CDC_SYNC_H
+#define CALABI_PUSH_CDC_SYNC_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#include "cdc_decoder.h"
+#include "cdc_sink.h"
+#include "worker.h"
+
+/* A change to the backfilled relation, kept until a chunk is placed. */
+typedef struct CpCdcTouch
+{
+	TransactionId xid;			/* top-level transaction */
+	XLogRecPtr	lsn;			/* its commit's end */
+	bool		partial;		/* values left out ("unchanged") */
+	char	   *key;			/* JSON array text; NULL: a truncate */
+} CpCdcTouch;
+
+typedef enum CpChunkState
+{
+	CP_CHUNK_NONE,				/* no chunk read */
+	CP_CHUNK_WAITING,			/* read; its watermark not yet decoded */
+	CP_CHUNK_REACHED			/* its watermark was decoded: place it */
+} CpChunkState;
+
+/* A chunk read by the backfill, waiting for its place in the stream. */
+typedef struct CpCdcChunk
+{
+	CpChunkState state;
+	int			stream;
+	MemoryContext cxt;			/* reset per chunk */
+
+	/* the snapshot it was read with: which transactions it contains */
+	TransactionId xmin;
+	TransactionId xmax;
+	TransactionId *xip;
+	int			xcnt;
+
+	/* the rows: each an unfinished RECORD (data object left open) */
+	StringInfoData rows;
+	int		   *row_off;
+	int		   *row_len;
+	char	  **row_key;		/* JSON array text (keyed streams) */
+	bool	   *row_dropped;
+	int			nrows;
+	int			maxrows;
+	TimestampTz read_at;
+	char	   *read_at_text;	/* as JSON, for _calabi_cdc_updated_at */
+
+	/* the STREAM line for the rows' shape */
+	char	   *stream_line;
+	int			stream_line_len;
+	char	   *signature;
+
+	/* where the read continues after it */
+	List	   *after;			/* text values (keyed) or one block number */
+	bool		exhausted;
+
+	/* its watermark */
+	int64		watermark_seq;
+	char		watermark_text[64];
+	XLogRecPtr	watermark_lsn;
+} CpCdcChunk;
+
+typedef struct CpCdcRun
+{
+	CpDecoder  *decoder;
+	char		slot_name[NAMEDATALEN];
+	CpCdcSink	sink;
+
+	/* the transaction being replayed */
+	TransactionId txn_xid;
+	XLogRecPtr	txn_end;
+	TimestampTz txn_commit_time;
+	int			txn_first_item; /* its first item in the current batch */
+	bool	   *txn_touched;	/* per stream: it has lines */
+
+	XLogRecPtr	decoded_lsn;	/* end of the last transaction decoded */
+	XLogRecPtr	acked_lsn;		/* acknowledged and checkpointed */
+	TimestampTz last_idle_save;
+	XLogRecPtr	idle_floor;		/* WAL insert position after the last save */
+
+	/* backfill (cdc_backfill.c) */
+	int			backfill_stream;	/* -1: none under way */
+	CpCdcChunk	chunk;
+	MemoryContext touchcxt;
+	List	   *touches;		/* CpCdcTouch *, of the backfilled relation */
+	int			ntouches;
+	bool		touches_overflow;
+	int64		watermark_seq;
+	int			rereads;		/* of the same chunk, in a row */
+	bool		refresh_announced;	/* its refresh_start was sent */
+} CpCdcRun;
+
+/* cdc_sync.c: stream index of a relation, -1 when not the sync's */
+extern int	cp_cdc_stream_index(CpRun *run, Oid relid);
+/* cdc_sync.c: append a stream's state item (its checkpoint) to the batch */
+extern void cp_cdc_add_state(CpRun *run, int idx);
+
+/* cdc_backfill.c */
+extern void cp_cdc_backfill_init(CpRun *run);
+extern bool cp_cdc_backfill_wants_chunk(CpRun *run);
+extern void cp_cdc_backfill_read_chunk(CpRun *run);
+extern void cp_cdc_backfill_place_chunk(CpRun *run);
+extern void cp_cdc_backfill_touch(void *arg, const char *key, int len, bool partial);
+extern void cp_cdc_backfill_state(CpRun *run, int idx, StringInfo state);
+
+#endif							/* CALABI_PUSH_CDC_SYNC_H */
