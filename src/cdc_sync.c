@@ -56,8 +56,11 @@
 
 /* a watermark or the WAL's end is polled this often when there is nothing */
 #define NAP_MS 10
-/* batch numbers kept reserved before each decoding round */
-#define SEQ_AHEAD 1000
+/*
+ * Batch numbers kept reserved before each decoding round: one transaction
+ * may need that many batches (a billion rows at the default batch_rows).
+ */
+#define SEQ_AHEAD 100000
 /* an idle sync records its position at most this often */
 #define IDLE_SAVE_MS 1000
 

@@ -71,11 +71,12 @@ cp_delivery_reserve(CpRun *run, int n)
 	Assert(!run->in_decoding);
 
 	/*
+	 * Twice what is asked, so that this is not a catalog write per call.
 	 * Numbers left over are skipped: gaps are allowed, and a new block
 	 * keeps them in sending order.
 	 */
-	run->seq_next = cp_catalog_reserve_batch_seq(run->sync, Max(n, SEQ_RESERVATION));
-	run->seq_limit = run->seq_next + Max(n, SEQ_RESERVATION);
+	run->seq_next = cp_catalog_reserve_batch_seq(run->sync, Max(2 * n, SEQ_RESERVATION));
+	run->seq_limit = run->seq_next + Max(2 * n, SEQ_RESERVATION);
 }
 
 static int64
