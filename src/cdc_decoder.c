@@ -29,6 +29,7 @@
 #include "replication/slot.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "cdc_decoder.h"
 #include "compat.h"
@@ -38,7 +39,11 @@ struct CpDecoder
 	LogicalDecodingContext *ctx;
 	bool		catalog_used;
 	XLogRecPtr	confirmed;
+	TimestampTz saved_at;		/* when the slot was last saved */
 };
+
+/* the slot's confirmed position is saved to disk at most this often */
+#define SAVE_INTERVAL_MS 1000
 
 /* The sink takes every line: a write through the callbacks is a bug. */
 static void
@@ -155,17 +160,26 @@ cp_decoder_position(const CpDecoder *decoder)
 void
 cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
 {
+	TimestampTz now;
+
 	if (lsn <= decoder->confirmed)
 		return;
 	LogicalConfirmReceivedLocation(lsn);
+	decoder->confirmed = lsn;
 
 	/*
 	 * Only a moved restart_lsn or catalog_xmin makes core save the slot:
-	 * the confirmed position alone would be lost by a crash, and every
-	 * change since re-sent.  Saving costs a write and an fsync per
-	 * acknowledged batch.
+	 * the confirmed position alone is lost by a crash.  That loses no
+	 * change and re-sends none (the sync's catalog row is the truth, and a
+	 * restart skips what it holds), but it makes the restart read, and the
+	 * slot keep, more WAL than needed: save it, though not at every batch
+	 * (two fsyncs each).
 	 */
-	ReplicationSlotMarkDirty();
-	ReplicationSlotSave();
-	decoder->confirmed = lsn;
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(decoder->saved_at, now, SAVE_INTERVAL_MS))
+	{
+		ReplicationSlotMarkDirty();
+		ReplicationSlotSave();
+		decoder->saved_at = now;
+	}
 }

@@ -135,6 +135,22 @@ cp_psql() {
 		-h "$CP_CLUSTER_DIR" -p "$CP_CLUSTER_PORT" -U postgres "$@"
 }
 
+# Lets the running cluster decode with the given output plugins besides the
+# default ones, on servers that have the output_plugin_libraries allow-list
+# (an unknown setting would stop an older server from starting: look first).
+cp_allow_output_plugins() {
+	local has
+	has=$(cp_psql -At -c "SELECT count(*) FROM pg_settings WHERE name = 'output_plugin_libraries'")
+	[ "$has" = 1 ] || return 0
+	echo "output_plugin_libraries = 'pgoutput, test_decoding, $*'" |
+		cp_run_as_server_user tee -a "$CP_CLUSTER_DIR/data/postgresql.conf" >/dev/null
+	cp_psql -q -c "SELECT pg_reload_conf()" >/dev/null
+	for _ in $(seq 50); do
+		[ "$(cp_psql -At -c "SHOW output_plugin_libraries")" != "pgoutput, test_decoding" ] && return 0
+		sleep 0.1
+	done
+}
+
 cp_cluster_stop() {
 	cp_run_as_server_user "$(cp_pg_bindir)/pg_ctl" -D "$CP_CLUSTER_DIR/data" \
 		-m fast -w stop >/dev/null

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# CDC benchmarks.  Prints figures; asserts nothing.
+#
+# Throughput: one WAL holding a 1,000,000-row write workload (inserts,
+# then updates of half of the rows, in transactions of 1,000 changes) is
+# read four ways in the same run and cluster:
+#   - a sync: its worker decodes, encodes, gzips and POSTs to the reference
+#     receiver acknowledging without storing or parsing (--no-store
+#     --validate none), checkpointing each batch; timed from its worker's
+#     launch to the commit of the last acknowledgement;
+#   - the same with a destination whose compression is none;
+#   - pg_logical_slot_get_binary_changes with pgoutput (proto 1);
+#   - pg_logical_slot_get_changes with wal2json (format-version 2).
+# CP_PERF=1 records a profile of the sync's reading into $dir/perf.data.
+# Latency: commit to acknowledgement at a steady 1,000 transactions per
+# second (pgbench -R 1000, one row each), from each record's commit time
+# (_calabi_cdc_updated_at) to the end of the request that carried it, as
+# the receiver logs it: p50 and p99.
+#
+#   test/bench/cdc.sh [CHANGES] [SECONDS]
+set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+
+changes=${1:-1000000}
+seconds=${2:-20}
+dir=/tmp/calabi_push-bench-cdc
+half=$((changes / 2))
+
+cp_install_dependencies
+cp_as_root apt-get install -y -q postgresql-15-wal2json >/dev/null
+cp_build_and_install
+cleanup() {
+	pkill -f "$dir/receiver/port" 2>/dev/null || true
+	cp_cluster_stop 2>/dev/null || true
+}
+trap cleanup EXIT
+cp_cluster_start "$dir" 5493 "shared_buffers = '1GB'" "max_wal_size = '4GB'" \
+	"max_replication_slots = 10" "track_commit_timestamp = off"
+cp_allow_output_plugins calabi_push, wal2json
+
+cp_log "starting the receiver (--no-store)"
+cp_run_as_server_user mkdir -p "$dir/receiver"
+cp_run_as_server_user "$CP_ROOT/test/receiver/make-certs.sh" "$dir/receiver/certs"
+start_receiver() {
+	pkill -f "$dir/receiver/port" 2>/dev/null || true
+	rm -f "$dir/receiver/port"
+	cp_run_as_server_user /usr/bin/python3 "$CP_ROOT/test/receiver/calabi_receiver.py" \
+		--listen 127.0.0.1:"${1}" --port-file "$dir/receiver/port" \
+		--admin-listen 127.0.0.1:0 --admin-port-file "$dir/receiver/admin_port" \
+		--tls-cert "$dir/receiver/certs/server.crt" --tls-key "$dir/receiver/certs/server.key" \
+		--token bench --no-store "${@:2}" >"$dir/receiver/output.log" 2>&1 &
+	for _ in $(seq 100); do [ -s "$dir/receiver/port" ] && break; sleep 0.1; done
+}
+start_receiver 0 --validate none
+port=$(cat "$dir/receiver/port")
+
+cp_psql -v url="https://localhost:$port/ingest" -v ca="$dir/receiver/certs/ca.crt" <<'SQL'
+CREATE EXTENSION calabi_push;
+CREATE TABLE t (id int PRIMARY KEY, k int, v text, at timestamptz, n numeric);
+CREATE PUBLICATION bench FOR TABLE t;
+SELECT calabi_push.create_destination('bench', :'url', token => 'bench',
+       options => jsonb_build_object('ca_file', :'ca'));
+SELECT calabi_push.create_destination('bench-plain', :'url', token => 'bench',
+       options => jsonb_build_object('ca_file', :'ca', 'compression', 'none'));
+SELECT calabi_push.create_sync('bench', 'bench', ARRAY['t']::regclass[], method => 'cdc',
+       options => '{"batch_rows": 10000}');
+SELECT calabi_push.create_sync('bench-plain', 'bench-plain', ARRAY['t']::regclass[], method => 'cdc',
+       options => '{"batch_rows": 10000}');
+SELECT calabi_push.start_sync('bench'), calabi_push.start_sync('bench-plain');
+SQL
+wait_acked() {
+	for _ in $(seq 12000); do
+		[ "$(cp_psql -At -c "SELECT lsn_acknowledged >= '$1' FROM calabi_push.sync_status WHERE name = '${2:-bench}'")" = t ] && return 0
+		sleep 0.05
+	done
+	echo "the sync did not catch up" >&2
+	return 1
+}
+lsn=$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')
+wait_acked "$lsn" bench
+wait_acked "$lsn" bench-plain
+cp_psql -c "SELECT calabi_push.stop_sync('bench'), calabi_push.stop_sync('bench-plain')" >/dev/null
+sleep 1
+cp_psql -c "SELECT pg_create_logical_replication_slot('pgo', 'pgoutput')" \
+	-c "SELECT pg_create_logical_replication_slot('w2j', 'wal2json')" >/dev/null
+
+cp_log "writing the workload: $half inserts, then $half updates, 1,000 changes per transaction"
+cp_psql -v half="$half" <<'SQL'
+CREATE PROCEDURE workload(n int) LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 0 .. n / 1000 - 1 LOOP
+    INSERT INTO t SELECT g, g % 97, md5(g::text), now(), g * 1.5
+      FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g;
+    COMMIT;
+  END LOOP;
+  FOR i IN 0 .. n / 1000 - 1 LOOP
+    UPDATE t SET k = k + 1, v = v || 'x' WHERE id BETWEEN i * 1000 + 1 AND i * 1000 + 1000;
+    COMMIT;
+  END LOOP;
+END $$;
+CALL workload(:half);
+SQL
+end_lsn=$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')
+
+# One sync reads the workload: ms from its worker's launch to the commit of
+# its last acknowledgement.  CP_PERF=1: profile the machine meanwhile.
+sync_ms() {
+	[ "${CP_PERF:-0}" = 1 ] && { perf record -q -e cpu-clock -a -g -o "$dir/perf-$1.data" & perf_pid=$!; sleep 0.5; }
+	cp_psql -c "SELECT calabi_push.start_sync('$1')" >/dev/null
+	wait_acked "$end_lsn" "$1"
+	[ "${CP_PERF:-0}" = 1 ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+	cp_psql -At -c "SELECT round(extract(epoch FROM s.last_ack_at - r.worker_started_at) * 1000)
+	                  FROM calabi_push.sync s, calabi_push._sync_runtime() r
+	                 WHERE r.sync_id = s.id AND s.name = '$1'"
+	cp_psql -c "SELECT calabi_push.stop_sync('$1')" >/dev/null
+}
+sync_ms=$(sync_ms bench)
+plain_ms=$(sync_ms bench-plain)
+timed() {
+	cp_psql -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'
+}
+pgo_ms=$(timed "SELECT count(*) FROM pg_logical_slot_get_binary_changes('pgo', '$end_lsn', NULL, 'proto_version', '1', 'publication_names', 'bench')")
+w2j_ms=$(timed "SELECT count(*) FROM pg_logical_slot_get_changes('w2j', '$end_lsn', NULL, 'format-version', '2')")
+cp_psql -c "SELECT pg_drop_replication_slot('pgo')" -c "SELECT pg_drop_replication_slot('w2j')" >/dev/null
+
+awk -v n="$changes" -v s="$sync_ms" -v u="$plain_ms" -v p="$pgo_ms" -v w="$w2j_ms" 'BEGIN {
+	printf "\nCDC throughput: %d changes (inserts, then updates) in transactions of 1,000, same WAL, same run\n", n
+	printf "  %-70s %6.0f ms %9.0f changes/s\n", "sync, gzip (default): worker launch to last ack, over HTTPS, checkpointed", s, n / (s / 1000)
+	printf "  %-70s %6.0f ms %9.0f changes/s\n", "sync, compression none: the same", u, n / (u / 1000)
+	printf "  %-70s %6.0f ms %9.0f changes/s\n", "pg_logical_slot_get_binary_changes, pgoutput (no JSON, no network)", p, n / (p / 1000)
+	printf "  %-70s %6.0f ms %9.0f changes/s\n", "pg_logical_slot_get_changes, wal2json format 2 (no network)", w, n / (w / 1000)
+	printf "  ratio sync / pgoutput: %.2f gzip, %.2f uncompressed (target >= 1.0)\n", p / s, p / u
+	printf "  ratio sync / wal2json: %.2f gzip, %.2f uncompressed\n", w / s, w / u
+}'
+
+cp_log "latency: pgbench -R 1000 for $seconds s, one-row transactions"
+cp_psql -c "TRUNCATE t" >/dev/null
+cp_run_as_server_user rm -f "$dir/receiver/requests.jsonl"
+start_receiver "$port" --validate light --log-bodies --log "$dir/receiver/requests.jsonl"
+cp_psql -c "SELECT calabi_push.start_sync('bench')" >/dev/null
+wait_acked "$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')"
+echo "INSERT INTO t VALUES (nextval('s'), 1, 'x', now(), 1);" | cp_run_as_server_user tee "$dir/one.sql" >/dev/null
+cp_psql -c "CREATE SEQUENCE s START 10000000" >/dev/null
+cp_run_as_server_user "$(cp_pg_bindir)/pgbench" -n -R 1000 -T "$seconds" -c 4 -j 2 \
+	-f "$dir/one.sql" -h "$dir" -p 5493 -U postgres postgres 2>&1 | grep -E '^(tps|latency average)' || true
+wait_acked "$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')"
+sleep 1
+/usr/bin/python3 - "$dir/receiver/requests.jsonl" <<'PY'
+import json, sys, datetime
+def ts(s):
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+lat = []
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("status") != 200 or "body" not in e:
+        continue
+    acked = ts(e["time"]) + e.get("duration_ms", 0) / 1000
+    for rec in e["body"].splitlines():
+        m = json.loads(rec)
+        if m.get("type") == "RECORD":
+            lat.append((acked - ts(m["record"]["data"]["_calabi_cdc_updated_at"])) * 1000)
+lat.sort()
+if not lat:
+    sys.exit("no records")
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
+print("\nCDC latency, commit to acknowledgement, %d one-row transactions at 1,000/s:" % len(lat))
+print("  p50 %.1f ms (target <= 10), p99 %.1f ms (target <= 50), max %.1f ms" % (q(0.5), q(0.99), lat[-1]))
+PY
