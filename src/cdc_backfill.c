@@ -68,8 +68,12 @@
 #include "compat.h"
 #include "stream.h"
 
-/* changes of the backfilled table noted before the notes overflow */
-#define MAX_TOUCHES 1000000
+/*
+ * Changes of the backfilled table noted before the notes overflow (about
+ * 8 MB); notes last one chunk's window, so only a huge transaction on that
+ * table fills them, and its chunk is read again after it.
+ */
+#define MAX_TOUCHES 100000
 /* rows per page assumed for a keyless table without statistics */
 #define DEFAULT_ROWS_PER_PAGE 50
 /* reads of the same chunk in a row before saying so in the log */
@@ -355,7 +359,13 @@ chunk_query(CpRun *run, CpStreamRun *s, Relation rel, int *nargs, Datum **args,
 		*exhausted = true;
 		per = first < nblocks ? nblocks - first : 0;
 	}
-	*after = list_make1(psprintf("%u", first + per));
+	{
+		/* the chunk's memory: the transaction's is gone at its commit */
+		MemoryContext oldcxt = MemoryContextSwitchTo(run->cdc->chunk.cxt);
+
+		*after = list_make1(psprintf("%u", first + per));
+		MemoryContextSwitchTo(oldcxt);
+	}
 	return psprintf("%s WHERE ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
 					s->select_query, first, first + per);
 }

@@ -105,6 +105,8 @@ prepare_members(CpCdcTxn *txn)
 	txn->members_len = buf.len;
 	pfree(buf.data);
 
+	/* read when the transaction is replayed: one clock reading for all */
+	txn->emitted_at = unix_ms_now();
 	txn->members_ready = true;
 }
 
@@ -220,7 +222,7 @@ append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
 
 	prepare_members(txn);
 	appendBinaryStringInfo(out, entry->record_prefix, entry->record_prefix_len);
-	appendStringInfo(out, INT64_FORMAT ",\"data\":", unix_ms_now());
+	appendStringInfo(out, INT64_FORMAT ",\"data\":", txn->emitted_at);
 
 	if (unchanged == NULL)
 	{

@@ -347,7 +347,20 @@ cp_cdc_run(CpRun *run)
 						run->sync->name, cdc->slot_name, LSN_FORMAT_ARGS(start))));
 	}
 	else
-		cp_cdc_slot_validate(cdc->slot_name, run->sync->name, run->sync->cdc_lsn);
+	{
+		/* a slot that cannot continue stays so: stop, do not retry */
+		PG_TRY();
+		{
+			cp_cdc_slot_validate(cdc->slot_name, run->sync->name, run->sync->cdc_lsn);
+		}
+		PG_CATCH();
+		{
+			if (geterrcode() != ERRCODE_OBJECT_IN_USE)
+				cp_worker_stop_on_error();
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 	cdc->decoded_lsn = cdc->acked_lsn = run->sync->cdc_lsn;
 	cdc->last_idle_save = GetCurrentTimestamp();
 

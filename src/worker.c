@@ -7,7 +7,8 @@
  * One error boundary: any error is logged, recorded in the sync's row for
  * sync_status, and ends the process; the launcher restarts it with backoff.
  * A refusal by the endpoint (a 4xx other than 408/409/413/425/429) stops
- * the sync instead: retrying would only be refused again.
+ * the sync instead: retrying would only be refused again; so does a CDC
+ * slot that cannot continue (only resync can).
  *
  *-------------------------------------------------------------------------
  */
@@ -130,6 +131,12 @@ cp_worker_wait_until(TimestampTz until)
  * it as what stops the sync.
  */
 static bool refused = false;
+
+void
+cp_worker_stop_on_error(void)
+{
+	refused = true;
+}
 
 void
 cp_worker_stop_refused(CpRun *run, const char *message)

@@ -142,6 +142,11 @@ extern void cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked,
 								 TimestampTz pending_since);
 /* worker.c: sleep until then, serving signals (SIGTERM ends the process) */
 extern void cp_worker_wait_until(TimestampTz until);
+/*
+ * worker.c: the error being raised stops the sync in 'error' (until
+ * start_sync or resync) instead of restarting its worker.
+ */
+extern void cp_worker_stop_on_error(void);
 /* worker.c: the endpoint refused a batch: record it and stop the sync */
 extern void cp_worker_stop_refused(CpRun *run, const char *message) pg_attribute_noreturn();
 

@@ -608,6 +608,14 @@ BEGIN
     IF s.method = 'cdc' AND resync.rel IS NULL THEN
         UPDATE sync y SET cdc_lsn = NULL WHERE y.id = s.id;
     END IF;
+    -- a sync stopped by an error (a refused batch, a lost cdc slot) is
+    -- started again: reading everything again is the way out of it
+    IF s.error_stopped THEN
+        UPDATE sync y SET enabled = true, error_stopped = false, run_started_at = now()
+         WHERE y.id = s.id;
+        s.enabled := true;
+        s.error_stopped := false;
+    END IF;
     -- an enabled sync (running, waiting for its schedule, or idle after a
     -- run-once) reads them at once: its worker starts again.  A stopped one
     -- reads them at its next start_sync.

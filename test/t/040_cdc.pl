@@ -130,6 +130,55 @@ assert_dest_equals_source($node, 'public', 'orders', 'DDL mid-stream');
 @stream = grep { ($_->{type} // '') eq 'STREAM' && $_->{stream}{name} eq 'orders' } @lines;
 ok(scalar(@stream) >= 4, 'a new STREAM for each shape: ' . scalar(@stream));
 
+# resync of one table: it is backfilled again (a new generation) while the
+# others keep streaming
+{
+	my $gen = $node->safe_psql('postgres', q{
+		SELECT generation FROM calabi_push.stream_status WHERE sync = 'cdc' AND relation = 'orders'::regclass});
+	$node->safe_psql('postgres', q{
+		SELECT calabi_push.resync('cdc', 'orders');
+		INSERT INTO wide VALUES (2, 'during resync', 'y');
+		UPDATE orders SET status = 'during resync' WHERE id <= 50;
+	});
+	ok($node->poll_query_until('postgres', qq{
+		SELECT phase = 'done' AND generation = $gen + 1
+		  FROM calabi_push.stream_status WHERE sync = 'cdc' AND relation = 'orders'::regclass}),
+		'resync of one table: backfilled again under a new generation');
+	ok(caught_up('cdc'), 'caught up after the resync');
+	assert_dest_equals_source($node, 'public', 'orders', 'resync of one table');
+	assert_dest_equals_source($node, 'public', 'wide', 'the other tables kept streaming');
+	is($node->safe_psql('postgres', q{
+		SELECT string_agg(generation::text, ',' ORDER BY ordinal) FROM calabi_push.stream_status
+		 WHERE sync = 'cdc' AND relation <> 'orders'::regclass}), '1,1,1',
+		'the other tables were not read again');
+}
+
+# an append sync takes a keyless table, read by ranges of blocks
+$node->safe_psql('postgres', q{
+	CREATE TABLE keyless (x int, y text);
+	INSERT INTO keyless SELECT g, repeat('k', 200) FROM generate_series(1, 3000) g;
+	SELECT calabi_push.create_sync('cdc-append', 'recv', ARRAY['keyless']::regclass[],
+	  method => 'cdc', destination_sync_mode => 'append', options => '{"chunk_rows": 500}');
+	SELECT calabi_push.start_sync('cdc-append');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT phase = 'done' FROM calabi_push.stream_status WHERE sync = 'cdc-append'}),
+	'append, keyless: backfilled');
+ok(caught_up('cdc-append'), 'append, keyless: caught up');
+is($node->safe_psql('calabi_dest', 'SELECT count(*) FROM public.keyless'), '3000',
+	'append, keyless: every row once');
+ok(scalar(grep { ($_->{type} // '') eq 'STATE' } @{ sent_messages($recv, 'cdc-append') }) > 5,
+	'append, keyless: read in several chunks');
+$node->safe_psql('postgres', q{
+	INSERT INTO keyless VALUES (-1, 'new');
+	DELETE FROM keyless WHERE x = 1;
+});
+ok(caught_up('cdc-append'), 'append, keyless: changes caught up');
+is($node->safe_psql('calabi_dest', q{
+	SELECT count(*) FILTER (WHERE x = -1) || ',' || count(*) FILTER (WHERE _calabi_cdc_deleted_at IS NOT NULL)
+	  FROM public.keyless}), '1,1', 'append, keyless: the insert and the delete are appended');
+$node->safe_psql('postgres', q{SELECT calabi_push.drop_sync('cdc-append')});
+
 # lag and positions
 my ($sent, $acked, $lag) = split /\|/, sync_status($node, 'cdc',
 	'lsn_sent IS NOT NULL, lsn_acknowledged IS NOT NULL, lag_bytes >= 0');
