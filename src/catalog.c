@@ -260,21 +260,20 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	return sync;
 }
 
-List *
-cp_catalog_enabled_syncs(void)
+/* The uuids a query's first column returns, in the caller's memory. */
+static List *
+uuid_list(const char *query)
 {
 	List	   *ids = NIL;
 
 	begin();
 	if (catalog_present())
 	{
-		exec("SELECT id FROM calabi_push.sync WHERE enabled", 0, NULL, NULL,
-			 SPI_OK_SELECT);
+		exec(query, 0, NULL, NULL, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			bool		isnull;
-			pg_uuid_t  *id = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t));
-
+			pg_uuid_t  *id = MemoryContextAlloc(caller_context, sizeof(pg_uuid_t));
 			MemoryContext oldcontext;
 
 			*id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
@@ -287,6 +286,12 @@ cp_catalog_enabled_syncs(void)
 	}
 	end();
 	return ids;
+}
+
+List *
+cp_catalog_enabled_syncs(void)
+{
+	return uuid_list("SELECT id FROM calabi_push.sync WHERE enabled");
 }
 
 int64
@@ -366,30 +371,7 @@ cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position)
 List *
 cp_catalog_cdc_syncs(void)
 {
-	List	   *ids = NIL;
-
-	begin();
-	if (catalog_present())
-	{
-		exec("SELECT id FROM calabi_push.sync WHERE method = 'cdc'", 0, NULL, NULL,
-			 SPI_OK_SELECT);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			pg_uuid_t  *id = MemoryContextAlloc(caller_context, sizeof(pg_uuid_t));
-
-			MemoryContext oldcontext;
-
-			*id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-			/* the list must outlive SPI_finish */
-			oldcontext = MemoryContextSwitchTo(caller_context);
-			ids = lappend(ids, id);
-			MemoryContextSwitchTo(oldcontext);
-		}
-	}
-	end();
-	return ids;
+	return uuid_list("SELECT id FROM calabi_push.sync WHERE method = 'cdc'");
 }
 
 void

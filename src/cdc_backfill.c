@@ -134,19 +134,12 @@ cp_cdc_backfill_init(CpRun *run)
 static bool
 resumable(CpStreamRun *s)
 {
-	ListCell   *lc;
-
 	if (strcmp(s->def->phase, "reading") != 0 || s->def->refresh_lsn == InvalidXLogRecPtr ||
 		s->def->after == NIL)
 		return false;
 	if (!s->keyset)
 		return s->def->key == NIL && list_length(s->def->after) == 1;
-	if (list_length(s->def->key) != s->nkeys || list_length(s->def->after) != s->nkeys)
-		return false;
-	foreach(lc, s->def->key)
-		if (strcmp(lfirst(lc), s->key_names[foreach_current_index(lc)]) != 0)
-			return false;
-	return true;
+	return cp_stream_run_same_key(s);
 }
 
 static void

@@ -12,6 +12,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -343,8 +344,11 @@ rebuild(CpCdcRelation *entry, Relation rel)
 		fresh.denied = true;
 		if (!entry->denied)
 			ereport(LOG,
-					(errmsg("calabi_push: changes of \"%s\".\"%s\" are not sent: role %u may not SELECT it",
-							nspname, RelationGetRelationName(rel), relcache_options.run_as),
+					(errmsg("calabi_push: changes of \"%s\".\"%s\" are not sent: role %s may not SELECT it",
+							nspname, RelationGetRelationName(rel),
+							GetUserNameFromId(relcache_options.run_as, true) ?
+							GetUserNameFromId(relcache_options.run_as, true) :
+							psprintf("%u", relcache_options.run_as)),
 					 errhint("GRANT SELECT on the table to the sync's role; its changes made since are sent.")));
 	}
 
@@ -381,23 +385,28 @@ rebuild(CpCdcRelation *entry, Relation rel)
 		MemoryContextDelete(retired);
 }
 
-CpCdcRelation *
-cp_cdc_relcache_get(Relation rel)
+/* The entry of relid, created stale and never built when missing. */
+static CpCdcRelation *
+entry_for(Oid relid)
 {
-	Oid			relid = RelationGetRelid(rel);
 	CpCdcRelation *entry;
 	bool		found;
 
 	if (relcache == NULL)
 		elog(ERROR, "calabi_push CDC relation cache is not set up");
-
 	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_ENTER, &found);
 	if (!found)
 	{
-		/* stale and never built */
 		memset(entry, 0, sizeof(CpCdcRelation));
 		entry->relid = relid;
 	}
+	return entry;
+}
+
+CpCdcRelation *
+cp_cdc_relcache_get(Relation rel)
+{
+	CpCdcRelation *entry = entry_for(RelationGetRelid(rel));
 
 	/*
 	 * The natts check is a belt to the invalidation's braces: the encoder
@@ -419,17 +428,8 @@ cp_cdc_relcache_stream_owed(const CpCdcRelation *entry)
 void
 cp_cdc_relcache_announced(Oid relid, const char *signature)
 {
-	CpCdcRelation *entry;
-	bool		found;
+	CpCdcRelation *entry = entry_for(relid);
 
-	if (relcache == NULL)
-		elog(ERROR, "calabi_push CDC relation cache is not set up");
-	entry = (CpCdcRelation *) hash_search(relcache, &relid, HASH_ENTER, &found);
-	if (!found)
-	{
-		memset(entry, 0, sizeof(CpCdcRelation));
-		entry->relid = relid;
-	}
 	if (entry->announced != NULL)
 		pfree(entry->announced);
 	entry->announced = MemoryContextStrdup(relcache_cxt, signature);

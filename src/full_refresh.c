@@ -584,9 +584,8 @@ close_cursor(CpStreamRun *s)
 	s->cursor_open = false;
 }
 
-/* Whether the acknowledged read used the key the table has now. */
-static bool
-same_key(CpStreamRun *s)
+bool
+cp_stream_run_same_key(CpStreamRun *s)
 {
 	ListCell   *lc;
 
@@ -631,7 +630,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 	/* resume an acknowledged keyset read of the same table, else start */
 	if (strcmp(s->def->phase, "reading") == 0 && s->keyset &&
 		s->def->relfilenode == s->relfilenode && s->def->after != NIL &&
-		same_key(s))
+		cp_stream_run_same_key(s))
 	{
 		s->generation = s->def->generation;
 		s->rows = s->def->rows_sent;

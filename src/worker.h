@@ -110,6 +110,8 @@ extern void cp_stream_run_describe(CpRun *run, int idx, Relation rel);
 extern char *cp_keyset_query(CpStreamRun *s, int max_rows, Datum **args);
 extern void cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc);
 extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values);
+/* full_refresh.c: whether the acknowledged read used the key the table has now */
+extern bool cp_stream_run_same_key(CpStreamRun *s);
 
 /*
  * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
