@@ -179,6 +179,35 @@ is($node->safe_psql('calabi_dest', q{
 	  FROM public.keyless}), '1,1', 'append, keyless: the insert and the delete are appended');
 $node->safe_psql('postgres', q{SELECT calabi_push.drop_sync('cdc-append')});
 
+# only what the sync's role may read leaves the database: a table whose
+# SELECT is revoked mid-stream is no longer sent (and the log says so)
+$node->safe_psql('postgres', q{
+	CREATE ROLE cdc_reader LOGIN;
+	CREATE TABLE open_t (id int PRIMARY KEY, v text);
+	CREATE TABLE closed_t (id int PRIMARY KEY, v text);
+	GRANT SELECT ON open_t, closed_t TO cdc_reader;
+	INSERT INTO open_t VALUES (1, 'a');
+	INSERT INTO closed_t VALUES (1, 'a');
+	SELECT calabi_push.create_sync('cdc-role', 'recv', ARRAY['open_t', 'closed_t']::regclass[],
+	  method => 'cdc', options => '{"run_as": "cdc_reader"}');
+	SELECT calabi_push.start_sync('cdc-role');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM calabi_push.stream_status WHERE sync = 'cdc-role' AND phase = 'done'}),
+	'run_as: backfilled');
+$node->safe_psql('postgres', q{
+	REVOKE SELECT ON closed_t FROM cdc_reader;
+	INSERT INTO open_t VALUES (2, 'b');
+	INSERT INTO closed_t VALUES (2, 'secret');
+});
+ok(caught_up('cdc-role'), 'run_as: caught up');
+is($node->safe_psql('calabi_dest', q{SELECT count(*) FROM public.open_t}), '2', 'run_as: a readable table streams');
+is($node->safe_psql('calabi_dest', q{SELECT count(*) FROM public.closed_t WHERE v = 'secret'}), '0',
+	'run_as: a change of a table the role may no longer read is not sent');
+like(slurp_file($node->logfile), qr/changes of "public"."closed_t" are not sent: role cdc_reader may not SELECT it/,
+	'run_as: the log says so');
+$node->safe_psql('postgres', q{SELECT calabi_push.drop_sync('cdc-role')});
+
 # lag and positions
 my ($sent, $acked, $lag) = split /\|/, sync_status($node, 'cdc',
 	'lsn_sent IS NOT NULL, lsn_acknowledged IS NOT NULL, lag_bytes >= 0');

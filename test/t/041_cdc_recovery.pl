@@ -242,6 +242,24 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 	assert_dest_equals_source($node, 'public', 't', 'slot invalidated, then resync');
 }
 
+# --- the slot consumed by something else: ahead of the sync's checkpoint ---
+{
+	my $slot = sync_status($node, 's', 'slot_name');
+	$node->safe_psql('postgres', q{SELECT calabi_push.stop_sync('s')});
+	$node->poll_query_until('postgres', "SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = '$slot'");
+	$node->safe_psql('postgres', qq{
+		UPDATE t SET v = 'consumed elsewhere' WHERE id <= 30;
+		SELECT pg_replication_slot_advance('$slot', pg_current_wal_lsn());
+		SELECT calabi_push.start_sync('s');
+	});
+	ok(wait_for_state($node, 's', 'error'), 'slot advanced behind the sync: it stops in error');
+	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" is ahead of the sync's checkpoint/,
+		'slot advanced: the error says the changes in between were never sent');
+	$node->safe_psql('postgres', q{SELECT calabi_push.resync('s')});
+	ok(caught_up(), 'slot advanced: resync recovers');
+	assert_dest_equals_source($node, 'public', 't', 'slot advanced, then resync');
+}
+
 $recv->stop;
 $node->stop;
 done_testing();

@@ -1,7 +1,7 @@
 # A 2,000,000-row transaction with logical_decoding_work_mem = 64kB: the
 # reorder buffer spills it to disk, the worker ships it in order from inside
 # its replay, batch after batch, with bounded memory, and confirms the slot
-# only after its commit is acknowledged.  Transactions around it are not
+# only after its commit is acknowledged.  Smaller transactions are never
 # split across batches.
 use strict;
 use warnings;
@@ -63,6 +63,37 @@ is($total, $rows + 2, 'every row arrived, once');
 is_deeply([ sort { $a <=> $b } @seqs ], \@seqs, 'batches in order');
 ok(!(grep { $_ > 20000 } @records), 'no batch above batch_rows');
 ok(scalar(@reqs) >= $rows / 20000, scalar(@reqs) . ' batches');
+
+# transactions are not split across batches unless one alone exceeds the
+# limits: 60 transactions of 300 rows, batches of at most 1,000 rows
+my $seen = scalar(@{ ingest_requests($recv, 'big') });
+$node->safe_psql('postgres', q{
+	SELECT calabi_push.stop_sync('big');
+	CREATE PROCEDURE txns() LANGUAGE plpgsql AS $$
+	BEGIN
+	  FOR i IN 1 .. 60 LOOP
+	    INSERT INTO small SELECT i * 1000 + g, 'txn ' || i FROM generate_series(1, 300) g;
+	    COMMIT;
+	  END LOOP;
+	END $$;
+	CALL txns();
+});
+$node->safe_psql('postgres', q{
+	UPDATE calabi_push.sync SET options = options || '{"batch_rows": 1000}' WHERE name = 'big';
+	SELECT calabi_push.start_sync('big');
+});
+$lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+ok($node->poll_query_until('postgres', qq{
+	SELECT lsn_acknowledged >= '$lsn' FROM calabi_push.sync_status WHERE name = 'big'}),
+	'60 transactions of 300 rows delivered');
+my @after = grep { ($_->{status} // 0) == 200 && ($_->{types}{RECORD} // 0) > 0 }
+  @{ ingest_requests($recv, 'big', $seen) };
+my @counts = map { $_->{types}{RECORD} } @after;
+my $sum = 0;
+$sum += $_ for @counts;
+is($sum, 18000, 'every row once');
+is(scalar(grep { $_ % 300 != 0 || $_ > 1000 } @counts), 0,
+	'each batch holds whole transactions, at most 1,000 rows: ' . join(',', @counts));
 
 $recv->stop;
 $node->stop;
