@@ -350,21 +350,26 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"
 		 " records_sent = records_sent + $2, bytes_sent = bytes_sent + $3,"
 		 " retries = retries + $4, last_ack_at = now(),"
-		 " cdc_lsn = CASE WHEN $5 = '0/0' THEN cdc_lsn ELSE GREATEST(cdc_lsn, $5) END"
+		 /* NULL: resync asked for a new slot; a late ack must not undo it */
+		 " cdc_lsn = CASE WHEN $5 = '0/0' OR cdc_lsn IS NULL THEN cdc_lsn"
+		 "  ELSE GREATEST(cdc_lsn, $5) END"
 		 " WHERE id = $1",
 		 5, types, values, SPI_OK_UPDATE);
 	end();
 }
 
 void
-cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position)
+cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position, bool created)
 {
-	Oid			types[2] = {UUIDOID, LSNOID};
-	Datum		values[2] = {uuid_datum(&sync->id), LSNGetDatum(position)};
+	Oid			types[3] = {UUIDOID, LSNOID, BOOLOID};
+	Datum		values[3] = {uuid_datum(&sync->id), LSNGetDatum(position),
+	BoolGetDatum(created)};
 
 	begin();
-	exec("UPDATE calabi_push.sync SET cdc_lsn = $2 WHERE id = $1",
-		 2, types, values, SPI_OK_UPDATE);
+	/* only a new slot sets it from NULL (see cp_catalog_commit_ack) */
+	exec("UPDATE calabi_push.sync SET cdc_lsn = $2"
+		 " WHERE id = $1 AND (cdc_lsn IS NOT NULL OR $3)",
+		 3, types, values, SPI_OK_UPDATE);
 	end();
 }
 

@@ -86,8 +86,13 @@ extern void cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks
 								  int nacks, int64 records, int64 bytes,
 								  int64 retries, XLogRecPtr position);
 
-/* CDC: the slot was created, or nothing was pending up to position. */
-extern void cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position);
+/*
+ * CDC: the slot was created at position (created), or nothing was pending
+ * up to position.  A NULL position (resync asked for a new slot) is only
+ * replaced by a creation.
+ */
+extern void cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position,
+								   bool created);
 
 /* CDC syncs of this database (NIL when the extension is absent). */
 extern List *cp_catalog_cdc_syncs(void);

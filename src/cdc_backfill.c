@@ -363,6 +363,34 @@ chunk_query(CpRun *run, CpStreamRun *s, Relation rel, int *nargs, Datum **args,
 					s->select_query, first, first + per);
 }
 
+/*
+ * Whether a transaction the snapshot counts as running has committed
+ * already: its commit record is in the WAL, maybe before the decoder's
+ * position, while the snapshot does not see it.  Changes the decoder will
+ * not send again (skipped before the slot's start) would then be in
+ * neither the stream nor the chunk.  The window is a few microseconds: the
+ * chunk is simply read again.
+ */
+static bool
+snapshot_in_flux(Snapshot snapshot)
+{
+	TransactionId next = XidFromFullTransactionId(ReadNextFullTransactionId());
+	TransactionId xid = snapshot->xmax;
+	int			checked = 0;
+
+	for (int i = 0; i < snapshot->xcnt; i++)
+		if (TransactionIdDidCommit(snapshot->xip[i]))
+			return true;
+	/* xids from xmax on: assigned since, or completing while it was taken */
+	while (TransactionIdPrecedes(xid, next) && checked++ < 10000)
+	{
+		if (TransactionIdDidCommit(xid))
+			return true;
+		TransactionIdAdvance(xid);
+	}
+	return false;
+}
+
 void
 cp_cdc_backfill_read_chunk(CpRun *run)
 {
@@ -417,6 +445,20 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 		chunk->read_at_text = text.data;
 	}
 
+	MemoryContextSwitchTo(oldcxt);
+
+	if (snapshot_in_flux(snapshot))
+	{
+		/* read it again in a moment, with a snapshot that is not */
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(chunk->cxt);
+		return;
+	}
+
+	oldcxt = MemoryContextSwitchTo(chunk->cxt);
 	rel = cp_stream_open(s->def->relid, run->sync->run_as);
 	cp_cdc_relcache_describe(rel, &chunk->stream_line, &chunk->stream_line_len,
 							 &chunk->signature);

@@ -286,7 +286,7 @@ save_idle_position(CpRun *run)
 		run->deferred.pending ||
 		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
 		return;
-	cp_catalog_set_cdc_lsn(run->sync, position);
+	cp_catalog_set_cdc_lsn(run->sync, position, false);
 	cdc->idle_floor = GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
@@ -340,7 +340,7 @@ cp_cdc_run(CpRun *run)
 	{
 		XLogRecPtr	start = cp_cdc_slot_create(cdc->slot_name);
 
-		cp_catalog_set_cdc_lsn(run->sync, start);
+		cp_catalog_set_cdc_lsn(run->sync, start, true);
 		run->sync->cdc_lsn = start;
 		ereport(LOG,
 				(errmsg("calabi_push sync \"%s\" created replication slot \"%s\" at %X/%X",
