@@ -282,8 +282,7 @@ save_idle_position(CpRun *run)
 	 * someone else is worth a save, or an idle server would never rest.
 	 */
 	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
-		run->batch->nitems > 0 || run->inflight->nitems > 0 ||
-		run->deferred.pending ||
+		cp_delivery_pending(run) ||
 		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
 		return;
 	cp_catalog_set_cdc_lsn(run->sync, position, false);
@@ -412,7 +411,7 @@ cp_cdc_run(CpRun *run)
 		 */
 		if (at_end && cdc->chunk.state != CP_CHUNK_REACHED)
 		{
-			if (run->batch->nitems > 0 || run->inflight->nitems > 0)
+			if (cp_delivery_pending(run))
 			{
 				cp_delivery_flush(run, true);
 				worked = true;

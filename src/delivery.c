@@ -18,10 +18,13 @@
  *
  * Pipelining: when a batch is full it becomes the batch "in flight" and its
  * lines are compressed on the second core (compressor.c) while the worker
- * reads the next one; it is sent when that next one is full, or at the end
- * of the run.  Its number, and so its STATE line, is decided only when it
- * is sent, so numbers keep increasing in sending order whatever a 413 did
- * to the batch before it.
+ * reads the next one; when that next one is full, it is sent, and the
+ * worker reads on while the endpoint reads and answers (the answer is
+ * awaited when the one after must go, or at the end of the run).  Its
+ * number, and so its STATE line, is decided only when it is sent, so
+ * numbers keep increasing in sending order whatever a 413 did to the batch
+ * before it; and a batch is acknowledged, retried or split before the next
+ * is sent.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +51,13 @@ cp_delivery_batch_at_limit(CpRun *run)
 	return batch->nitems > 0 &&
 		(batch->nrecords >= run->sync->batch_rows ||
 		 batch->lines.len >= run->sync->batch_bytes);
+}
+
+bool
+cp_delivery_pending(CpRun *run)
+{
+	return run->batch->nitems > 0 || run->inflight->nitems > 0 ||
+		run->send.active || run->deferred.pending;
 }
 
 bool
@@ -232,32 +242,60 @@ build_body(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 	return records;
 }
 
-/* Send items [from, to) until acknowledged; push halves on 413. */
+/* The request for items [from, to) of batch, under a new number. */
+static void
+prepare_send(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
+			 CpSend *send)
+{
+	initStringInfo(&send->body);
+	memset(&send->req, 0, sizeof(send->req));
+	send->req.batch_seq = next_batch_seq(run);
+	send->records = build_body(run, batch, from, to, prepared,
+							   send->req.batch_seq, &send->body);
+	send->req.body = send->body.data;
+	send->req.body_len = send->body.len;
+	send->req.gzip = run->sync->gzip;
+	send->req.sync_name = run->sync->name;
+	send->req.sync_id = run->sync->id_text;
+	run->sent_lsn = Max(run->sent_lsn, cp_batch_position(batch, from, to));
+}
+
+/*
+ * Send items [from, to) until acknowledged; push halves on 413.  started:
+ * their request was started by cp_http_post_start (its first answer is
+ * awaited here), else NULL.
+ */
 static void
 deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
-			  List **pending)
+			  List **pending, CpSend *started)
 {
+	CpSend		local;
+	CpSend	   *send = started;
 	StringInfoData body;
 	CpHttpRequest req;
 	CpHttpResult result;
 	int64		retries = 0;
 	int			records;
 
-	initStringInfo(&body);
-	memset(&req, 0, sizeof(req));
-	req.batch_seq = next_batch_seq(run);
-	records = build_body(run, batch, from, to, prepared, req.batch_seq, &body);
-	req.body = body.data;
-	req.body_len = body.len;
-	req.gzip = run->sync->gzip;
-	req.sync_name = run->sync->name;
-	req.sync_id = run->sync->id_text;
-	run->sent_lsn = Max(run->sent_lsn, cp_batch_position(batch, from, to));
+	if (send == NULL)
+	{
+		send = &local;
+		prepare_send(run, batch, from, to, prepared, send);
+	}
+	body = send->body;
+	req = send->req;
+	records = send->records;
 
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		cp_http_post(run->http, &req, &result);
+		if (started != NULL)
+		{
+			cp_http_post_finish(run->http, &started->req, &result);
+			started = NULL;
+		}
+		else
+			cp_http_post(run->http, &req, &result);
 
 		switch (result.outcome)
 		{
@@ -318,13 +356,14 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 	}
 }
 
-/* Deliver the batch in flight, whole or (after a 413) in parts. */
+/*
+ * Deliver batch, whole or (after a 413) in parts.  started: its request
+ * was started in the background (not prepared then: its body is built).
+ */
 static void
-deliver_inflight(CpRun *run)
+deliver_batch(CpRun *run, CpBatch *batch, bool prepared, CpSend *started)
 {
-	CpBatch    *batch = run->inflight;
 	List	   *pending;
-	bool		prepared = run->inflight_prepared;
 	MemoryContext oldcontext = MemoryContextSwitchTo(run->deliverycxt);
 
 	/* a stack of [from, to) pairs still to deliver, in order */
@@ -335,31 +374,75 @@ deliver_inflight(CpRun *run)
 		int			to = lsecond_int(pending);
 
 		pending = list_delete_first(list_delete_first(pending));
-		deliver_range(run, batch, from, to, prepared, &pending);
+		deliver_range(run, batch, from, to, prepared, &pending, started);
 		prepared = false;		/* parts of a split are compressed here */
+		started = NULL;
 	}
 	cp_batch_reset(batch);
-	run->inflight_prepared = false;
 	MemoryContextSwitchTo(oldcontext);
 	MemoryContextReset(run->deliverycxt);	/* bodies, acks, messages */
+}
+
+/* The batch being sent: await its answer, and the rest of its delivery. */
+static void
+complete_sending(CpRun *run)
+{
+	if (!run->send.active)
+		return;
+	run->send.active = false;
+	deliver_batch(run, run->sending, false, &run->send);
+}
+
+/*
+ * The batch in flight (compressed meanwhile, or not compressed) is sent,
+ * and we go on while the endpoint reads and answers it.
+ */
+static void
+start_sending(CpRun *run)
+{
+	CpBatch    *batch = run->inflight;
+	MemoryContext oldcontext;
+
+	Assert(!run->send.active);
+	run->inflight = run->sending;
+	run->sending = batch;
+	oldcontext = MemoryContextSwitchTo(run->deliverycxt);
+	prepare_send(run, batch, 0, batch->nitems, run->inflight_prepared, &run->send);
+	run->inflight_prepared = false;
+	cp_http_post_start(run->http, &run->send.req);
+	run->send.active = true;
+	MemoryContextSwitchTo(oldcontext);
 }
 
 void
 cp_delivery_flush(CpRun *run, bool final)
 {
 	cp_delivery_flush_upto(run, run->batch->nitems);
-	if (final && run->inflight->nitems > 0)
-		deliver_inflight(run);
+	if (final)
+	{
+		complete_sending(run);
+		if (run->inflight->nitems > 0)
+		{
+			start_sending(run);
+			complete_sending(run);
+		}
+	}
 }
 
+/*
+ * Three batches at most: one sent, whose answer is awaited only when the
+ * next must go; one compressed on the second core meanwhile; one being
+ * read.
+ */
 void
 cp_delivery_flush_upto(CpRun *run, int keep_from)
 {
 	CpBatch    *full;
 
-	/* the batch before this one goes first: in order */
+	/* in order: the batch sent before goes first, acknowledged */
+	complete_sending(run);
 	if (run->inflight->nitems > 0)
-		deliver_inflight(run);
+		start_sending(run);
 	if (keep_from == 0)
 		return;
 

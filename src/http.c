@@ -110,6 +110,10 @@ struct CpHttpClient
 	CURL	   *easy;			/* the ingest endpoint */
 	CURL	   *token_easy;		/* the OAuth2 token endpoint, or NULL */
 	CURL	   *attached;		/* the easy handle in multi, if any */
+	/* a POST started by cp_http_post_start, to be finished */
+	bool		started;
+	bool		start_failed;	/* before any transfer: start_result says why */
+	CpHttpResult start_result;
 	struct curl_slist *headers; /* of the request in flight */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		token_errbuf[CURL_ERROR_SIZE];
@@ -625,21 +629,48 @@ wait_timeout_ms(CpHttpClient *client)
 }
 
 /*
- * Run one transfer of easy to its end.  Returns curl's result for it, with
- * errbuf set by curl; a failure of the multi interface itself is returned
- * as CURLE_FAILED_INIT with its text in errbuf.
+ * Attach easy to the multi handle; with kick, start it without waiting.
  */
 static CURLcode
-run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
+transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf, bool kick)
 {
 	CURLMcode	mrc;
-	CURLcode	rc = CURLE_OK;
-	bool		done = false;
-	MemoryContext oldcxt;
+	int			running;
 
 	Assert(client->attached == NULL);
 	errbuf[0] = '\0';
 	client->sockets_overflow = false;
+
+	mrc = curl_multi_add_handle(client->multi, easy);
+	if (mrc != CURLM_OK)
+	{
+		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_add_handle: %s",
+				 curl_multi_strerror(mrc));
+		return CURLE_FAILED_INIT;
+	}
+	client->attached = easy;
+
+	/*
+	 * Started in the background: let curl connect (or reuse its
+	 * connection) and write what the socket takes now; the rest, and the
+	 * answer, wait for transfer_wait.  Errors show there.
+	 */
+	if (kick)
+		(void) curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0,
+										&running);
+	return CURLE_OK;
+}
+
+/* Drive the attached transfer to its end (see run_transfer). */
+static CURLcode
+transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
+{
+	CURLMcode	mrc = CURLM_OK;
+	CURLcode	rc = CURLE_OK;
+	bool		done = false;
+	MemoryContext oldcxt;
+
+	Assert(client->attached == easy);
 
 	/*
 	 * CHECK_FOR_INTERRUPTS() below may longjmp to a caller that does not
@@ -648,15 +679,18 @@ run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 	 */
 	oldcxt = MemoryContextSwitchTo(client->caller_cxt);
 
-	mrc = curl_multi_add_handle(client->multi, easy);
-	if (mrc != CURLM_OK)
+	/* a background start may have finished it already */
 	{
-		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_add_handle: %s",
-				 curl_multi_strerror(mrc));
-		MemoryContextSwitchTo(oldcxt);
-		return CURLE_FAILED_INIT;
+		CURLMsg    *msg;
+		int			left;
+
+		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+			{
+				rc = msg->data.result;
+				done = true;
+			}
 	}
-	client->attached = easy;
 
 	while (!done)
 	{
@@ -749,6 +783,21 @@ run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 	detach_transfer(client);
 	MemoryContextSwitchTo(oldcxt);
 	return rc;
+}
+
+/*
+ * Run one transfer of easy to its end.  Returns curl's result for it, with
+ * errbuf set by curl; a failure of the multi interface itself is returned
+ * as CURLE_FAILED_INIT with its text in errbuf.
+ */
+static CURLcode
+run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
+{
+	CURLcode	rc = transfer_begin(client, easy, errbuf, false);
+
+	if (rc != CURLE_OK)
+		return rc;
+	return transfer_wait(client, easy, errbuf);
 }
 
 /* Point easy at a new header list (the previous one is freed). */
@@ -1485,19 +1534,26 @@ prepare_batch(CpHttpClient *client, const CpHttpRequest *req)
 			  (curl_off_t) req->body_len);
 }
 
-void
-cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
-			 CpHttpResult *result)
+/*
+ * The whole POST, from a fresh start or (started) from a transfer that
+ * cp_http_post_start left running: token, transfer, one more go after a 401
+ * with OAuth2, the answer classified.
+ */
+static void
+post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
+	 bool started)
 {
 	MemoryContext oldcxt;
 	bool		retried = false;
 
 	memset(result, 0, sizeof(*result));
 	result->retry_after_ms = -1;
-	check_request(client, req);
-
-	begin_call(client);
-	client->caller_cxt = CurrentMemoryContext;
+	if (!started)
+	{
+		check_request(client, req);
+		begin_call(client);
+		client->caller_cxt = CurrentMemoryContext;
+	}
 	oldcxt = MemoryContextSwitchTo(client->request_cxt);
 
 	for (;;)
@@ -1509,13 +1565,25 @@ cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
 		result->status = 0;
 		result->retry_after_ms = -1;
 
-		if (client->oauth && !access_token_usable(client) &&
-			!fetch_access_token(client, result))
+		if (started && client->start_failed)
+		{
+			*result = client->start_result;
 			break;
-
-		prepare_batch(client, req);
-		reset_response(&client->response);
-		rc = run_transfer(client, client->easy, client->errbuf);
+		}
+		if (started)
+		{
+			rc = transfer_wait(client, client->easy, client->errbuf);
+			started = false;
+		}
+		else
+		{
+			if (client->oauth && !access_token_usable(client) &&
+				!fetch_access_token(client, result))
+				break;
+			prepare_batch(client, req);
+			reset_response(&client->response);
+			rc = run_transfer(client, client->easy, client->errbuf);
+		}
 		end_transfer(client, client->easy);
 
 		if (rc != CURLE_OK)
@@ -1561,6 +1629,56 @@ cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
 		break;
 	}
 
+	client->started = false;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(client->request_cxt);
+}
+
+void
+cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
+			 CpHttpResult *result)
+{
+	post(client, req, result, false);
+}
+
+void
+cp_http_post_start(CpHttpClient *client, const CpHttpRequest *req)
+{
+	MemoryContext oldcxt;
+	CURLcode	rc;
+
+	check_request(client, req);
+	begin_call(client);
+	client->caller_cxt = CurrentMemoryContext;
+	client->started = true;
+	client->start_failed = false;
+	oldcxt = MemoryContextSwitchTo(client->request_cxt);
+
+	memset(&client->start_result, 0, sizeof(client->start_result));
+	client->start_result.retry_after_ms = -1;
+	if (client->oauth && !access_token_usable(client) &&
+		!fetch_access_token(client, &client->start_result))
+		client->start_failed = true;
+	else
+	{
+		prepare_batch(client, req);
+		reset_response(&client->response);
+		rc = transfer_begin(client, client->easy, client->errbuf, true);
+		if (rc != CURLE_OK)
+		{
+			end_transfer(client, client->easy);
+			client->start_result.outcome = classify_curl_error(rc);
+			describe_curl_error(&client->start_result, "", rc, client->errbuf);
+			client->start_failed = true;
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+void
+cp_http_post_finish(CpHttpClient *client, const CpHttpRequest *req,
+					CpHttpResult *result)
+{
+	Assert(client->started);
+	post(client, req, result, true);
 }

@@ -92,4 +92,15 @@ extern void cp_http_client_destroy(CpHttpClient *client);
 extern void cp_http_post(CpHttpClient *client, const CpHttpRequest *req,
 						 CpHttpResult *result);
 
+/*
+ * The same in two steps, so that the caller works while the endpoint
+ * reads and answers: start sends what the socket takes now and returns;
+ * finish completes it and classifies the answer.  req (and the body) must
+ * stay as they are in between, and nothing else may use the client.  An
+ * interrupt in between is harmless: the next call starts afresh.
+ */
+extern void cp_http_post_start(CpHttpClient *client, const CpHttpRequest *req);
+extern void cp_http_post_finish(CpHttpClient *client, const CpHttpRequest *req,
+								CpHttpResult *result);
+
 #endif							/* CALABI_PUSH_HTTP_H */

@@ -205,8 +205,10 @@ build_run(void)
 		run->streams[foreach_current_index(lc)].def = lfirst(lc);
 	run->batch = MemoryContextAllocZero(mcxt, sizeof(CpBatch));
 	run->inflight = MemoryContextAllocZero(mcxt, sizeof(CpBatch));
+	run->sending = MemoryContextAllocZero(mcxt, sizeof(CpBatch));
 	cp_batch_init(run->batch, mcxt);
 	cp_batch_init(run->inflight, mcxt);
+	cp_batch_init(run->sending, mcxt);
 	return run;
 }
 

@@ -71,6 +71,15 @@ typedef struct CpDeferredAck
 	XLogRecPtr	position;
 } CpDeferredAck;
 
+/* A request started in the background (delivery.c). */
+typedef struct CpSend
+{
+	bool		active;
+	StringInfoData body;
+	CpHttpRequest req;
+	int			records;
+} CpSend;
+
 typedef struct CpRun
 {
 	CpSyncDef  *sync;
@@ -85,6 +94,8 @@ typedef struct CpRun
 	CpBatch    *batch;			/* being filled */
 	CpBatch    *inflight;		/* full, waiting to be sent (see delivery.c) */
 	bool		inflight_prepared;	/* its lines are with the compressor */
+	CpBatch    *sending;		/* sent, its answer not yet awaited */
+	CpSend		send;
 	struct CpCompressor *compressor;	/* NULL: compress in this thread */
 	CpHttpClient *http;
 	int64		seq_next;		/* next Calabi-Batch-Seq to use */
@@ -128,6 +139,8 @@ extern void cp_delivery_flush(CpRun *run, bool final);
  * while decoding); commit the acknowledgements deferred while decoding.
  */
 extern bool cp_delivery_batch_at_limit(CpRun *run);
+/* delivery.c: whether anything is batched, sent or in flight, unacknowledged */
+extern bool cp_delivery_pending(CpRun *run);
 extern void cp_delivery_flush_upto(CpRun *run, int keep_from);
 extern void cp_delivery_reserve(CpRun *run, int n);
 extern void cp_delivery_commit_deferred(CpRun *run);
