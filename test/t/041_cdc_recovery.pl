@@ -260,6 +260,21 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 	assert_dest_equals_source($node, 'public', 't', 'slot advanced, then resync');
 }
 
+# --- DROP EXTENSION: the syncs' slots go with it ---
+$node->safe_psql('postgres', q{
+	CREATE TABLE other (id int PRIMARY KEY);
+	SELECT calabi_push.create_sync('stopped-one', 'recv', ARRAY['other']::regclass[], method => 'cdc');
+	SELECT calabi_push.start_sync('stopped-one');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM pg_replication_slots WHERE slot_name LIKE 'calabi\_push\_%'}),
+	'two CDC syncs, two slots');
+$node->safe_psql('postgres', q{SELECT calabi_push.stop_sync('stopped-one')});
+$node->safe_psql('postgres', 'DROP EXTENSION calabi_push CASCADE');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name LIKE 'calabi\_push\_%'}),
+	'DROP EXTENSION: the slots of a running and of a stopped sync are dropped');
+
 $recv->stop;
 $node->stop;
 done_testing();
