@@ -106,7 +106,8 @@ prepare_members(CpCdcTxn *txn)
 	pfree(buf.data);
 
 	/* read when the transaction is replayed: one clock reading for all */
-	txn->emitted_at = unix_ms_now();
+	txn->emitted_len = snprintf(txn->emitted, sizeof(txn->emitted),
+								INT64_FORMAT ",\"data\":", unix_ms_now());
 	txn->members_ready = true;
 }
 
@@ -222,7 +223,7 @@ append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
 
 	prepare_members(txn);
 	appendBinaryStringInfo(out, entry->record_prefix, entry->record_prefix_len);
-	appendStringInfo(out, INT64_FORMAT ",\"data\":", txn->emitted_at);
+	appendBinaryStringInfo(out, txn->emitted, txn->emitted_len);
 
 	if (unchanged == NULL)
 	{

@@ -50,7 +50,9 @@ typedef struct CpCdcTxn
 	 * "_calabi_cdc_deleted_at": (the caller's value follows), and T alone.
 	 */
 	bool		members_ready;
-	int64		emitted_at;		/* ms since the Unix epoch, taken at the first record */
+	/* emitted_at (ms since the Unix epoch, read at the first record) and ,"data": */
+	char		emitted[40];
+	int			emitted_len;
 	int			members_len;
 	int			time_len;
 	char		members[160];

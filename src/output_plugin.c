@@ -50,9 +50,13 @@ PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 CpCdcSink  *cp_cdc_sink = NULL;
 
+/* the change buffer is kept between changes up to this size */
+#define LINES_KEEP_BYTES (8 * 1024 * 1024)
+
 typedef struct CpPluginState
 {
 	MemoryContext change_cxt;	/* reset after every change */
+	StringInfoData lines;		/* a change's lines, in ctx->context */
 	CpCdcTxn	txn;			/* the transaction being replayed */
 	int			pin_nestlevel;	/* > 0: encoder settings pinned for the session */
 } CpPluginState;
@@ -169,6 +173,7 @@ cp_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 											  "calabi_push change",
 											  ALLOCSET_DEFAULT_SIZES);
 	parse_options(ctx->output_plugin_options, &options);
+	initStringInfo(&state->lines);
 	MemoryContextSwitchTo(oldcxt);
 
 	cp_cdc_relcache_init(ctx->context, &options);
@@ -274,11 +279,21 @@ cp_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 {
 	CpPluginState *state = ctx->output_plugin_private;
 	MemoryContext oldcxt = MemoryContextSwitchTo(state->change_cxt);
-	StringInfoData lines;
 
-	initStringInfo(&lines);
-	if (cp_cdc_append_change(&lines, &state->txn, relation, change) > 0)
-		emit_lines(ctx, RelationGetRelid(relation), &lines);
+	/* one buffer for every change: no allocation per change for it */
+	resetStringInfo(&state->lines);
+	if (cp_cdc_append_change(&state->lines, &state->txn, relation, change) > 0)
+		emit_lines(ctx, RelationGetRelid(relation), &state->lines);
+	/* a huge row grew it: give the memory back */
+	if (state->lines.maxlen > LINES_KEEP_BYTES)
+	{
+		MemoryContext cxt = GetMemoryChunkContext(state->lines.data);
+
+		pfree(state->lines.data);
+		MemoryContextSwitchTo(cxt);
+		initStringInfo(&state->lines);
+		MemoryContextSwitchTo(state->change_cxt);
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(state->change_cxt);
