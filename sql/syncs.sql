@@ -415,6 +415,7 @@ SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.events']::r
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.paid']::regclass[], method => 'cdc');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.guarded']::regclass[], method => 'cdc');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"publication": "cp_sync_pub"}');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', options => '{"schedule": "1 hour"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "no_such_pub"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "cp_sync_empty_pub"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.nothing']::regclass[], method => 'cdc', options => '{"publication": "cp_sync_pub"}');

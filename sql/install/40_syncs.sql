@@ -413,6 +413,13 @@ BEGIN
         END IF;
     END IF;
 
+    IF create_sync.method = 'cdc' AND opts.r_options ? 'schedule' THEN
+        RAISE EXCEPTION 'sync option "schedule" does not apply to change data capture'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cdc sync runs continuously, sending each change as it commits.',
+                  HINT = 'Leave "schedule" out.';
+    END IF;
+
     -- a publication names (or limits) the tables, as logical replication's do
     pub := opts.r_options->>'publication';
     IF pub IS NOT NULL THEN
