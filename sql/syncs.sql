@@ -404,6 +404,8 @@ CREATE TABLE cp_sync_test.guarded (id int PRIMARY KEY, owner_name text);
 ALTER TABLE cp_sync_test.guarded ENABLE ROW LEVEL SECURITY;
 GRANT SELECT ON cp_sync_test.keyless, cp_sync_test.full_keyless, cp_sync_test.nothing,
   cp_sync_test.scratchpad, cp_sync_test.guarded TO cp_sync_reader;
+CREATE TABLE cp_sync_test.colliding (id int PRIMARY KEY, _calabi_cdc_lsn bigint);
+GRANT SELECT ON cp_sync_test.colliding TO cp_sync_reader;
 CREATE PUBLICATION cp_sync_pub FOR TABLE cp_sync_test.orders, cp_sync_test.keyless;
 CREATE PUBLICATION cp_sync_empty_pub;
 SET ROLE cp_sync_admin;
@@ -414,6 +416,7 @@ SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.scratchpad'
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.events']::regclass[], method => 'cdc');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.paid']::regclass[], method => 'cdc');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.guarded']::regclass[], method => 'cdc');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.colliding']::regclass[], method => 'cdc');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"publication": "cp_sync_pub"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', options => '{"schedule": "1 hour"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "no_such_pub"}');

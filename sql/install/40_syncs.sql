@@ -259,6 +259,7 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     c record;
+    col name;
     has_key boolean;
 BEGIN
     SELECT k.relkind, k.relpersistence, k.relreplident, k.relrowsecurity,
@@ -280,6 +281,15 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   DETAIL = 'The changes of an unlogged table are not written to the WAL.',
                   HINT = format('Run ALTER TABLE %s SET LOGGED; or sync it with method => ''full_refresh''.', rel);
+    END IF;
+    SELECT a.attname INTO col FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attname IN ('_calabi_cdc_lsn', '_calabi_cdc_updated_at', '_calabi_cdc_deleted_at')
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table "%" has a column named %, which change data capture adds to every record', rel, col
+            USING ERRCODE = 'duplicate_column',
+                  HINT = format('Rename it (ALTER TABLE %s RENAME COLUMN %I TO ...), or sync the table with method => ''full_refresh''.', rel, col);
     END IF;
     has_key := EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel
                         AND (i.indisprimary OR i.indisreplident));
