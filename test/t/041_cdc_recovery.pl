@@ -260,6 +260,21 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 	assert_dest_equals_source($node, 'public', 't', 'slot advanced, then resync');
 }
 
+# --- a refusal met while a transaction is being replayed ---
+{
+	# the batch fills (batch_rows 100) inside the replay of a 1,000-row
+	# transaction: the refused POST is sent from the output plugin's callback
+	$recv->fault({ kind => 'refuse', status => 400, error => 'no thanks', count => 1 });
+	$node->safe_psql('postgres', q{INSERT INTO t SELECT 200000 + g, 'refused?' FROM generate_series(1, 1000) g});
+	ok(wait_for_state($node, 's', 'error'), 'a refusal inside a replayed transaction stops the sync in error');
+	like(sync_status($node, 's', 'last_error'), qr/HTTP 400.*no thanks/, '... showing the status and the body');
+	like(slurp_file($node->logfile), qr/ERROR:  HTTP 400: \{"error": "no thanks"\}\n[^\n]*CONTEXT:  slot "calabi_push_\w+", output plugin "calabi_push", in the change callback/,
+		'... raised from the output plugin\'s change callback');
+	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+	ok(caught_up(), 'start_sync resumes after the refusal');
+	assert_dest_equals_source($node, 'public', 't', 'after a refusal mid-transaction');
+}
+
 # --- DROP EXTENSION: the syncs' slots go with it ---
 $node->safe_psql('postgres', q{
 	CREATE TABLE other (id int PRIMARY KEY);
