@@ -6,9 +6,9 @@
  *
  * The thread runs zlib and nothing else: no palloc, no elog, no other
  * PostgreSQL call, all signals blocked.  The main thread hands it a buffer
- * that it leaves untouched until cp_compressor_finish, which appends the
- * tail (the STATE line, known only at send time) and closes the gzip
- * member.
+ * that it leaves untouched until cp_compressor_finish, which compresses the
+ * pieces the thread has not begun, appends the tail (the STATE line, known
+ * only at send time) and returns one gzip member.
  *
  *-------------------------------------------------------------------------
  */
