@@ -1849,7 +1849,7 @@ class IngestHandler(Handler):
             # the receiver costs next to nothing beside the sender measured
             return 200, {"status": "accepted", "batch_seq": seq}, {}
         if gz:
-            data = gunzip(body, app.args.max_uncompressed_bytes)
+            data, entry["gzip_members"] = gunzip(body, app.args.max_uncompressed_bytes)
         else:
             data = body
         entry["body_bytes_uncompressed"] = len(data)
@@ -1884,8 +1884,10 @@ def gunzip(body, limit):
         raise bad("the body is not valid gzip: it is empty")
     out = []
     total = 0
+    members = 0
     data = body
     while data:
+        members += 1
         d = zlib.decompressobj(wbits=31)
         try:
             while data:
@@ -1902,7 +1904,8 @@ def gunzip(body, limit):
         if not d.eof:
             raise bad("the body is not valid gzip: it ends inside the compressed stream")
         data = d.unused_data
-    return b"".join(out)
+    # several members are valid gzip (RFC 1952); the log says how many
+    return b"".join(out), members
 
 
 def redact_headers(headers):

@@ -63,6 +63,11 @@ is($total, $rows + 2, 'every row arrived, once');
 is_deeply([ sort { $a <=> $b } @seqs ], \@seqs, 'batches in order');
 ok(!(grep { $_ > 20000 } @records), 'no batch above batch_rows');
 ok(scalar(@reqs) >= $rows / 20000, scalar(@reqs) . ' batches');
+# batches of megabytes are compressed in pieces by two threads: still one
+# gzip member each, as a strict decoder expects
+my ($largest) = sort { $b <=> $a } map { $_->{body_bytes_uncompressed} // 0 } @reqs;
+ok(!(grep { ($_->{gzip_members} // 0) != 1 } @reqs) && $largest > 1024 * 1024,
+	"each body is a single gzip member, even of several megabytes (largest: $largest bytes)");
 
 # transactions are not split across batches unless one alone exceeds the
 # limits: 60 transactions of 300 rows, batches of at most 1,000 rows
