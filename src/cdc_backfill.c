@@ -79,15 +79,6 @@
 /* reads of the same chunk in a row before saying so in the log */
 #define REREADS_LOGGED 3
 
-#define RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
-
-static int64
-unix_ms(TimestampTz t)
-{
-	return t / 1000 +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
-
 void
 cp_cdc_backfill_init(CpRun *run)
 {
@@ -107,13 +98,7 @@ cp_cdc_backfill_init(CpRun *run)
 		CpStreamRun *s = &run->streams[i];
 		Relation	rel;
 
-		if (get_rel_relkind(s->def->relid) == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("a table of sync \"%s\" no longer exists (OID %u)",
-							run->sync->name, s->def->relid),
-					 errhint("Drop the sync and create it again without that table.")));
-		rel = cp_stream_open(s->def->relid, run->sync->run_as);
+		rel = cp_stream_run_open(run, s);
 		if (rel->rd_rel->relkind != RELKIND_RELATION)
 			ereport(ERROR,
 					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
@@ -435,13 +420,11 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	chunk->read_at = GetCurrentTimestamp();
 	initStringInfo(&chunk->rows);
 	{
-		/* _calabi_cdc_updated_at of its rows: encoded here, with a catalog */
-		CpTypeEncoder tsenc;
+		/* _calabi_cdc_updated_at of its rows: encoded here, in a transaction */
 		StringInfoData text;
 
 		initStringInfo(&text);
-		cp_type_encoder_init(&tsenc, TIMESTAMPTZOID, chunk->cxt);
-		cp_encode_value(&tsenc, &text, TimestampTzGetDatum(chunk->read_at));
+		cp_cdc_append_time(&text, chunk->read_at);
 		chunk->read_at_text = text.data;
 	}
 
@@ -468,7 +451,7 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	relation_close(rel, NoLock);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
 	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
 	SetUserIdAndSecContext(save_userid, save_sec);
@@ -496,7 +479,7 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 		}
 		initStringInfo(&head);
 		appendStringInfo(&head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-						 unix_ms(chunk->read_at));
+						 cp_unix_ms(chunk->read_at));
 		initStringInfo(&key);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{

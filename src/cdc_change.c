@@ -35,18 +35,11 @@
 #include "cdc_relcache.h"
 #include "compat.h"
 #include "encoder.h"
+#include "stream.h"
 
 /* The encoder of _calabi_cdc_updated_at/_deleted_at values, made once. */
 static CpTypeEncoder timestamptz_encoder;
 static bool timestamptz_encoder_ready = false;
-
-/* milliseconds since the Unix epoch, as the protocol's emitted_at */
-static int64
-unix_ms_now(void)
-{
-	return GetCurrentTimestamp() / 1000 +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
 
 void
 cp_cdc_txn_begin(CpCdcTxn *txn, XLogRecPtr end_lsn, TimestampTz commit_time)
@@ -81,14 +74,8 @@ prepare_members(CpCdcTxn *txn)
 
 	if (txn->members_ready)
 		return;
-	if (!timestamptz_encoder_ready)
-	{
-		cp_type_encoder_init(&timestamptz_encoder, TIMESTAMPTZOID, TopMemoryContext);
-		timestamptz_encoder_ready = true;
-	}
-
 	initStringInfo(&buf);
-	cp_encode_value(&timestamptz_encoder, &buf, TimestampTzGetDatum(txn->commit_time));
+	cp_cdc_append_time(&buf, txn->commit_time);
 	if (buf.len >= (int) sizeof(txn->time))
 		elog(ERROR, "commit time text too long: %s", buf.data);
 	memcpy(txn->time, buf.data, buf.len);
@@ -107,8 +94,19 @@ prepare_members(CpCdcTxn *txn)
 
 	/* read when the transaction is replayed: one clock reading for all */
 	txn->emitted_len = snprintf(txn->emitted, sizeof(txn->emitted),
-								INT64_FORMAT ",\"data\":", unix_ms_now());
+								INT64_FORMAT ",\"data\":", cp_unix_ms(GetCurrentTimestamp()));
 	txn->members_ready = true;
+}
+
+void
+cp_cdc_append_time(StringInfo out, TimestampTz t)
+{
+	if (!timestamptz_encoder_ready)
+	{
+		cp_type_encoder_init(&timestamptz_encoder, TIMESTAMPTZOID, TopMemoryContext);
+		timestamptz_encoder_ready = true;
+	}
+	cp_encode_value(&timestamptz_encoder, out, TimestampTzGetDatum(t));
 }
 
 static void

@@ -90,6 +90,12 @@ extern int	cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 								 ReorderBufferChange *change);
 
 /*
+ * A timestamptz as the _calabi_cdc_* members carry it.  The first call
+ * looks the type up: call it in a transaction.
+ */
+extern void cp_cdc_append_time(StringInfo out, TimestampTz t);
+
+/*
  * A row's key as the watcher sees it: the JSON array of the encoded values
  * of columns key_columns (indexes into enc->columns) of values/isnull.
  */

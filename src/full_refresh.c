@@ -70,20 +70,6 @@ xact_commit(MemoryContext caller)
 	MemoryContextSwitchTo(caller);
 }
 
-/*
- * Reads run as the sync's role, in a restricted operation (what a view or a
- * policy calls cannot change the session), as a maintenance command does.
- */
-#define RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
-
-/* milliseconds since the Unix epoch, as the protocol's emitted_at */
-static int64
-unix_ms_now(void)
-{
-	return GetCurrentTimestamp() / 1000 +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
-
 static Oid
 current_relfilenode(Oid relid)
 {
@@ -97,9 +83,8 @@ current_relfilenode(Oid relid)
 	return relfilenode;
 }
 
-/* Open the stream's relation as the sync's role; errors name the fix. */
-static Relation
-open_stream_relation(CpRun *run, CpStreamRun *s)
+Relation
+cp_stream_run_open(CpRun *run, CpStreamRun *s)
 {
 	if (get_rel_relkind(s->def->relid) == '\0')
 		ereport(ERROR,
@@ -274,7 +259,7 @@ prepare_stream(CpRun *run, int idx)
 
 	caller = xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = open_stream_relation(run, s);
+	rel = cp_stream_run_open(run, s);
 	cp_stream_run_describe(run, idx, rel);
 	if (!s->keyset)
 		s->cursor_name = MemoryContextStrdup(s->mcxt, psprintf("calabi_push_stream_%d", idx));
@@ -313,7 +298,7 @@ record_head(CpStreamRun *s, StringInfo head)
 {
 	initStringInfo(head);
 	appendStringInfo(head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-					 unix_ms_now());
+					 cp_unix_ms(GetCurrentTimestamp()));
 }
 
 void
@@ -464,7 +449,7 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	query = cp_keyset_query(s, max_rows, &args);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
 	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL,
 							  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
@@ -518,7 +503,7 @@ open_cursor(CpRun *run, CpStreamRun *s)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | RUN_AS_FLAGS);
+	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
 	if (SPI_cursor_parse_open(s->cursor_name, s->select_query, &options) == NULL)
 		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
 	SPI_finish();

@@ -158,3 +158,10 @@ cp_stream_append_object(StringInfo buf, Relation rel, const CpRowEncoder *enc,
 	}
 	appendStringInfoChar(buf, '}');
 }
+
+int64
+cp_unix_ms(TimestampTz t)
+{
+	return t / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "datatype/timestamp.h"
 #include "utils/relcache.h"
 
 #include "encoder.h"
@@ -23,6 +24,9 @@
  * hint.  The relation is returned with AccessShareLock held.
  */
 extern Relation cp_stream_open(Oid relid, Oid role);
+
+/* Milliseconds since the Unix epoch of t: the protocol's emitted_at. */
+extern int64 cp_unix_ms(TimestampTz t);
 
 /* "SELECT * FROM <rel>" as a sync reads it (see stream.c for ONLY). */
 extern char *cp_stream_select_query(Relation rel);

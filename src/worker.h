@@ -108,6 +108,12 @@ typedef struct CpRun
 	CpDeferredAck deferred;
 } CpRun;
 
+/*
+ * Reads run as the sync's role, in a restricted operation (what a view or a
+ * policy calls cannot change the session), as a maintenance command does.
+ */
+#define CP_RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
+
 /* full_refresh.c: read one stream to its end, flushing as batches fill */
 extern void cp_full_refresh_stream(CpRun *run, int stream);
 
@@ -118,6 +124,8 @@ extern void cp_full_refresh_stream(CpRun *run, int stream);
  * result columns of the key; the key of a row as the new s->after.
  */
 extern void cp_stream_run_describe(CpRun *run, int idx, Relation rel);
+/* full_refresh.c: open the stream's relation as the sync's role; errors name the fix */
+extern Relation cp_stream_run_open(CpRun *run, CpStreamRun *s);
 extern char *cp_keyset_query(CpStreamRun *s, int max_rows, Datum **args);
 extern void cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc);
 extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values);
