@@ -47,7 +47,7 @@ PKG_CONFIG ?= pkg-config
 DEP_PKGS = libcurl libcjson zlib
 PG_CPPFLAGS = -Isrc $(shell $(PKG_CONFIG) --cflags $(DEP_PKGS)) \
 	-DCALABI_PUSH_VERSION=\"$(EXTVERSION)\"
-# -pthread: the gzip helper thread (src/compressor.c)
+# -pthread: the gzip and sending helper threads (src/compressor.c, src/http.c)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS)) -pthread
 # PostgreSQL's own headers trip -Wunused-parameter and -Wsign-compare under
 # -Wextra; everything else is an error.

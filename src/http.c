@@ -34,8 +34,13 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -44,6 +49,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -130,6 +136,8 @@ struct CpHttpClient
 
 	WaitEventSet *wes;			/* latch, postmaster death, sockets */
 	Latch	   *wes_latch;
+	WaitEventSet *sender_wes;	/* latch, postmaster death, the sender's pipe */
+	Latch	   *sender_wes_latch;
 
 	/* OAuth2: the access token in use, NULL when there is none */
 	char	   *access_token;
@@ -584,9 +592,17 @@ check_multi_setopt(const CpHttpClient *client, CURLMcode rc,
  * curl closes its connection (it was mid-request) and tells the socket
  * callback; the easy handle is ready for a new request.
  */
+static bool sender_has(CpHttpClient *client);
+static bool sender_take_back(CURLcode *rc);
+
 static void
 detach_transfer(CpHttpClient *client)
 {
+	CURLcode	rc;
+
+	/* the sending thread may be driving it: curl must be ours first */
+	if (sender_has(client))
+		(void) sender_take_back(&rc);
 	if (client->attached != NULL)
 	{
 		curl_multi_remove_handle(client->multi, client->attached);
@@ -628,14 +644,11 @@ wait_timeout_ms(CpHttpClient *client)
 	return (long) Min((remaining_us + 999) / 1000, CP_HTTP_MAX_WAIT_MS);
 }
 
-/*
- * Attach easy to the multi handle; with kick, start it without waiting.
- */
+/* Attach easy to the multi handle. */
 static CURLcode
-transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf, bool kick)
+transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf)
 {
 	CURLMcode	mrc;
-	int			running;
 
 	Assert(client->attached == NULL);
 	errbuf[0] = '\0';
@@ -649,25 +662,441 @@ transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf, bool kick)
 		return CURLE_FAILED_INIT;
 	}
 	client->attached = easy;
-
-	/*
-	 * Started in the background: let curl connect (or reuse its
-	 * connection) and write what the socket takes now; the rest, and the
-	 * answer, wait for transfer_wait.  Errors show there.
-	 */
-	if (kick)
-		(void) curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0,
-										&running);
 	return CURLE_OK;
+}
+
+/*
+ * Start the attached transfer without waiting: let curl connect (or reuse
+ * its connection) and write what the socket takes now; the rest, and the
+ * answer, wait for transfer_wait.  Errors show there.
+ */
+static void
+transfer_kick(CpHttpClient *client)
+{
+	int			running;
+
+	(void) curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0,
+									&running);
+}
+
+/* Has curl finished easy?  Then *rc is its result. */
+static bool
+collect_done(CpHttpClient *client, CURL *easy, CURLcode *rc)
+{
+	CURLMsg    *msg;
+	int			left;
+	bool		done = false;
+
+	while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+		{
+			*rc = msg->data.result;
+			done = true;
+		}
+	return done;
+}
+
+/* A socket a wait found ready, and for what (CURL_CSELECT_*). */
+typedef struct CpReadySocket
+{
+	curl_socket_t fd;
+	int			mask;
+} CpReadySocket;
+
+/*
+ * One round of curl's work after a wait: the ready sockets, then its timer
+ * when due (or when the wait timed out, when letting curl check its timers
+ * is harmless).  Returns true when the transfer of easy is over, *rc its
+ * result.  curl and plain C only: the sending thread runs it too.
+ */
+static bool
+drive_round(CpHttpClient *client, CURL *easy, const CpReadySocket *ready,
+			int nready, bool timed_out, CURLcode *rc, char *errbuf)
+{
+	CURLMcode	mrc = CURLM_OK;
+	int			running;
+
+	for (int i = 0; i < nready && mrc == CURLM_OK; i++)
+	{
+		mrc = curl_multi_socket_action(client->multi, ready[i].fd,
+									   ready[i].mask, &running);
+		/* an earlier event of this round may have closed that socket */
+		if (mrc == CURLM_BAD_SOCKET)
+			mrc = CURLM_OK;
+	}
+
+	if (mrc == CURLM_OK &&
+		(timed_out ||
+		 (client->timer_armed && monotonic_us() >= client->timer_deadline_us)))
+	{
+		long		timeout_ms;
+
+		mrc = curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0,
+									   &running);
+
+		/*
+		 * If our clock ran a little ahead of curl's, its timer has not
+		 * expired yet and it has nothing new to tell timer_cb: ask it, so
+		 * that we neither spin on a past deadline nor oversleep.
+		 */
+		if (mrc == CURLM_OK &&
+			curl_multi_timeout(client->multi, &timeout_ms) == CURLM_OK)
+			timer_cb(client->multi, timeout_ms, client);
+	}
+
+	if (mrc != CURLM_OK)
+	{
+		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_socket_action: %s",
+				 curl_multi_strerror(mrc));
+		*rc = CURLE_FAILED_INIT;
+		return true;
+	}
+	if (client->sockets_overflow)
+	{
+		strlcpy(errbuf, "libcurl opened more sockets than expected",
+				CURL_ERROR_SIZE);
+		*rc = CURLE_FAILED_INIT;
+		return true;
+	}
+	return collect_done(client, easy, rc);
+}
+
+
+/* ---------------------------------------------------------------------
+ * The sending thread
+ *
+ * A started POST (cp_http_post_start) is driven to its end by a helper
+ * thread while the worker reads on: encrypting and writing a batch of
+ * several megabytes, and waiting for the endpoint to read it, would
+ * otherwise take the worker's core for a fifth of a CDC sync's time.  As
+ * with the compression thread, the thread runs libcurl (and the TLS
+ * library under it) and nothing of PostgreSQL's: no palloc, no elog, every
+ * signal blocked.  The transfer, its multi handle and everything curl reads
+ * (the body, the header list, the response buffers) belong to the thread
+ * from the hand-off until the worker takes the transfer back, finished or
+ * paused; the worker touches none of it meanwhile.
+ *
+ * The worker takes it back before anything that could free what curl
+ * reads: before an interrupt is serviced (which may longjmp), before a
+ * transfer is detached (every new call, the client's destruction), and at
+ * process exit (before exit() runs the TLS library's cleanup).  A paused
+ * transfer is simply driven on by the worker itself.  One thread serves
+ * the process, whichever client hands over; it is never joined.  When it
+ * cannot be started, the worker drives everything as before.
+ * ---------------------------------------------------------------------
+ */
+
+typedef enum CpSenderState
+{
+	SENDER_IDLE,				/* nothing handed over */
+	SENDER_DRIVING,				/* the thread owns the transfer */
+	SENDER_FINISHED,			/* over: rc is its result */
+	SENDER_PAUSED				/* given back unfinished, on request */
+} CpSenderState;
+
+static struct
+{
+	bool		tried;			/* a thread was started, or could not be */
+	bool		running;
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;
+	int			wake_pipe[2];	/* worker -> thread: see pause_requested */
+	int			done_pipe[2];	/* thread -> worker: no longer DRIVING */
+	/* protected by mutex */
+	CpSenderState state;
+	bool		pause_requested;
+	CpHttpClient *client;		/* whose transfer, unless IDLE */
+	CURLcode	rc;
+} sender = {.wake_pipe = {-1, -1},.done_pipe = {-1, -1}};
+
+static void
+drain_pipe(int fd)
+{
+	char		buf[64];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Wake whoever polls fd; a full pipe already holds a wake-up. */
+static void
+poke_pipe(int fd)
+{
+	if (write(fd, "x", 1) < 0)
+		return;					/* EAGAIN: full, so a wake-up is pending */
+}
+
+static bool
+sender_pause_requested(void)
+{
+	bool		requested;
+
+	pthread_mutex_lock(&sender.mutex);
+	requested = sender.pause_requested;
+	pthread_mutex_unlock(&sender.mutex);
+	return requested;
+}
+
+/*
+ * The thread's transfer_wait: poll() on curl's sockets and the wake pipe.
+ * Returns true when the transfer is over (*rc), false when asked to pause.
+ */
+static bool
+sender_drive(CpHttpClient *client, CURLcode *rc)
+{
+	for (;;)
+	{
+		struct pollfd fds[CP_HTTP_MAX_SOCKETS + 1];
+		CpReadySocket ready[CP_HTTP_MAX_SOCKETS];
+		int			nfds = 0;
+		int			nready = 0;
+		int			n;
+
+		if (sender_pause_requested())
+			return false;
+
+		fds[nfds].fd = sender.wake_pipe[0];
+		fds[nfds++].events = POLLIN;
+		for (int i = 0; i < client->nsockets; i++)
+		{
+			fds[nfds].fd = client->sockets[i].fd;
+			fds[nfds].events =
+				((client->sockets[i].events & WL_SOCKET_READABLE) ? POLLIN : 0) |
+				((client->sockets[i].events & WL_SOCKET_WRITEABLE) ? POLLOUT : 0);
+			nfds++;
+		}
+		n = poll(fds, nfds, (int) wait_timeout_ms(client));
+		if (n < 0)
+			n = 0;				/* EINTR cannot happen: signals are blocked */
+		if (fds[0].revents != 0)
+		{
+			drain_pipe(sender.wake_pipe[0]);
+			n--;
+		}
+		for (int i = 1; i < nfds; i++)
+		{
+			int			mask = 0;
+
+			/* an error or hangup: let curl try what it asked for, and fail */
+			if (fds[i].revents & (POLLERR | POLLHUP | POLLNVAL))
+				fds[i].revents |= fds[i].events;
+			if (fds[i].revents & POLLIN)
+				mask |= CURL_CSELECT_IN;
+			if (fds[i].revents & POLLOUT)
+				mask |= CURL_CSELECT_OUT;
+			if (mask == 0)
+				continue;
+			ready[nready].fd = fds[i].fd;
+			ready[nready++].mask = mask;
+		}
+		if (drive_round(client, client->easy, ready, nready, n <= 0 && nready == 0,
+						rc, client->errbuf))
+			return true;
+	}
+}
+
+static void *
+sender_main(void *arg)
+{
+	pthread_mutex_lock(&sender.mutex);
+	for (;;)
+	{
+		CpHttpClient *client;
+		CURLcode	rc = CURLE_OK;
+		bool		finished;
+
+		while (sender.state != SENDER_DRIVING)
+			pthread_cond_wait(&sender.cond, &sender.mutex);
+		client = sender.client;
+		pthread_mutex_unlock(&sender.mutex);
+
+		finished = sender_drive(client, &rc);
+
+		pthread_mutex_lock(&sender.mutex);
+		sender.rc = rc;
+		sender.state = finished ? SENDER_FINISHED : SENDER_PAUSED;
+		sender.pause_requested = false;
+		pthread_cond_broadcast(&sender.cond);
+		poke_pipe(sender.done_pipe[1]);
+	}
+	return NULL;
+}
+
+/*
+ * Take the transfer back from the thread: at once if it is over, else
+ * after asking it to pause (it does between two curl calls, which do not
+ * block).  Returns true when the transfer is over, *rc its result.  Safe
+ * anywhere, an exit callback included: pthread calls only.
+ */
+static bool
+sender_take_back(CURLcode *rc)
+{
+	bool		finished;
+
+	pthread_mutex_lock(&sender.mutex);
+	if (sender.state == SENDER_DRIVING)
+	{
+		sender.pause_requested = true;
+		poke_pipe(sender.wake_pipe[1]);
+		while (sender.state == SENDER_DRIVING)
+			pthread_cond_wait(&sender.cond, &sender.mutex);
+	}
+	finished = sender.state == SENDER_FINISHED;
+	if (finished)
+		*rc = sender.rc;
+	sender.state = SENDER_IDLE;
+	sender.client = NULL;
+	pthread_mutex_unlock(&sender.mutex);
+	if (sender.running)
+		drain_pipe(sender.done_pipe[0]);
+	return finished;
+}
+
+static bool
+sender_has(CpHttpClient *client)
+{
+	return sender.running && sender.client == client;
+}
+
+static void
+sender_at_exit(int code, Datum arg)
+{
+	CURLcode	rc;
+
+	if (sender.client != NULL)
+		(void) sender_take_back(&rc);
+}
+
+static bool
+make_nonblocking_pipe(int fds[2])
+{
+	if (pipe(fds) != 0)
+		return false;
+	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0)
+	{
+		close(fds[0]);
+		close(fds[1]);
+		fds[0] = fds[1] = -1;
+		return false;
+	}
+	return true;
+}
+
+/* Start the thread once per process; false when there is none. */
+static bool
+sender_start(void)
+{
+	sigset_t	all,
+				old;
+	int			rc;
+
+	if (sender.tried)
+		return sender.running;
+	sender.tried = true;
+
+	if (!make_nonblocking_pipe(sender.wake_pipe))
+		return false;
+	if (!make_nonblocking_pipe(sender.done_pipe))
+		return false;
+	pthread_mutex_init(&sender.mutex, NULL);
+	pthread_cond_init(&sender.cond, NULL);
+
+	/* the thread inherits this mask: every signal stays with the backend */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	{
+		pthread_t	thread;
+
+		rc = pthread_create(&thread, NULL, sender_main, NULL);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+	{
+		ereport(LOG,
+				(errmsg("calabi_push could not start its sending thread (%s); sending from the worker",
+						strerror(rc))));
+		return false;
+	}
+	on_proc_exit(sender_at_exit, (Datum) 0);
+	sender.running = true;
+	return true;
+}
+
+/* Hand the attached transfer of the ingest handle to the thread. */
+static bool
+sender_hand_over(CpHttpClient *client)
+{
+	if (!sender_start())
+		return false;
+	Assert(sender.state == SENDER_IDLE);
+	pthread_mutex_lock(&sender.mutex);
+	sender.client = client;
+	sender.pause_requested = false;
+	sender.state = SENDER_DRIVING;
+	pthread_cond_broadcast(&sender.cond);
+	pthread_mutex_unlock(&sender.mutex);
+	return true;
+}
+
+/*
+ * Wait, responsive to interrupts, until the thread is done with client's
+ * transfer.  Returns true when it is over (*rc); false when it was taken
+ * back unfinished (an interrupt that did not end the call), for the worker
+ * to drive on.
+ */
+static bool
+sender_await(CpHttpClient *client, CURLcode *rc)
+{
+	if (client->sender_wes == NULL || client->sender_wes_latch != MyLatch)
+	{
+		if (client->sender_wes != NULL)
+			FreeWaitEventSet(client->sender_wes);
+		client->sender_wes = cp_create_wait_event_set(client->cxt, 3);
+		AddWaitEventToSet(client->sender_wes, WL_LATCH_SET, PGINVALID_SOCKET,
+						  MyLatch, NULL);
+		if (IsUnderPostmaster)
+			AddWaitEventToSet(client->sender_wes, WL_EXIT_ON_PM_DEATH,
+							  PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(client->sender_wes, WL_SOCKET_READABLE,
+						  sender.done_pipe[0], NULL, NULL);
+		client->sender_wes_latch = MyLatch;
+	}
+
+	for (;;)
+	{
+		WaitEvent	events[3];
+		int			nevents;
+		bool		over;
+
+		pthread_mutex_lock(&sender.mutex);
+		over = sender.state != SENDER_DRIVING;
+		pthread_mutex_unlock(&sender.mutex);
+		if (over)
+			return sender_take_back(rc);
+
+		nevents = WaitEventSetWait(client->sender_wes, CP_HTTP_MAX_WAIT_MS,
+								   events, lengthof(events), PG_WAIT_EXTENSION);
+		for (int i = 0; i < nevents; i++)
+			if (events[i].events & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+		if (InterruptPending)
+		{
+			/* it may longjmp: curl must be ours first */
+			bool		finished = sender_take_back(rc);
+
+			CHECK_FOR_INTERRUPTS();
+			return finished;
+		}
+	}
 }
 
 /* Drive the attached transfer to its end (see run_transfer). */
 static CURLcode
 transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 {
-	CURLMcode	mrc = CURLM_OK;
 	CURLcode	rc = CURLE_OK;
-	bool		done = false;
+	bool		done;
 	MemoryContext oldcxt;
 
 	Assert(client->attached == easy);
@@ -679,26 +1108,22 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 	 */
 	oldcxt = MemoryContextSwitchTo(client->caller_cxt);
 
-	/* a background start may have finished it already */
+	/* the thread, or a background start, may have finished it already */
+	if (sender_has(client))
 	{
-		CURLMsg    *msg;
-		int			left;
-
-		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
-			{
-				rc = msg->data.result;
-				done = true;
-			}
+		done = sender_await(client, &rc);
+		/* curl told the thread of socket changes: watch them afresh */
+		client->sockets_changed = true;
 	}
+	else
+		done = collect_done(client, easy, &rc);
 
 	while (!done)
 	{
 		WaitEvent	events[CP_HTTP_MAX_SOCKETS + 2];
+		CpReadySocket ready[CP_HTTP_MAX_SOCKETS + 2];
 		int			nevents;
-		int			running;
-		CURLMsg    *msg;
-		int			left;
+		int			nready = 0;
 
 		if (client->sockets_changed || client->wes == NULL ||
 			client->wes_latch != MyLatch)
@@ -714,7 +1139,7 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 		/* may longjmp: we are not inside curl */
 		CHECK_FOR_INTERRUPTS();
 
-		for (int i = 0; i < nevents && mrc == CURLM_OK; i++)
+		for (int i = 0; i < nevents; i++)
 		{
 			int			mask = 0;
 
@@ -724,60 +1149,11 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 				mask |= CURL_CSELECT_OUT;
 			if (mask == 0)
 				continue;
-			mrc = curl_multi_socket_action(client->multi, events[i].fd, mask,
-										   &running);
-			/* an earlier event of this round may have closed that socket */
-			if (mrc == CURLM_BAD_SOCKET)
-				mrc = CURLM_OK;
+			ready[nready].fd = events[i].fd;
+			ready[nready++].mask = mask;
 		}
-
-		/*
-		 * curl's timer is due (or the wait hit CP_HTTP_MAX_WAIT_MS, when
-		 * letting curl check its timers is harmless).
-		 */
-		if (mrc == CURLM_OK &&
-			(nevents == 0 ||
-			 (client->timer_armed &&
-			  monotonic_us() >= client->timer_deadline_us)))
-		{
-			long		timeout_ms;
-
-			mrc = curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT,
-										   0, &running);
-
-			/*
-			 * If our clock ran a little ahead of curl's, its timer has not
-			 * expired yet and it has nothing new to tell timer_cb: ask it,
-			 * so that we neither spin on a past deadline nor oversleep.
-			 */
-			if (mrc == CURLM_OK &&
-				curl_multi_timeout(client->multi, &timeout_ms) == CURLM_OK)
-				timer_cb(client->multi, timeout_ms, client);
-		}
-
-		if (mrc != CURLM_OK)
-		{
-			snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_socket_action: %s",
-					 curl_multi_strerror(mrc));
-			rc = CURLE_FAILED_INIT;
-			break;
-		}
-		if (client->sockets_overflow)
-		{
-			strlcpy(errbuf, "libcurl opened more sockets than expected",
-					CURL_ERROR_SIZE);
-			rc = CURLE_FAILED_INIT;
-			break;
-		}
-
-		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
-		{
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
-			{
-				rc = msg->data.result;
-				done = true;
-			}
-		}
+		done = drive_round(client, easy, ready, nready, nevents == 0, &rc,
+						   errbuf);
 	}
 
 	detach_transfer(client);
@@ -793,7 +1169,7 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 static CURLcode
 run_transfer(CpHttpClient *client, CURL *easy, char *errbuf)
 {
-	CURLcode	rc = transfer_begin(client, easy, errbuf, false);
+	CURLcode	rc = transfer_begin(client, easy, errbuf);
 
 	if (rc != CURLE_OK)
 		return rc;
@@ -1376,6 +1752,11 @@ client_cleanup(void *arg)
 		FreeWaitEventSet(client->wes);
 		client->wes = NULL;
 	}
+	if (client->sender_wes != NULL)
+	{
+		FreeWaitEventSet(client->sender_wes);
+		client->sender_wes = NULL;
+	}
 	wipe_string(client->cfg.token);
 	wipe_string(client->cfg.client_secret);
 	wipe_string(client->cfg.client_key);
@@ -1663,7 +2044,10 @@ cp_http_post_start(CpHttpClient *client, const CpHttpRequest *req)
 	{
 		prepare_batch(client, req);
 		reset_response(&client->response);
-		rc = transfer_begin(client, client->easy, client->errbuf, true);
+		/* the thread drives it; without one, the worker starts it */
+		rc = transfer_begin(client, client->easy, client->errbuf);
+		if (rc == CURLE_OK && !sender_hand_over(client))
+			transfer_kick(client);
 		if (rc != CURLE_OK)
 		{
 			end_transfer(client, client->easy);
