@@ -213,47 +213,46 @@ cp_delivery_commit_deferred(CpRun *run)
 }
 
 /*
- * The body for items [from, to) of batch under a new number: the lines the
- * compressor already holds when prepared, else compressed here.
+ * The request for items [from, to) of batch, under a new number.  gzip: the
+ * body is compressed into send->body (by the compressor when prepared, else
+ * here).  Uncompressed: the body is the lines where they are in the batch,
+ * then the STATE line in send->body; the batch stays untouched until the
+ * request is over.
  */
-static int
-build_body(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
-		   int64 batch_seq, StringInfo body)
-{
-	StringInfoData state;
-	int			start,
-				len;
-	int			records = cp_batch_lines(batch, from, to, &start, &len);
-
-	initStringInfo(&state);
-	cp_batch_state_line(batch, from, to, batch_seq, run->stream_names,
-						run->nstreams, &state);
-	if (prepared)
-		cp_compressor_finish(run->compressor, state.data, state.len, body);
-	else if (run->sync->gzip)
-		cp_gzip(batch->lines.data + start, len, state.data, state.len, body);
-	else
-	{
-		resetStringInfo(body);
-		appendBinaryStringInfo(body, batch->lines.data + start, len);
-		appendBinaryStringInfo(body, state.data, state.len);
-	}
-	pfree(state.data);
-	return records;
-}
-
-/* The request for items [from, to) of batch, under a new number. */
 static void
 prepare_send(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 			 CpSend *send)
 {
-	initStringInfo(&send->body);
+	StringInfoData state;
+	int			start,
+				len;
+
 	memset(&send->req, 0, sizeof(send->req));
 	send->req.batch_seq = next_batch_seq(run);
-	send->records = build_body(run, batch, from, to, prepared,
-							   send->req.batch_seq, &send->body);
-	send->req.body = send->body.data;
-	send->req.body_len = send->body.len;
+	send->records = cp_batch_lines(batch, from, to, &start, &len);
+
+	initStringInfo(&state);
+	cp_batch_state_line(batch, from, to, send->req.batch_seq, run->stream_names,
+						run->nstreams, &state);
+	if (prepared || run->sync->gzip)
+	{
+		initStringInfo(&send->body);
+		if (prepared)
+			cp_compressor_finish(run->compressor, state.data, state.len, &send->body);
+		else
+			cp_gzip(batch->lines.data + start, len, state.data, state.len, &send->body);
+		pfree(state.data);
+		send->req.body = send->body.data;
+		send->req.body_len = send->body.len;
+	}
+	else
+	{
+		send->body = state;
+		send->req.body = batch->lines.data + start;
+		send->req.body_len = len;
+		send->req.tail = send->body.data;
+		send->req.tail_len = send->body.len;
+	}
 	send->req.gzip = run->sync->gzip;
 	send->req.sync_name = run->sync->name;
 	send->req.sync_id = run->sync->id_text;
@@ -300,7 +299,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 		switch (result.outcome)
 		{
 			case CP_HTTP_ACCEPTED:
-				commit_ack(run, batch, from, to, records, body.len, retries);
+				commit_ack(run, batch, from, to, records,
+						   req.body_len + req.tail_len, retries);
 				cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 				pfree(body.data);
 				return;
@@ -338,11 +338,11 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 					if (to - from <= 1 || records <= 1)
 						cp_worker_stop_refused(run,
 											   psprintf("the endpoint refuses a batch of %d record(s), %zu bytes, as too large (HTTP 413); it cannot be split further",
-														records, req.body_len));
+														records, req.body_len + req.tail_len));
 					mid = from + (to - from) / 2;
 					ereport(LOG,
 							(errmsg("calabi_push sync \"%s\": batch " INT64_FORMAT " too large for the endpoint (%zu bytes), splitting it",
-									run->sync->name, req.batch_seq, req.body_len)));
+									run->sync->name, req.batch_seq, req.body_len + req.tail_len)));
 					/* the halves go first, in order, each under a new number */
 					*pending = lcons_int(mid, lcons_int(to, *pending));
 					*pending = lcons_int(from, lcons_int(mid, *pending));

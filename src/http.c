@@ -94,6 +94,16 @@ typedef struct CpHttpResponse
 	char		retry_after[64];	/* the header's value, trimmed */
 } CpHttpResponse;
 
+/* The body curl reads for the request in flight: body, then tail. */
+typedef struct CpHttpUpload
+{
+	const char *body;
+	size_t		body_len;
+	const char *tail;
+	size_t		tail_len;
+	size_t		pos;			/* next byte curl reads */
+} CpHttpUpload;
+
 /* A socket curl asked us to watch. */
 typedef struct CpHttpSocket
 {
@@ -125,6 +135,7 @@ struct CpHttpClient
 	char		token_errbuf[CURL_ERROR_SIZE];
 	CpHttpResponse response;
 	CpHttpResponse token_response;
+	CpHttpUpload upload;		/* of the ingest request in flight */
 
 	/* Written by the socket and timer callbacks, read between curl calls. */
 	CpHttpSocket sockets[CP_HTTP_MAX_SOCKETS];
@@ -434,6 +445,48 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	resp->body[resp->body_len] = '\0';
 	/* what we do not keep is read and dropped, not an error */
 	return n;
+}
+
+/*
+ * curl reads the body from where the caller wrote it, in two parts (an
+ * uncompressed batch's lines, then its STATE line): no copy of a batch is
+ * made just to send it.
+ */
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	CpHttpUpload *up = (CpHttpUpload *) userdata;
+	size_t		room = size * nitems;
+	size_t		n = 0;
+
+	while (room > 0 && up->pos < up->body_len + up->tail_len)
+	{
+		bool		in_body = up->pos < up->body_len;
+		const char *from = in_body ? up->body + up->pos :
+			up->tail + (up->pos - up->body_len);
+		size_t		left = in_body ? up->body_len - up->pos :
+			up->body_len + up->tail_len - up->pos;
+		size_t		k = Min(left, room);
+
+		memcpy(buffer + n, from, k);
+		n += k;
+		room -= k;
+		up->pos += k;
+	}
+	return n;
+}
+
+/* curl rewinds to resend (a reused connection found closed, say). */
+static int
+seek_cb(void *userdata, curl_off_t offset, int origin)
+{
+	CpHttpUpload *up = (CpHttpUpload *) userdata;
+
+	if (origin != SEEK_SET || offset < 0 ||
+		(size_t) offset > up->body_len + up->tail_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	up->pos = (size_t) offset;
+	return CURL_SEEKFUNC_OK;
 }
 
 static size_t
@@ -1251,6 +1304,7 @@ end_transfer(CpHttpClient *client, CURL *easy)
 	/* clearing an option cannot fail */
 	(void) curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
 	(void) curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+	memset(&client->upload, 0, sizeof(client->upload));
 	free_header_list(&client->headers);
 }
 
@@ -1836,6 +1890,12 @@ cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
 
 		setup_easy(client, &client->easy, c->url, client->errbuf,
 				   &client->response);
+		CP_SETOPT(client, client->easy, CURLOPT_READFUNCTION, read_cb);
+		CP_SETOPT(client, client->easy, CURLOPT_READDATA, (void *) &client->upload);
+		CP_SETOPT(client, client->easy, CURLOPT_SEEKFUNCTION, seek_cb);
+		CP_SETOPT(client, client->easy, CURLOPT_SEEKDATA, (void *) &client->upload);
+		/* batches are megabytes: fewer, larger reads */
+		CP_SETOPT(client, client->easy, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
 		if (client->oauth)
 		{
 			alloc_response(client, &client->token_response,
@@ -1873,7 +1933,8 @@ check_request(const CpHttpClient *client, const CpHttpRequest *req)
 {
 	if (req->sync_name == NULL || !header_safe(req->sync_name) ||
 		req->sync_id == NULL || !header_safe(req->sync_id) ||
-		req->batch_seq <= 0 || (req->body == NULL && req->body_len > 0))
+		req->batch_seq <= 0 || (req->body == NULL && req->body_len > 0) ||
+		(req->tail == NULL && req->tail_len > 0))
 		elog(ERROR, "invalid HTTP request for destination \"%s\"",
 			 dest_name(&client->cfg));
 }
@@ -1909,10 +1970,13 @@ prepare_batch(CpHttpClient *client, const CpHttpRequest *req)
 		pfree(auth);
 	}
 
-	CP_SETOPT(client, client->easy, CURLOPT_POSTFIELDS,
-			  req->body_len > 0 ? req->body : "");
+	client->upload.body = req->body;
+	client->upload.body_len = req->body_len;
+	client->upload.tail = req->tail;
+	client->upload.tail_len = req->tail_len;
+	client->upload.pos = 0;
 	CP_SETOPT(client, client->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-			  (curl_off_t) req->body_len);
+			  (curl_off_t) (req->body_len + req->tail_len));
 }
 
 /*

@@ -62,11 +62,17 @@ typedef struct CpHttpResult
 	char		message[512];
 } CpHttpResult;
 
-/* One protocol request: the body and the Calabi headers' values. */
+/*
+ * One protocol request: the body and the Calabi headers' values.  The body
+ * sent is body then tail (tail may be NULL): an uncompressed batch is sent
+ * from where its lines were written, its STATE line apart.
+ */
 typedef struct CpHttpRequest
 {
 	const char *body;
 	size_t		body_len;
+	const char *tail;
+	size_t		tail_len;
 	bool		gzip;			/* body is gzip: Content-Encoding: gzip */
 	const char *sync_name;
 	const char *sync_id;		/* uuid text */

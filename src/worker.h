@@ -75,7 +75,7 @@ typedef struct CpDeferredAck
 typedef struct CpSend
 {
 	bool		active;
-	StringInfoData body;
+	StringInfoData body;		/* gzip: the body; else the STATE line */
 	CpHttpRequest req;
 	int			records;
 } CpSend;

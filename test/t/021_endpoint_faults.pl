@@ -107,6 +107,28 @@ is_deeply([ sort { $a <=> $b } @ok_seqs ], \@ok_seqs, '413: accepted batches in 
 my %refused = map { $_->{batch_seq} => 1 } @too_large;
 ok(!(grep { $refused{$_} } @ok_seqs), '413: a refused number is never reused');
 
+# The same faults with uncompressed bodies, which are sent from the batch
+# where its lines were written, the STATE line apart: a retry and a split
+# send exactly the bytes a first attempt would.
+$node->safe_psql('postgres',
+	q{SELECT calabi_push.alter_destination('recv', options => '{"compression": "none"}')});
+$reqs = run_with_faults('uncompressed 503 storm',
+	{ kind => 'status', status => 503, count => 3 });
+ok(retried_same_number($reqs, 503), 'uncompressed 503 storm: the same bytes retried under the same number');
+ok(!(grep { defined $_->{headers}{'Content-Encoding'} } @$reqs),
+	'uncompressed: no Content-Encoding header');
+# 40 rows of about 100 bytes: gzip would make them a fifth of that
+ok((grep { ($_->{body_bytes} // 0) > 4000 } @$reqs),
+	'uncompressed: a 40-row body is the whole NDJSON');
+run_with_faults('uncompressed dropped connection', { kind => 'drop', count => 2 });
+$reqs = run_with_faults('uncompressed 413', { kind => 'max_bytes', bytes => 4000, count => -1 });
+@too_large = grep { ($_->{status} // 0) == 413 } @$reqs;
+ok(scalar(@too_large) >= 1, 'uncompressed 413: some batches were too large');
+@ok_seqs = map { $_->{batch_seq} } grep { ($_->{status} // 0) == 200 } @$reqs;
+is_deeply([ sort { $a <=> $b } @ok_seqs ], \@ok_seqs, 'uncompressed 413: accepted batches in order');
+$node->safe_psql('postgres',
+	q{SELECT calabi_push.alter_destination('recv', options => '{"compression": null}')});
+
 # 400: the sync stops in error; nothing of that batch is checkpointed
 $recv->clear_faults;
 $recv->fault({ kind => 'refuse', status => 400, error => 'stream t is closed', count => -1 });
