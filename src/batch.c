@@ -63,12 +63,20 @@ cp_batch_line_begin(CpBatch *batch)
 void
 cp_batch_line_end(CpBatch *batch, int start, int stream, bool is_record)
 {
+	appendStringInfoCharMacro(&batch->lines, '\n');
+	cp_batch_line_written(batch, start, batch->lines.len - start, stream,
+						  is_record);
+}
+
+void
+cp_batch_line_written(CpBatch *batch, int start, int len, int stream,
+					  bool is_record)
+{
 	CpBatchItem *item;
 
-	appendStringInfoCharMacro(&batch->lines, '\n');
 	item = new_item(batch, stream);
 	item->line_off = start;
-	item->line_len = batch->lines.len - start;
+	item->line_len = len;
 	item->is_record = is_record;
 	if (is_record)
 		batch->nrecords++;

@@ -49,6 +49,9 @@ extern void cp_batch_reset(CpBatch *batch);
 extern int	cp_batch_line_begin(CpBatch *batch);
 extern void cp_batch_line_end(CpBatch *batch, int start, int stream,
 							  bool is_record);
+/* The same for a line already in batch->lines with its '\n': len bytes. */
+extern void cp_batch_line_written(CpBatch *batch, int start, int len,
+								  int stream, bool is_record);
 /* The state the stream of the last item reaches (a JSON object). */
 extern void cp_batch_set_state(CpBatch *batch, const char *state, int len);
 /* An item that only moves a stream's state. */

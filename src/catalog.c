@@ -62,11 +62,50 @@ end(void)
 	pgstat_report_stat(false);
 }
 
+/*
+ * The worker runs the same few statements for every batch: each is parsed
+ * and planned once per process, and kept (plancache replans it should the
+ * catalog change).  Keyed by the statement's address: every caller passes
+ * a literal.
+ */
+#define PLAN_CACHE_SIZE 64
+
+static struct
+{
+	const char *sql;
+	SPIPlanPtr	plan;
+}			plan_cache[PLAN_CACHE_SIZE];
+static int	plan_cache_used = 0;
+
+static SPIPlanPtr
+cached_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < plan_cache_used; i++)
+		if (plan_cache[i].sql == sql)
+			return plan_cache[i].plan;
+	if (plan_cache_used == PLAN_CACHE_SIZE)
+		return NULL;
+	plan = SPI_prepare(sql, nargs, types);
+	if (plan == NULL)
+		elog(ERROR, "calabi_push catalog query could not be prepared (%s): %s",
+			 SPI_result_code_string(SPI_result), sql);
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	plan_cache[plan_cache_used].sql = sql;
+	plan_cache[plan_cache_used].plan = plan;
+	plan_cache_used++;
+	return plan;
+}
+
 static void
 exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL,
-										   false, 0);
+	SPIPlanPtr	plan = cached_plan(sql, nargs, types);
+	int			rc = plan != NULL ?
+		SPI_execute_plan(plan, values, NULL, false, 0) :
+		SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
 
 	if (rc != expected)
 		elog(ERROR, "calabi_push catalog query failed (%s): %s",

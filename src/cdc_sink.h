@@ -26,8 +26,10 @@ typedef struct CpCdcSink
 	void	   *arg;
 	/* a transaction begins replaying; the sink may set ctxn's observer */
 	void		(*begin) (void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn);
-	/* the lines of one change (or truncate) of rel, '\n'-terminated */
-	void		(*lines) (void *arg, Oid relid, StringInfo lines);
+	/* where the lines of the next change go: written in place, no copy */
+	StringInfo	(*buffer) (void *arg);
+	/* the lines of one change (or truncate) of rel, '\n'-terminated: buf from start */
+	void		(*lines) (void *arg, Oid relid, StringInfo buf, int start);
 	void		(*commit) (void *arg, ReorderBufferTXN *txn);
 	/* a non-transactional logical message: no catalog access here */
 	void		(*message) (void *arg, XLogRecPtr lsn, const char *prefix,

@@ -162,29 +162,35 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 }
 
 static void
-sink_lines(void *arg, Oid relid, StringInfo lines)
+sink_lines(void *arg, Oid relid, StringInfo buf, int start)
 {
 	CpRun	   *run = arg;
 	CpCdcRun   *cdc = run->cdc;
 	int			idx = cp_cdc_stream_index(run, relid);
-	const char *p = lines->data;
-	const char *end = lines->data + lines->len;
+	CpBatch    *batch = run->batch;
+	const char *p = buf->data + start;
+	const char *end = buf->data + buf->len;
 
+	Assert(buf == &batch->lines);
 	if (idx < 0)
+	{
+		/* not ours after all: the lines go */
+		buf->len = start;
+		buf->data[start] = '\0';
 		return;
+	}
+	/* the lines were written into the batch: each becomes an item */
 	while (p < end)
 	{
 		const char *nl = memchr(p, '\n', end - p);
-		const char *stop = nl != NULL ? nl : end;
-		CpBatch    *batch = run->batch;
-		int			start = cp_batch_line_begin(batch);
+		const char *next = nl != NULL ? nl + 1 : end;
 		static const char record[] = "{\"type\":\"RECORD\"";
 
-		appendBinaryStringInfo(&batch->lines, p, stop - p);
-		cp_batch_line_end(batch, start, idx,
-						  stop - p > (int) sizeof(record) - 1 &&
-						  memcmp(p, record, sizeof(record) - 1) == 0);
-		p = nl != NULL ? nl + 1 : end;
+		Assert(nl != NULL);
+		cp_batch_line_written(batch, p - buf->data, next - p, idx,
+							  next - p > (int) sizeof(record) &&
+							  memcmp(p, record, sizeof(record) - 1) == 0);
+		p = next;
 	}
 	cdc->txn_touched[idx] = true;
 
@@ -200,6 +206,26 @@ sink_lines(void *arg, Oid relid, StringInfo lines)
 		if (cp_delivery_batch_at_limit(run))
 			cp_delivery_flush(run, false);
 	}
+}
+
+/*
+ * The batch being read: a change's lines are written there.  Anything past
+ * its last item (a change an error interrupted) is dropped first.
+ */
+static StringInfo
+sink_buffer(void *arg)
+{
+	CpRun	   *run = arg;
+	CpBatch    *batch = run->batch;
+	int			end = batch->nitems > 0 ?
+		batch->items[batch->nitems - 1].line_off + batch->items[batch->nitems - 1].line_len : 0;
+
+	if (batch->lines.len != end)
+	{
+		batch->lines.len = end;
+		batch->lines.data[end] = '\0';
+	}
+	return &batch->lines;
 }
 
 static void
@@ -324,6 +350,7 @@ cp_cdc_run(CpRun *run)
 	run->cdc = cdc;
 	cdc->sink.arg = run;
 	cdc->sink.begin = sink_begin;
+	cdc->sink.buffer = sink_buffer;
 	cdc->sink.lines = sink_lines;
 	cdc->sink.commit = sink_commit;
 	cdc->sink.message = sink_message;

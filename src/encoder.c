@@ -370,7 +370,25 @@ encode_text(StringInfo buf, Datum value)
 static void
 encode_numeric(StringInfo buf, Datum value)
 {
-	Numeric		num = DatumGetNumeric(value);
+	/* a short-header numeric in place of DatumGetNumeric's palloc'd copy */
+	union
+	{
+		int32		align;
+		char		bytes[VARHDRSZ + 128];
+	}			local;
+	Pointer		ptr = DatumGetPointer(value);
+	Numeric		num;
+
+	if (VARATT_IS_SHORT(ptr))
+	{
+		Size		len = VARSIZE_SHORT(ptr) - VARHDRSZ_SHORT;
+
+		SET_VARSIZE(local.bytes, len + VARHDRSZ);
+		memcpy(VARDATA(local.bytes), VARDATA_SHORT(ptr), len);
+		num = (Numeric) local.bytes;
+	}
+	else
+		num = DatumGetNumeric(value);
 
 	if (numeric_is_nan(num) || numeric_is_inf(num))
 		APPEND_LITERAL(buf, "null");
@@ -383,7 +401,7 @@ encode_numeric(StringInfo buf, Datum value)
 		appendStringInfoString(buf, s);
 		pfree(s);
 	}
-	if ((Pointer) num != DatumGetPointer(value))
+	if ((Pointer) num != ptr && (Pointer) num != local.bytes)
 		pfree(num);
 }
 
@@ -411,42 +429,70 @@ encode_date(StringInfo buf, DateADT date)
 static void
 encode_timestamp(StringInfo buf, Timestamp ts, bool with_zone)
 {
-	struct pg_tm tm;
-	fsec_t		fsec;
+	/*
+	 * The date part of the day last encoded ("YYYY-MM-DD"): the rows of a
+	 * load or a transaction mostly share their days, and the calendar
+	 * arithmetic is half of the cost.  The time of day is plain division,
+	 * as timestamp2tm does it.
+	 */
+	static int64 cached_day = PG_INT64_MIN;
+	static char cached_date[16];
+	static int	cached_date_len;
+	static bool cached_bc;
+	int64		day;
+	int64		tod;
 	char	   *p;
-	bool		bc;
 
 	if (TIMESTAMP_NOT_FINITE(ts))
 	{
 		APPEND_LITERAL(buf, "null");
 		return;
 	}
-	/* no zone argument: the broken-down time is UTC */
-	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
+	day = ts / USECS_PER_DAY;
+	tod = ts % USECS_PER_DAY;
+	if (tod < 0)
+	{
+		tod += USECS_PER_DAY;
+		day--;
+	}
+	if (day != cached_day)
+	{
+		struct pg_tm tm;
+		fsec_t		fsec;
 
-	bc = tm.tm_year <= 0;
+		/* no zone argument: the broken-down time is UTC */
+		if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("timestamp out of range")));
+		cached_bc = tm.tm_year <= 0;
+		p = put_uint_padded(cached_date, cached_bc ? -(tm.tm_year - 1) : tm.tm_year, 4);
+		*p++ = '-';
+		p = put_uint_padded(p, tm.tm_mon, 2);
+		*p++ = '-';
+		p = put_uint_padded(p, tm.tm_mday, 2);
+		cached_date_len = p - cached_date;
+		cached_day = day;
+	}
+
 	enlargeStringInfo(buf, 48);
 	p = buf->data + buf->len;
 	*p++ = '"';
-	p = put_uint_padded(p, bc ? -(tm.tm_year - 1) : tm.tm_year, 4);
-	*p++ = '-';
-	p = put_uint_padded(p, tm.tm_mon, 2);
-	*p++ = '-';
-	p = put_uint_padded(p, tm.tm_mday, 2);
+	memcpy(p, cached_date, cached_date_len);
+	p += cached_date_len;
 	*p++ = 'T';
-	p = put_uint_padded(p, tm.tm_hour, 2);
+	p = put_uint_padded(p, (int) (tod / USECS_PER_HOUR), 2);
+	tod %= USECS_PER_HOUR;
 	*p++ = ':';
-	p = put_uint_padded(p, tm.tm_min, 2);
+	p = put_uint_padded(p, (int) (tod / USECS_PER_MINUTE), 2);
+	tod %= USECS_PER_MINUTE;
 	*p++ = ':';
-	p = put_uint_padded(p, tm.tm_sec, 2);
+	p = put_uint_padded(p, (int) (tod / USECS_PER_SEC), 2);
 	*p++ = '.';
-	p = put_uint_padded(p, fsec, 6);
+	p = put_uint_padded(p, (int) (tod % USECS_PER_SEC), 6);
 	if (with_zone)
 		*p++ = 'Z';
-	if (bc)
+	if (cached_bc)
 	{
 		memcpy(p, " BC", 3);
 		p += 3;

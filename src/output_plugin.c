@@ -209,7 +209,7 @@ cp_shutdown(LogicalDecodingContext *ctx)
 	cp_cdc_relcache_destroy();
 }
 
-static void write_lines(LogicalDecodingContext *ctx, StringInfo lines);
+static void write_lines(LogicalDecodingContext *ctx, StringInfo buf, int start);
 
 static void
 cp_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
@@ -243,22 +243,32 @@ cp_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 							 message_size, message);
 }
 
-/* The lines of a change: to the sink, or written one per row. */
-static void
-emit_lines(LogicalDecodingContext *ctx, Oid relid, StringInfo lines)
+/* Where a change's lines are made: the sink's buffer, or our own. */
+static StringInfo
+lines_buffer(CpPluginState *state)
 {
 	if (cp_cdc_sink != NULL)
-		cp_cdc_sink->lines(cp_cdc_sink->arg, relid, lines);
+		return cp_cdc_sink->buffer(cp_cdc_sink->arg);
+	resetStringInfo(&state->lines);
+	return &state->lines;
+}
+
+/* The lines of a change, buf from start: to the sink, or one row each. */
+static void
+emit_lines(LogicalDecodingContext *ctx, Oid relid, StringInfo buf, int start)
+{
+	if (cp_cdc_sink != NULL)
+		cp_cdc_sink->lines(cp_cdc_sink->arg, relid, buf, start);
 	else
-		write_lines(ctx, lines);
+		write_lines(ctx, buf, start);
 }
 
 /* One write, so one row of the SQL functions, per line. */
 static void
-write_lines(LogicalDecodingContext *ctx, StringInfo lines)
+write_lines(LogicalDecodingContext *ctx, StringInfo buf, int start)
 {
-	const char *p = lines->data;
-	const char *end = lines->data + lines->len;
+	const char *p = buf->data + start;
+	const char *end = buf->data + buf->len;
 
 	while (p < end)
 	{
@@ -279,12 +289,13 @@ cp_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 {
 	CpPluginState *state = ctx->output_plugin_private;
 	MemoryContext oldcxt = MemoryContextSwitchTo(state->change_cxt);
+	/* the sink's, or one buffer for every change: no allocation per change */
+	StringInfo	buf = lines_buffer(state);
+	int			start = buf->len;
 
-	/* one buffer for every change: no allocation per change for it */
-	resetStringInfo(&state->lines);
-	if (cp_cdc_append_change(&state->lines, &state->txn, relation, change) > 0)
-		emit_lines(ctx, RelationGetRelid(relation), &state->lines);
-	/* a huge row grew it: give the memory back */
+	if (cp_cdc_append_change(buf, &state->txn, relation, change) > 0)
+		emit_lines(ctx, RelationGetRelid(relation), buf, start);
+	/* a huge row grew ours: give the memory back */
 	if (state->lines.maxlen > LINES_KEEP_BYTES)
 	{
 		MemoryContext cxt = GetMemoryChunkContext(state->lines.data);
@@ -305,16 +316,14 @@ cp_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 {
 	CpPluginState *state = ctx->output_plugin_private;
 	MemoryContext oldcxt = MemoryContextSwitchTo(state->change_cxt);
-	StringInfoData lines;
-	int			nlines = 0;
 
-	initStringInfo(&lines);
 	for (int i = 0; i < nrelations; i++)
 	{
-		nlines = cp_cdc_append_truncate(&lines, &state->txn, relations[i]);
-		if (nlines > 0)
-			emit_lines(ctx, RelationGetRelid(relations[i]), &lines);
-		resetStringInfo(&lines);
+		StringInfo	buf = lines_buffer(state);
+		int			start = buf->len;
+
+		if (cp_cdc_append_truncate(buf, &state->txn, relations[i]) > 0)
+			emit_lines(ctx, RelationGetRelid(relations[i]), buf, start);
 	}
 
 	MemoryContextSwitchTo(oldcxt);
