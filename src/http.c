@@ -39,6 +39,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -951,6 +953,15 @@ sender_drive(CpHttpClient *client, CURLcode *rc)
 static void *
 sender_main(void *arg)
 {
+#ifdef __linux__
+	/*
+	 * Yield to the worker (and to the server's backends) when cores are
+	 * short: the worker is what the sync's pace depends on, and it waits
+	 * for the thread only when a second batch must go.  Linux gives each
+	 * thread its own nice value.
+	 */
+	(void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), 5);
+#endif
 	pthread_mutex_lock(&sender.mutex);
 	for (;;)
 	{

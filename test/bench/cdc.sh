@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cp_cluster_start "$dir" 5493 "shared_buffers = '1GB'" "max_wal_size = '4GB'" \
-	"max_replication_slots = 20" "track_commit_timestamp = off"
+	"max_replication_slots = 40" "max_worker_processes = 32" "track_commit_timestamp = off"
 cp_allow_output_plugins calabi_push, wal2json
 
 cp_log "starting the receiver (--no-store)"
