@@ -758,6 +758,18 @@ typedef struct CpReadySocket
 	int			mask;
 } CpReadySocket;
 
+/* Note that a wait found fd ready to read and/or write. */
+static void
+note_ready(CpReadySocket *ready, int *nready, curl_socket_t fd, bool in,
+		   bool out)
+{
+	if (!in && !out)
+		return;
+	ready[*nready].fd = fd;
+	ready[*nready].mask = (in ? CURL_CSELECT_IN : 0) | (out ? CURL_CSELECT_OUT : 0);
+	(*nready)++;
+}
+
 /*
  * One round of curl's work after a wait: the ready sockets, then its timer
  * when due (or when the wait timed out, when letting curl check its timers
@@ -930,19 +942,11 @@ sender_drive(CpHttpClient *client, CURLcode *rc)
 		}
 		for (int i = 1; i < nfds; i++)
 		{
-			int			mask = 0;
-
 			/* an error or hangup: let curl try what it asked for, and fail */
 			if (fds[i].revents & (POLLERR | POLLHUP | POLLNVAL))
 				fds[i].revents |= fds[i].events;
-			if (fds[i].revents & POLLIN)
-				mask |= CURL_CSELECT_IN;
-			if (fds[i].revents & POLLOUT)
-				mask |= CURL_CSELECT_OUT;
-			if (mask == 0)
-				continue;
-			ready[nready].fd = fds[i].fd;
-			ready[nready++].mask = mask;
+			note_ready(ready, &nready, fds[i].fd, fds[i].revents & POLLIN,
+					   fds[i].revents & POLLOUT);
 		}
 		if (drive_round(client, client->easy, ready, nready, n <= 0 && nready == 0,
 						rc, client->errbuf))
@@ -1204,18 +1208,9 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 		CHECK_FOR_INTERRUPTS();
 
 		for (int i = 0; i < nevents; i++)
-		{
-			int			mask = 0;
-
-			if (events[i].events & WL_SOCKET_READABLE)
-				mask |= CURL_CSELECT_IN;
-			if (events[i].events & WL_SOCKET_WRITEABLE)
-				mask |= CURL_CSELECT_OUT;
-			if (mask == 0)
-				continue;
-			ready[nready].fd = events[i].fd;
-			ready[nready++].mask = mask;
-		}
+			note_ready(ready, &nready, events[i].fd,
+					   events[i].events & WL_SOCKET_READABLE,
+					   events[i].events & WL_SOCKET_WRITEABLE);
 		done = drive_round(client, easy, ready, nready, nevents == 0, &rc,
 						   errbuf);
 	}
