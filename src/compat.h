@@ -25,6 +25,17 @@
 #endif
 
 /*
+ * A uniform random number in [0, 1), for retry jitter: PG15's pg_prng, or
+ * the random() that PG14 seeds in every backend.
+ */
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#define cp_random_fraction() pg_prng_double(&pg_global_prng_state)
+#else
+#define cp_random_fraction() ((double) random() / ((double) MAX_RANDOM_VALUE + 1))
+#endif
+
+/*
  * Materialized set-returning functions of a scalar type (the result row
  * shape is the executor's expectedDesc): PG15 introduced SetSingleFuncCall,
  * renamed InitMaterializedSRF in PG16 (and kept under both names in later

@@ -30,11 +30,11 @@
  */
 #include "postgres.h"
 
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "compressor.h"
 #include "worker.h"
 
@@ -115,7 +115,7 @@ backoff_ms(CpRun *run, int attempt)
 		delay *= 2;
 	delay = Min(delay, run->sync->max_backoff_ms);
 	/* jitter: 75% to 125%, so that many senders do not retry in step */
-	return delay * 3 / 4 + (int64) (pg_prng_double(&pg_global_prng_state) * delay / 2);
+	return delay * 3 / 4 + (int64) (cp_random_fraction() * delay / 2);
 }
 
 /* Checkpoint what [from, to) reached. */
