@@ -699,6 +699,22 @@ wait_timeout_ms(CpHttpClient *client)
 	return (long) Min((remaining_us + 999) / 1000, CP_HTTP_MAX_WAIT_MS);
 }
 
+/*
+ * Block every signal of this thread, the old mask into *old, around a call
+ * into curl that may connect: curl's threaded resolver starts its thread
+ * there, and a thread inherits its creator's mask, so that the backend's
+ * signals can then only reach the worker's own thread (one arriving
+ * meanwhile waits until the mask is restored).
+ */
+static void
+block_signals(sigset_t *old)
+{
+	sigset_t	all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, old);
+}
+
 /* Attach easy to the multi handle. */
 static CURLcode
 transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf)
@@ -729,9 +745,12 @@ static void
 transfer_kick(CpHttpClient *client)
 {
 	int			running;
+	sigset_t	old;
 
+	block_signals(&old);
 	(void) curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0,
 									&running);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Has curl finished easy?  Then *rc is its result. */
@@ -782,6 +801,9 @@ drive_round(CpHttpClient *client, CURL *easy, const CpReadySocket *ready,
 {
 	CURLMcode	mrc = CURLM_OK;
 	int			running;
+	sigset_t	old;
+
+	block_signals(&old);
 
 	for (int i = 0; i < nready && mrc == CURLM_OK; i++)
 	{
@@ -810,6 +832,7 @@ drive_round(CpHttpClient *client, CURL *easy, const CpReadySocket *ready,
 			curl_multi_timeout(client->multi, &timeout_ms) == CURLM_OK)
 			timer_cb(client->multi, timeout_ms, client);
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	if (mrc != CURLM_OK)
 	{
@@ -1055,8 +1078,7 @@ make_nonblocking_pipe(int fds[2])
 static bool
 sender_start(void)
 {
-	sigset_t	all,
-				old;
+	sigset_t	old;
 	int			rc;
 
 	if (sender.tried)
@@ -1071,8 +1093,7 @@ sender_start(void)
 	pthread_cond_init(&sender.cond, NULL);
 
 	/* the thread inherits this mask: every signal stays with the backend */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	block_signals(&old);
 	{
 		pthread_t	thread;
 
