@@ -111,6 +111,24 @@ SELECT f.label, p.j->>'n' = f.n::text AS n_exact, p.j->>'n10_2' = f.n10_2::text 
  WHERE f.label NOT IN ('NaN', 'Infinity', '-Infinity', 'null')
  ORDER BY p.n;
 
+-- a numeric stored out of line (STORAGE EXTERNAL: a TOAST pointer, not an
+-- inline value) and one compressed inline: read and written like any other
+CREATE TABLE numerics_toasted (label text, n numeric);
+ALTER TABLE numerics_toasted ALTER COLUMN n SET STORAGE EXTERNAL;
+INSERT INTO numerics_toasted VALUES
+  ('5000 digits, external', repeat('9', 5000)::numeric),
+  ('short, inline', 1.5);
+CREATE TABLE numerics_compressed (label text, n numeric);
+INSERT INTO numerics_compressed VALUES ('7000 digits, compressed', repeat('1', 7000)::numeric);
+SELECT f.label, pg_column_size(f.n) AS stored_bytes, length(p.j->>'n') AS json_digits,
+       p.j->>'n' = f.n::text AS exact
+  FROM calabi_push.preview('numerics_toasted', NULL) WITH ORDINALITY p(j, n)
+  JOIN numerics_toasted f ON f.label = p.j->>'label'
+ ORDER BY p.n;
+SELECT f.label, length(p.j->>'n') AS json_digits, p.j->>'n' = f.n::text AS exact
+  FROM calabi_push.preview('numerics_compressed', NULL) p(j)
+  JOIN numerics_compressed f ON f.label = p.j->>'label';
+
 -- arrays of these: element by element with the element type's rule
 -- (numeric[] with a NaN -> [1.0,null]); NULL elements null
 CREATE TABLE number_arrays (label text, a2 smallint[], a4 integer[], a8 bigint[],

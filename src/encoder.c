@@ -370,7 +370,10 @@ encode_text(StringInfo buf, Datum value)
 static void
 encode_numeric(StringInfo buf, Datum value)
 {
-	/* a short-header numeric in place of DatumGetNumeric's palloc'd copy */
+	/*
+	 * A short-header numeric in place of DatumGetNumeric's palloc'd copy.
+	 * A TOAST pointer has a one-byte header too: it goes the long way.
+	 */
 	union
 	{
 		int32		align;
@@ -379,7 +382,7 @@ encode_numeric(StringInfo buf, Datum value)
 	Pointer		ptr = DatumGetPointer(value);
 	Numeric		num;
 
-	if (VARATT_IS_SHORT(ptr))
+	if (VARATT_IS_SHORT(ptr) && !VARATT_IS_EXTERNAL(ptr))
 	{
 		Size		len = VARSIZE_SHORT(ptr) - VARHDRSZ_SHORT;
 

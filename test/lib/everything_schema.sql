@@ -11,6 +11,8 @@ CREATE TABLE everything (
   nm name, dt date, ts timestamp, tz timestamptz, tm time, ttz timetz,
   iv interval, js json, jb jsonb, u uuid, ip inet, e mood, p pair,
   rg tsrange, pt point, h hstore, ia int[], ta text[][], dom posint, o oid,
-  ext text);
--- stored out of line and uncompressed: decoding must reassemble it
+  ext text, next numeric);
+-- stored out of line and uncompressed: decoding must reassemble them (a
+-- numeric's TOAST pointer has a one-byte header like a short value's)
 ALTER TABLE everything ALTER COLUMN ext SET STORAGE EXTERNAL;
+ALTER TABLE everything ALTER COLUMN next SET STORAGE EXTERNAL;
