@@ -1058,6 +1058,14 @@ sender_at_exit(int code, Datum arg)
 		(void) sender_take_back(&rc);
 }
 
+static void
+close_pipe(int fds[2])
+{
+	close(fds[0]);
+	close(fds[1]);
+	fds[0] = fds[1] = -1;
+}
+
 static bool
 make_nonblocking_pipe(int fds[2])
 {
@@ -1066,9 +1074,10 @@ make_nonblocking_pipe(int fds[2])
 	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 ||
 		fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0)
 	{
-		close(fds[0]);
-		close(fds[1]);
-		fds[0] = fds[1] = -1;
+		int			save_errno = errno;
+
+		close_pipe(fds);
+		errno = save_errno;
 		return false;
 	}
 	return true;
@@ -1086,9 +1095,18 @@ sender_start(void)
 	sender.tried = true;
 
 	if (!make_nonblocking_pipe(sender.wake_pipe))
+	{
+		ereport(LOG,
+				(errmsg("calabi_push could not make a pipe for its sending thread: %m; sending from the worker")));
 		return false;
+	}
 	if (!make_nonblocking_pipe(sender.done_pipe))
+	{
+		ereport(LOG,
+				(errmsg("calabi_push could not make a pipe for its sending thread: %m; sending from the worker")));
+		close_pipe(sender.wake_pipe);
 		return false;
+	}
 	pthread_mutex_init(&sender.mutex, NULL);
 	pthread_cond_init(&sender.cond, NULL);
 
@@ -1105,9 +1123,12 @@ sender_start(void)
 		ereport(LOG,
 				(errmsg("calabi_push could not start its sending thread (%s); sending from the worker",
 						strerror(rc))));
+		close_pipe(sender.wake_pipe);
+		close_pipe(sender.done_pipe);
 		return false;
 	}
-	on_proc_exit(sender_at_exit, (Datum) 0);
+	/* early among the exit callbacks: before anything else is let go */
+	before_shmem_exit(sender_at_exit, (Datum) 0);
 	sender.running = true;
 	return true;
 }
@@ -1116,9 +1137,9 @@ sender_start(void)
 static bool
 sender_hand_over(CpHttpClient *client)
 {
-	if (!sender_start())
+	/* one transfer at a time: while another client's is there, send here */
+	if (!sender_start() || sender.client != NULL)
 		return false;
-	Assert(sender.state == SENDER_IDLE);
 	pthread_mutex_lock(&sender.mutex);
 	sender.client = client;
 	sender.pause_requested = false;
