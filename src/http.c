@@ -27,6 +27,10 @@
  * destruction, detaches it first; per-request memory is in a context that
  * every call resets.
  *
+ * A batch started in the background (cp_http_post_start) is driven by a
+ * helper thread instead, while the worker reads on; see "The sending
+ * thread" below for what it may touch and when the worker takes it back.
+ *
  * Secrets (the static token, the OAuth2 client secret and access tokens, the
  * client key) never appear in a message; buffers that held one are wiped.
  *
@@ -642,14 +646,14 @@ check_multi_setopt(const CpHttpClient *client, CURLMcode rc,
  * ---------------------------------------------------------------------
  */
 
+static bool sender_has(CpHttpClient *client);
+static bool sender_take_back(CURLcode *rc);
+
 /*
  * Take out of the multi handle a transfer that an interrupt left there.
  * curl closes its connection (it was mid-request) and tells the socket
  * callback; the easy handle is ready for a new request.
  */
-static bool sender_has(CpHttpClient *client);
-static bool sender_take_back(CURLcode *rc);
-
 static void
 detach_transfer(CpHttpClient *client)
 {
