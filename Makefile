@@ -22,6 +22,7 @@ OBJS = \
 	src/full_refresh.o \
 	src/http.o \
 	src/launcher.o \
+	src/management.o \
 	src/output_plugin.o \
 	src/preview.o \
 	src/shmem.o \

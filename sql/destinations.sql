@@ -30,12 +30,15 @@ SELECT p.oid::regprocedure AS executable_without_a_grant
    AND has_function_privilege('cp_dest_nobody', p.oid, 'EXECUTE');
 SELECT has_table_privilege('cp_dest_nobody', 'calabi_push.destinations', 'SELECT') AS nobody_reads_view;
 
--- every management function runs as its owner with a fixed search_path;
--- those that take secrets keep failing statements out of the server log
-SELECT p.proname, p.prosecdef, p.proconfig
-  FROM pg_proc p
+-- the public functions are C entry points that run as the caller (they
+-- take its identity); their _-prefixed implementations run as the owner with
+-- a fixed search_path, and those that take secrets keep failing statements
+-- out of the server log
+SELECT p.proname, l.lanname, p.prosecdef, p.proconfig
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'calabi_push'::regnamespace
-   AND p.proname IN ('create_destination', 'alter_destination', 'drop_destination')
+   AND (p.proname IN ('create_destination', 'alter_destination', 'drop_destination')
+        OR p.proname IN (SELECT '_' || n FROM unnest(ARRAY['create_destination', 'alter_destination', 'drop_destination']) n))
  ORDER BY 1;
 
 ------------------------------------------------------------------------------

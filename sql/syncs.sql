@@ -59,10 +59,13 @@ SET ROLE cp_sync_nobody;
 SELECT calabi_push.create_sync('nope', 'sync-dest', NULL);
 SELECT calabi_push.start_sync('nope');
 RESET ROLE;
-SELECT p.proname, p.prosecdef, p.proconfig
-  FROM pg_proc p
+-- the public functions are C entry points that run as the caller (they
+-- take its identity); their _-prefixed implementations run as the owner
+SELECT p.proname, l.lanname, p.prosecdef, p.proconfig
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'calabi_push'::regnamespace
-   AND p.proname IN ('create_sync', 'start_sync', 'stop_sync', 'resync', 'drop_sync')
+   AND (p.proname IN ('create_sync', 'start_sync', 'stop_sync', 'resync', 'drop_sync')
+        OR p.proname IN (SELECT '_' || n FROM unnest(ARRAY['create_sync', 'start_sync', 'stop_sync', 'resync', 'drop_sync']) n))
  ORDER BY 1;
 
 ------------------------------------------------------------------------------
@@ -504,3 +507,36 @@ DROP SERVER cp_sync_server;
 DROP FOREIGN DATA WRAPPER cp_sync_fdw;
 DROP OWNED BY cp_sync_admin, cp_sync_reader, cp_sync_stranger, cp_sync_nobody;
 DROP ROLE cp_sync_admin, cp_sync_reader, cp_sync_stranger, cp_sync_nobody;
+
+------------------------------------------------------------------------------
+-- the identity a management function acts for cannot be borrowed: not by
+-- calling the implementation directly, not from inside a security-restricted
+-- operation (here an index expression's function during CREATE INDEX and
+-- ANALYZE, which run it as the table's owner), even for a superuser
+CREATE TABLE cp_planted_t (i int);
+CREATE ROLE cp_sync_direct;
+GRANT USAGE ON SCHEMA calabi_push TO cp_sync_direct;
+GRANT EXECUTE ON FUNCTION calabi_push.create_sync(text, text, regclass[], text, text, jsonb)
+  TO cp_sync_direct;
+SET ROLE cp_sync_direct;
+SELECT calabi_push._create_sync('direct', 'sync-dest', ARRAY['cp_planted_t']::regclass[]);
+SELECT calabi_push._caller();
+RESET ROLE;
+CREATE FUNCTION cp_planted(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  PERFORM calabi_push.create_sync('planted', 'sync-dest', ARRAY['cp_planted_t']::regclass[]);
+  RETURN i;
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE NOTICE 'refused: %', SQLERRM;
+  RETURN i;
+END $$;
+INSERT INTO cp_planted_t VALUES (1);
+CREATE INDEX ON cp_planted_t (cp_planted(i));
+ANALYZE cp_planted_t;
+SELECT count(*) AS planted_syncs FROM calabi_push.sync_status WHERE name = 'planted';
+DROP TABLE cp_planted_t;
+DROP FUNCTION cp_planted(int);
+REVOKE ALL ON SCHEMA calabi_push FROM cp_sync_direct;
+REVOKE ALL ON FUNCTION calabi_push.create_sync(text, text, regclass[], text, text, jsonb)
+  FROM cp_sync_direct;
+DROP ROLE cp_sync_direct;

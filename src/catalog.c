@@ -15,6 +15,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -41,12 +42,31 @@
  */
 static MemoryContext caller_context = NULL;
 
+static Oid	catalog_role = InvalidOid;
+static Oid	session_role;
+static int	session_sec_context;
+
+void
+cp_catalog_set_role(Oid role)
+{
+	catalog_role = role;
+}
+
+/*
+ * An error inside needs no undoing of the role: aborting the transaction
+ * restores the user it started with.
+ */
 static void
 begin(void)
 {
 	caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	GetUserIdAndSecContext(&session_role, &session_sec_context);
+	if (OidIsValid(catalog_role))
+		SetUserIdAndSecContext(catalog_role,
+							   session_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -57,6 +77,7 @@ end(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
+	SetUserIdAndSecContext(session_role, session_sec_context);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller_context);
 	pgstat_report_stat(false);

@@ -14,7 +14,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -25,6 +27,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "cdc_slot.h"
@@ -212,6 +215,42 @@ build_run(void)
 	return run;
 }
 
+/*
+ * The session becomes the sync's run_as role.  Whatever a read or decoding
+ * runs -- a view's functions, a policy, the functions of an index
+ * expression -- then sees run_as as both session_user and current_user,
+ * never the superuser the worker connected as: code that trusts
+ * session_user cannot be fooled, and RESET ROLE or SET SESSION
+ * AUTHORIZATION lead nowhere higher.  The catalog keeps being read and
+ * written as that superuser (cp_catalog_set_role).  A role dropped since
+ * start_sync stops the sync: nothing can be read for it.
+ */
+static void
+become_run_as(CpRun *run)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	HeapTuple	tuple;
+	bool		rolsuper;
+
+	StartTransactionCommand();
+	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(run->sync->run_as));
+	if (!HeapTupleIsValid(tuple))
+	{
+		cp_worker_stop_on_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sync \"%s\" cannot run: the role it reads as (OID %u) no longer exists",
+						run->sync->name, run->sync->run_as),
+				 errhint("Drop the sync and create it again with another run_as role.")));
+	}
+	rolsuper = ((Form_pg_authid) GETSTRUCT(tuple))->rolsuper;
+	ReleaseSysCache(tuple);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+
+	SetSessionAuthorization(run->sync->run_as, rolsuper);
+}
+
 /* Every error of a worker says which sync it belongs to. */
 static void
 sync_error_context(void *arg)
@@ -237,6 +276,7 @@ run_sync(void)
 	errcallback.arg = run->sync->name;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
+	become_run_as(run);
 
 	if (strcmp(run->sync->method, "cdc") == 0)
 	{
@@ -336,8 +376,12 @@ calabi_push_worker_main(Datum main_arg)
 	LWLockRelease(cp_shared->lock);
 	before_shmem_exit(worker_detach, (Datum) 0);
 
-	/* as the bootstrap superuser: reads switch to the sync's role */
+	/*
+	 * As the bootstrap superuser, for the catalog; a sync worker's session
+	 * becomes its sync's role before it reads anything (become_run_as).
+	 */
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	cp_catalog_set_role(GetUserId());
 
 	/* our queries name every object with its schema */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);

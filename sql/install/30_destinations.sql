@@ -2,10 +2,13 @@
 -- Destinations: create_destination(), alter_destination(), drop_destination()
 -- and the destinations view.  The contract is docs/destinations.md.
 --
--- Every management function is SECURITY DEFINER (it writes the catalog, on
--- which nothing is granted) with a fixed search_path, and EXECUTE is revoked
--- from PUBLIC: a DBA grants it to the roles that manage syncs.  The helpers
--- (names beginning with "_") are internal: nothing is granted on them.
+-- Every management function is a C entry point that takes the caller's
+-- identity (see _caller() below) and runs the SECURITY DEFINER function of
+-- the same name with a "_" before it, which writes the catalog (on which
+-- nothing is granted) with a fixed search_path.  EXECUTE on the public
+-- functions is revoked from PUBLIC: a DBA grants it to the roles that manage
+-- syncs.  The helpers (names beginning with "_") are internal: nothing is
+-- granted on them.
 --
 -- Secrets (token, client_secret, client_key) go to destination_secret only.
 -- No message, detail or hint of these functions contains an option's value,
@@ -16,22 +19,18 @@
 -- aborted, and the server reports an error before it aborts.
 ------------------------------------------------------------------------------
 
--- The role a management function acts for.  Inside a SECURITY DEFINER
--- function current_user is the function's owner (the superuser who created
--- the extension), so it cannot be used.  The caller is the role the session
--- has SET ROLE to, else the session user (which SET SESSION AUTHORIZATION
--- changes).  A SECURITY DEFINER function cannot SET ROLE, so it cannot make
--- us act for a role of its choosing; a call made from inside another
--- SECURITY DEFINER function is attributed to the session's role, not to that
--- function's owner (see docs/destinations.md, "Privileges").
+-- The role a management function acts for: the current user when the public
+-- function was called, before any SECURITY DEFINER switch, taken by its C
+-- entry point (src/management.c), which refuses where that identity would be
+-- borrowed (a security-restricted operation such as ANALYZE or a sync's read,
+-- a background process).  The public functions are those entry points; the
+-- SECURITY DEFINER functions of the same name with a "_" before it do the
+-- work.  session_user is never trusted: inside a sync worker or autovacuum
+-- it is a superuser, whoever's code is running.
 CREATE FUNCTION _caller()
 RETURNS name
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, calabi_push, pg_temp
-AS $$
-  SELECT CASE WHEN current_setting('role') = 'none' THEN session_user
-              ELSE current_setting('role')::name END
-$$;
+AS 'MODULE_PATHNAME', 'calabi_push_caller'
+LANGUAGE C STABLE;
 
 -- Whether the caller may act for role_oid: a superuser, or a member of it
 -- (one who could SET ROLE to it).  A role that no longer exists: superusers
@@ -612,7 +611,7 @@ $$;
 
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION create_destination(name text, url text, token text DEFAULT NULL,
+CREATE FUNCTION _create_destination(name text, url text, token text DEFAULT NULL,
                                    options jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -622,21 +621,27 @@ AS $$
 DECLARE
     cfg record;
 BEGIN
-    PERFORM _check_name('destination', create_destination.name);
-    IF EXISTS (SELECT 1 FROM destination d WHERE d.name = create_destination.name) THEN
-        RAISE EXCEPTION 'destination "%" already exists', create_destination.name
+    PERFORM _check_name('destination', _create_destination.name);
+    IF EXISTS (SELECT 1 FROM destination d WHERE d.name = _create_destination.name) THEN
+        RAISE EXCEPTION 'destination "%" already exists', _create_destination.name
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Choose another name, or change it with calabi_push.alter_destination().';
     END IF;
     SELECT * INTO cfg
-      FROM _destination_config(create_destination.url, create_destination.token,
-                               create_destination.options, NULL);
+      FROM _destination_config(_create_destination.url, _create_destination.token,
+                               _create_destination.options, NULL);
     INSERT INTO destination (name, url, options, created_by)
-    VALUES (create_destination.name, cfg.r_url, cfg.r_options, _caller());
+    VALUES (_create_destination.name, cfg.r_url, cfg.r_options, _caller());
     INSERT INTO destination_secret (destination, token, client_secret, client_key)
-    VALUES (create_destination.name, cfg.r_token, cfg.r_client_secret, cfg.r_client_key);
+    VALUES (_create_destination.name, cfg.r_token, cfg.r_client_secret, cfg.r_client_key);
 END
 $$;
+
+CREATE FUNCTION create_destination(name text, url text, token text DEFAULT NULL,
+                                   options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION create_destination(text, text, text, jsonb) IS
 'creates a destination: an ingest endpoint URL, its token or OAuth2 client credentials, and its TLS and HTTP options';
@@ -676,7 +681,7 @@ $$;
 -- NULL arguments leave a setting as it is.  options are merged key by key
 -- into the current ones; a key given as JSON null goes back to its default
 -- (or to unset).  token => '' removes the token.
-CREATE FUNCTION alter_destination(name text, url text DEFAULT NULL,
+CREATE FUNCTION _alter_destination(name text, url text DEFAULT NULL,
                                   token text DEFAULT NULL, options jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -694,10 +699,10 @@ DECLARE
     cfg record;
     sync_id uuid;
 BEGIN
-    d := _destination_for_update(alter_destination.name);
+    d := _destination_for_update(_alter_destination.name);
     SELECT * INTO s FROM destination_secret x WHERE x.destination = d.name FOR UPDATE;
 
-    PERFORM _check_option_keys('destination', alter_destination.options,
+    PERFORM _check_option_keys('destination', _alter_destination.options,
         ARRAY['allow_http', 'ca_file', 'ca_pem', 'client_cert', 'client_id', 'client_key',
               'client_secret', 'compression', 'connect_timeout', 'proxy', 'request_timeout',
               'scope', 'token_url'],
@@ -722,7 +727,7 @@ BEGIN
 
     -- with the changes
     given_keys := '{}';
-    FOR k, v IN SELECT * FROM jsonb_each(coalesce(alter_destination.options, '{}')) LOOP
+    FOR k, v IN SELECT * FROM jsonb_each(coalesce(_alter_destination.options, '{}')) LOOP
         IF jsonb_typeof(v) = 'null' THEN
             merged := merged - k;
         ELSE
@@ -730,12 +735,12 @@ BEGIN
             given_keys := given_keys || k;
         END IF;
     END LOOP;
-    new_token := CASE WHEN alter_destination.token IS NULL THEN s.token
-                      WHEN alter_destination.token = '' THEN NULL
-                      ELSE alter_destination.token END;
+    new_token := CASE WHEN _alter_destination.token IS NULL THEN s.token
+                      WHEN _alter_destination.token = '' THEN NULL
+                      ELSE _alter_destination.token END;
 
     SELECT * INTO cfg
-      FROM _destination_config(coalesce(alter_destination.url, d.url), new_token,
+      FROM _destination_config(coalesce(_alter_destination.url, d.url), new_token,
                                merged, given_keys);
 
     IF cfg.r_url IS NOT DISTINCT FROM d.url
@@ -764,10 +769,16 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION alter_destination(name text, url text DEFAULT NULL,
+                                  token text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION alter_destination(text, text, text, jsonb) IS
 'changes a destination: NULL leaves a setting as it is, options are merged (a JSON null resets a key), token => '''' removes the token';
 
-CREATE FUNCTION drop_destination(name text)
+CREATE FUNCTION _drop_destination(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -776,7 +787,7 @@ DECLARE
     d destination;
     users text;
 BEGIN
-    d := _destination_for_update(drop_destination.name);
+    d := _destination_for_update(_drop_destination.name);
     SELECT string_agg(y.name, ', ' ORDER BY y.name COLLATE "C") INTO users
       FROM sync y WHERE y.destination = d.name;
     IF users IS NOT NULL THEN
@@ -788,6 +799,11 @@ BEGIN
     DELETE FROM destination x WHERE x.name = d.name;   -- and its secrets
 END
 $$;
+
+CREATE FUNCTION drop_destination(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION drop_destination(text) IS
 'drops a destination and its secrets; refused while a sync uses it';
@@ -813,6 +829,9 @@ REVOKE ALL ON FUNCTION
     create_destination(text, text, text, jsonb),
     alter_destination(text, text, text, jsonb),
     drop_destination(text),
+    _create_destination(text, text, text, jsonb),
+    _alter_destination(text, text, text, jsonb),
+    _drop_destination(text),
     _caller(),
     _caller_may_act_as(oid),
     _check_name(text, text),

@@ -2,8 +2,9 @@
 -- Syncs: create_sync(), start_sync(), stop_sync(), drop_sync(), resync().
 -- The contract is docs/syncs.md.
 --
--- As for destinations: SECURITY DEFINER, fixed search_path, nothing granted
--- to PUBLIC.  A sync belongs to the role it reads as (run_as): only members
+-- As for destinations: a C entry point that takes the caller's identity,
+-- then a SECURITY DEFINER implementation (_create_sync, ...) with a fixed
+-- search_path; nothing granted to PUBLIC.  A sync belongs to the role it reads as (run_as): only members
 -- of that role and superusers may create, start, stop, resync or drop it,
 -- so that no one makes a sync read more than they could read themselves.
 -- Each change that bears on whether or how a sync's worker runs tells the
@@ -326,7 +327,7 @@ LANGUAGE C VOLATILE;
 
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION create_sync(name text, destination text, tables regclass[] DEFAULT NULL,
+CREATE FUNCTION _create_sync(name text, destination text, tables regclass[] DEFAULT NULL,
                             method text DEFAULT 'full_refresh',
                             destination_sync_mode text DEFAULT NULL,
                             options jsonb DEFAULT '{}')
@@ -344,65 +345,65 @@ DECLARE
     mode text;
     pub text;
 BEGIN
-    PERFORM _check_name('sync', create_sync.name);
-    IF EXISTS (SELECT 1 FROM sync y WHERE y.name = create_sync.name) THEN
-        RAISE EXCEPTION 'sync "%" already exists', create_sync.name
+    PERFORM _check_name('sync', _create_sync.name);
+    IF EXISTS (SELECT 1 FROM sync y WHERE y.name = _create_sync.name) THEN
+        RAISE EXCEPTION 'sync "%" already exists', _create_sync.name
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Choose another name, or drop the existing sync first with calabi_push.drop_sync().';
     END IF;
 
-    IF create_sync.destination IS NULL THEN
+    IF _create_sync.destination IS NULL THEN
         RAISE EXCEPTION 'destination must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Name a destination; calabi_push.destinations lists them.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM calabi_push.destination d WHERE d.name = create_sync.destination) THEN
-        RAISE EXCEPTION 'destination "%" does not exist', create_sync.destination
+    IF NOT EXISTS (SELECT 1 FROM calabi_push.destination d WHERE d.name = _create_sync.destination) THEN
+        RAISE EXCEPTION 'destination "%" does not exist', _create_sync.destination
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create it with calabi_push.create_destination(), or name one that calabi_push.destinations lists.';
     END IF;
 
-    IF create_sync.method IS NULL THEN
+    IF _create_sync.method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave method out for a full refresh.';
-    ELSIF create_sync.method IN ('xmin', 'cursor') THEN
-        RAISE EXCEPTION 'sync method "%" is not implemented yet', create_sync.method
+    ELSIF _create_sync.method IN ('xmin', 'cursor') THEN
+        RAISE EXCEPTION 'sync method "%" is not implemented yet', _create_sync.method
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use method => ''cdc'', which streams every committed change, or ''full_refresh'' (the default), which re-reads every table at each run.';
-    ELSIF create_sync.method NOT IN ('full_refresh', 'cdc') THEN
-        RAISE EXCEPTION 'unknown sync method "%"', create_sync.method
+    ELSIF _create_sync.method NOT IN ('full_refresh', 'cdc') THEN
+        RAISE EXCEPTION 'unknown sync method "%"', _create_sync.method
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The methods are full_refresh, xmin, cursor and cdc; xmin and cursor are not implemented yet.';
     END IF;
 
     -- NULL: the method's own default
-    mode := coalesce(create_sync.destination_sync_mode,
-                     CASE create_sync.method WHEN 'cdc' THEN 'append_dedup' ELSE 'overwrite' END);
-    IF create_sync.method = 'full_refresh' AND mode = 'append_dedup' THEN
+    mode := coalesce(_create_sync.destination_sync_mode,
+                     CASE _create_sync.method WHEN 'cdc' THEN 'append_dedup' ELSE 'overwrite' END);
+    IF _create_sync.method = 'full_refresh' AND mode = 'append_dedup' THEN
         RAISE EXCEPTION 'destination_sync_mode "append_dedup" needs an incremental method'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (cdc).',
                   HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''cdc''.';
-    ELSIF create_sync.method = 'full_refresh' AND mode NOT IN ('overwrite', 'append') THEN
+    ELSIF _create_sync.method = 'full_refresh' AND mode NOT IN ('overwrite', 'append') THEN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With full_refresh, use overwrite (the default) or append.';
-    ELSIF create_sync.method = 'cdc' AND mode = 'overwrite' THEN
+    ELSIF _create_sync.method = 'cdc' AND mode = 'overwrite' THEN
         RAISE EXCEPTION 'destination_sync_mode "overwrite" cannot be used with change data capture'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A cdc sync sends each change once; there is no complete copy to replace the destination with at each run.',
                   HINT = 'Use append_dedup (the default for cdc: one row per key) or append (every change as a row).';
-    ELSIF create_sync.method = 'cdc' AND mode NOT IN ('append_dedup', 'append') THEN
+    ELSIF _create_sync.method = 'cdc' AND mode NOT IN ('append_dedup', 'append') THEN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With cdc, use append_dedup (the default) or append.';
     END IF;
-    IF create_sync.method = 'cdc' THEN
+    IF _create_sync.method = 'cdc' THEN
         PERFORM _check_cdc_server();
     END IF;
 
-    SELECT * INTO opts FROM _sync_options(create_sync.options);
+    SELECT * INTO opts FROM _sync_options(_create_sync.options);
 
     -- the role the sync reads as: the caller, or one the caller is a member of
     IF opts.r_run_as IS NULL THEN
@@ -423,7 +424,7 @@ BEGIN
         END IF;
     END IF;
 
-    IF create_sync.method = 'cdc' AND opts.r_options ? 'schedule' THEN
+    IF _create_sync.method = 'cdc' AND opts.r_options ? 'schedule' THEN
         RAISE EXCEPTION 'sync option "schedule" does not apply to change data capture'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A cdc sync runs continuously, sending each change as it commits.',
@@ -433,7 +434,7 @@ BEGIN
     -- a publication names (or limits) the tables, as logical replication's do
     pub := opts.r_options->>'publication';
     IF pub IS NOT NULL THEN
-        IF create_sync.method <> 'cdc' THEN
+        IF _create_sync.method <> 'cdc' THEN
             RAISE EXCEPTION 'sync option "publication" is for method cdc'
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Leave it out, or use method => ''cdc''.';
@@ -443,18 +444,18 @@ BEGIN
                 USING ERRCODE = 'undefined_object',
                       HINT = 'Name a publication of this database (SELECT pubname FROM pg_publication), or create one with CREATE PUBLICATION.';
         END IF;
-        IF create_sync.tables IS NULL OR cardinality(create_sync.tables) = 0 THEN
+        IF _create_sync.tables IS NULL OR cardinality(_create_sync.tables) = 0 THEN
             SELECT array_agg(format('%I.%I', t.schemaname, t.tablename)::regclass
                              ORDER BY t.schemaname, t.tablename)
-              INTO create_sync.tables
+              INTO _create_sync.tables
               FROM pg_publication_tables t WHERE t.pubname = pub;
-            IF create_sync.tables IS NULL THEN
+            IF _create_sync.tables IS NULL THEN
                 RAISE EXCEPTION 'publication "%" has no tables', pub
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = format('Add tables with ALTER PUBLICATION %I ADD TABLE ...; or pass tables.', pub);
             END IF;
         ELSE
-            SELECT t INTO dup FROM unnest(create_sync.tables) t
+            SELECT t INTO dup FROM unnest(_create_sync.tables) t
              WHERE t IS NOT NULL AND NOT EXISTS (
                    SELECT 1 FROM pg_publication_tables p
                     WHERE p.pubname = pub
@@ -470,53 +471,61 @@ BEGIN
     END IF;
 
     -- the relations
-    IF create_sync.tables IS NULL OR cardinality(create_sync.tables) = 0 THEN
+    IF _create_sync.tables IS NULL OR cardinality(_create_sync.tables) = 0 THEN
 
         RAISE EXCEPTION 'a sync needs at least one table'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the relations to sync, e.g. tables => ARRAY[''public.orders'', ''public.customers'']::regclass[].';
     END IF;
-    IF array_ndims(create_sync.tables) > 1 THEN
+    IF array_ndims(_create_sync.tables) > 1 THEN
         RAISE EXCEPTION 'tables must be a one-dimensional array'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the relations as a list, e.g. ARRAY[''public.orders'', ''public.customers'']::regclass[].';
     END IF;
-    IF array_position(create_sync.tables, NULL) IS NOT NULL THEN
+    IF array_position(_create_sync.tables, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tables must not contain NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Remove the NULL elements from the array.';
     END IF;
-    SELECT t INTO dup FROM unnest(create_sync.tables) t GROUP BY t HAVING count(*) > 1
-     ORDER BY min(array_position(create_sync.tables, t)) LIMIT 1;
+    SELECT t INTO dup FROM unnest(_create_sync.tables) t GROUP BY t HAVING count(*) > 1
+     ORDER BY min(array_position(_create_sync.tables, t)) LIMIT 1;
     IF dup IS NOT NULL THEN
         RAISE EXCEPTION 'relation "%" is listed more than once', dup
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List each relation once.';
     END IF;
-    FOREACH rel IN ARRAY create_sync.tables LOOP
+    FOREACH rel IN ARRAY _create_sync.tables LOOP
         PERFORM _check_stream_relation(rel, run_as);
-        IF create_sync.method = 'cdc' THEN
+        IF _create_sync.method = 'cdc' THEN
             PERFORM _check_cdc_table(rel, run_as, mode);
         END IF;
     END LOOP;
 
     INSERT INTO sync (name, destination, method, destination_sync_mode, options,
                       run_as, created_by)
-    VALUES (create_sync.name, create_sync.destination, create_sync.method,
+    VALUES (_create_sync.name, _create_sync.destination, _create_sync.method,
             mode, opts.r_options, run_as, caller)
     RETURNING id INTO new_id;
     INSERT INTO sync_stream (sync_id, relid, ordinal)
     SELECT new_id, t.rel, t.ordinal
-      FROM unnest(create_sync.tables) WITH ORDINALITY AS t(rel, ordinal);
+      FROM unnest(_create_sync.tables) WITH ORDINALITY AS t(rel, ordinal);
     -- created stopped: nothing for the launcher to do
     RETURN new_id;
 END
 $$;
 
+CREATE FUNCTION create_sync(name text, destination text, tables regclass[] DEFAULT NULL,
+                            method text DEFAULT 'full_refresh',
+                            destination_sync_mode text DEFAULT NULL,
+                            options jsonb DEFAULT '{}')
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION create_sync(text, text, regclass[], text, text, jsonb) IS
 'creates a sync of tables to a destination, stopped; start it with start_sync()';
 
-CREATE FUNCTION start_sync(name text)
+CREATE FUNCTION _start_sync(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -524,7 +533,7 @@ AS $$
 DECLARE
     s sync;
 BEGIN
-    s := _sync_for_update(start_sync.name);
+    s := _sync_for_update(_start_sync.name);
     IF _sync_is_running(s) THEN
         RAISE EXCEPTION 'sync "%" is already running', s.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -554,10 +563,15 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION start_sync(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION start_sync(text) IS
 'starts a sync: a new run, or the resumption of a run that was stopped part way';
 
-CREATE FUNCTION stop_sync(name text)
+CREATE FUNCTION _stop_sync(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -565,7 +579,7 @@ AS $$
 DECLARE
     s sync;
 BEGIN
-    s := _sync_for_update(stop_sync.name);
+    s := _sync_for_update(_stop_sync.name);
     IF NOT s.enabled THEN
         RAISE EXCEPTION 'sync "%" is not running', s.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -576,10 +590,15 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION stop_sync(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION stop_sync(text) IS
 'stops a sync; start_sync() resumes it where it stopped';
 
-CREATE FUNCTION drop_sync(name text)
+CREATE FUNCTION _drop_sync(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -587,17 +606,22 @@ AS $$
 DECLARE
     s sync;
 BEGIN
-    s := _sync_for_update(drop_sync.name);
+    s := _sync_for_update(_drop_sync.name);
     -- after commit: its worker stops, then a probe drops its slot (cdc)
     PERFORM calabi_push._sync_changed(s.id, false, false, true);
     DELETE FROM sync y WHERE y.id = s.id;   -- and its streams
 END
 $$;
 
+CREATE FUNCTION drop_sync(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION drop_sync(text) IS
 'drops a sync, stopping it if it runs';
 
-CREATE FUNCTION resync(name text, rel regclass DEFAULT NULL)
+CREATE FUNCTION _resync(name text, rel regclass DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -606,23 +630,23 @@ DECLARE
     s sync;
     listed text;
 BEGIN
-    s := _sync_for_update(resync.name);
-    IF resync.rel IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.relid = resync.rel) THEN
+    s := _sync_for_update(_resync.name);
+    IF _resync.rel IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.relid = _resync.rel) THEN
         SELECT string_agg(t.relid::text, ', ' ORDER BY t.ordinal) INTO listed
           FROM sync_stream t WHERE t.sync_id = s.id;
-        RAISE EXCEPTION 'relation "%" is not part of sync "%"', resync.rel, s.name
+        RAISE EXCEPTION 'relation "%" is not part of sync "%"', _resync.rel, s.name
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The sync''s relations: %s.', listed),
                   HINT = 'Name one of its relations, or leave rel out to read all of them again.';
     END IF;
     UPDATE sync_stream t
        SET phase = 'pending', checkpoint = NULL, rows_sent = 0
-     WHERE t.sync_id = s.id AND (resync.rel IS NULL OR t.relid = resync.rel);
+     WHERE t.sync_id = s.id AND (_resync.rel IS NULL OR t.relid = _resync.rel);
     -- cdc, every table: start over from a new slot (the way out of a slot
     -- that was lost, invalidated or consumed elsewhere); one table: it is
     -- read again while the others keep streaming
-    IF s.method = 'cdc' AND resync.rel IS NULL THEN
+    IF s.method = 'cdc' AND _resync.rel IS NULL THEN
         UPDATE sync y SET cdc_lsn = NULL WHERE y.id = s.id;
     END IF;
     -- a sync stopped by an error (a refused batch, a lost cdc slot) is
@@ -643,6 +667,11 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION resync(name text, rel regclass DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION resync(text, regclass) IS
 'reads a sync''s relations (or one of them) again from the start';
 
@@ -652,6 +681,11 @@ REVOKE ALL ON FUNCTION
     stop_sync(text),
     drop_sync(text),
     resync(text, regclass),
+    _create_sync(text, text, regclass[], text, text, jsonb),
+    _start_sync(text),
+    _stop_sync(text),
+    _drop_sync(text),
+    _resync(text, regclass),
     _check_stream_relation(regclass, oid),
     _check_cdc_table(regclass, oid, text),
     _check_cdc_server(),
