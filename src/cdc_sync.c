@@ -159,16 +159,17 @@ cp_cdc_add_state(CpRun *run, int idx)
 /*
  * Stop the sync: a precondition of table relid is violated.  The message
  * (what sync_status shows) names the table, the cause and the way out;
- * nothing of the table was sent since the cause.
+ * nothing of the table was sent since the cause.  Names are looked up by
+ * the caller: this may run outside any transaction, where the catalog
+ * cannot be read.
  */
 static void
 raise_violation(CpRun *run, Oid relid, const char *nspname, const char *relname,
-				CpCdcViolation violation)
+				const char *role_name, CpCdcViolation violation)
 {
 	const char *sync = run->sync->name;
 	const char *table = nspname != NULL && relname != NULL ?
 		quote_qualified_identifier(nspname, relname) : psprintf("%u", relid);
-	const char *role_name = GetUserNameFromId(run->sync->run_as, true);
 	const char *role = role_name != NULL ? quote_identifier(role_name) :
 		psprintf("%u", run->sync->run_as);
 
@@ -254,6 +255,7 @@ check_streams(CpRun *run)
 	Oid			relid = InvalidOid;
 	char	   *nspname = NULL;
 	char	   *relname = NULL;
+	char	   *role_name = NULL;
 
 	StartTransactionCommand();
 	for (int i = 0; i < run->nstreams && violation == CP_CDC_OK; i++)
@@ -276,6 +278,11 @@ check_streams(CpRun *run)
 		}
 		relation_close(rel, AccessShareLock);
 	}
+	if (violation != CP_CDC_OK)
+	{
+		role_name = GetUserNameFromId(run->sync->run_as, true);
+		role_name = role_name != NULL ? MemoryContextStrdup(run->mcxt, role_name) : NULL;
+	}
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
 	/* ordinary catalog access: decoding must not trust the caches it left */
@@ -286,7 +293,7 @@ check_streams(CpRun *run)
 		return;
 	if (violation == CP_CDC_UNLOGGED)
 		cp_catalog_stream_reread(run->sync, relid);
-	raise_violation(run, relid, nspname, relname, violation);
+	raise_violation(run, relid, nspname, relname, role_name, violation);
 }
 
 /*
@@ -313,9 +320,12 @@ sink_violation(void *arg, Relation rel, int violation)
 			cdc->reread[idx] = REREAD_OWED;
 		return;
 	}
+	/* inside the replayed transaction: the catalog of the change */
 	raise_violation(run, RelationGetRelid(rel),
 					get_namespace_name(RelationGetNamespace(rel)),
-					RelationGetRelationName(rel), (CpCdcViolation) violation);
+					RelationGetRelationName(rel),
+					GetUserNameFromId(run->sync->run_as, true),
+					(CpCdcViolation) violation);
 }
 
 /* ---- the sink: called by the output plugin while decoding ---- */
