@@ -479,3 +479,16 @@ cp_catalog_record_error(const pg_uuid_t *id, const char *message, bool refused)
 			 " WHERE id = $1", 3, types, values, SPI_OK_UPDATE);
 	end();
 }
+
+void
+cp_catalog_stream_reread(const CpSyncDef *sync, Oid relid)
+{
+	Oid			types[2] = {UUIDOID, OIDOID};
+	Datum		values[2] = {uuid_datum(&sync->id), ObjectIdGetDatum(relid)};
+
+	begin();
+	/* as resync(name, rel) does */
+	exec("UPDATE calabi_push.sync_stream SET phase = 'pending', checkpoint = NULL, rows_sent = 0"
+		 " WHERE sync_id = $1 AND relid = $2::regclass", 2, types, values, SPI_OK_UPDATE);
+	end();
+}

@@ -117,4 +117,10 @@ extern void cp_catalog_run_begins(const CpSyncDef *sync);
 extern void cp_catalog_record_error(const pg_uuid_t *id, const char *message,
 									bool refused);
 
+/*
+ * CDC: the stream of relid is read again at the sync's next start (a new
+ * generation, as resync(name, rel)): changes of it are missing from the WAL.
+ */
+extern void cp_catalog_stream_reread(const CpSyncDef *sync, Oid relid);
+
 #endif							/* CALABI_PUSH_CATALOG_H */

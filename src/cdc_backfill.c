@@ -750,3 +750,33 @@ cp_cdc_backfill_place_chunk(CpRun *run)
 	if (cp_delivery_batch_full(run))
 		cp_delivery_flush(run, false);
 }
+
+/*
+ * Read stream idx again from the start, in a new generation: changes of it
+ * that could not be sent were skipped.  Its chunk in flight, if any, and
+ * the notes kept for it are given up (their watermark will match nothing);
+ * the new read begins after the decoding round that skipped them, so its
+ * snapshots see every skipped change.
+ */
+void
+cp_cdc_backfill_restart(CpRun *run, int idx)
+{
+	CpCdcRun   *cdc = run->cdc;
+	CpStreamRun *s = &run->streams[idx];
+
+	if (cdc->backfill_stream == idx)
+	{
+		cdc->chunk.state = CP_CHUNK_NONE;
+		MemoryContextReset(cdc->chunk.cxt);
+		MemoryContextReset(cdc->touchcxt);
+		cdc->touches = NIL;
+		cdc->ntouches = 0;
+		cdc->touches_overflow = false;
+		cdc->backfill_stream = -1;
+	}
+	/* not "reading": never resumed (see resumable) */
+	s->def->phase = "pending";
+	ereport(LOG,
+			(errmsg("calabi_push sync \"%s\" reads \"%s\".\"%s\" again: changes of it made while it could not be sent were skipped",
+					run->sync->name, s->nspname, s->relname)));
+}

@@ -344,6 +344,12 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 	}
 
 	entry = cp_cdc_relcache_get(rel);
+	if (entry->violation != CP_CDC_OK && txn->on_violation != NULL)
+	{
+		/* nothing of it is sent: not even its STREAM line */
+		txn->on_violation(txn->on_violation_arg, rel, entry->violation);
+		return 0;
+	}
 	if (!entry->emit)
 		return 0;
 
@@ -428,6 +434,11 @@ cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
 	CpCdcRelation *entry = cp_cdc_relcache_get(rel);
 	int			nlines;
 
+	if (entry->violation != CP_CDC_OK && txn->on_violation != NULL)
+	{
+		txn->on_violation(txn->on_violation_arg, rel, entry->violation);
+		return 0;
+	}
 	if (!entry->emit)
 		return 0;
 	nlines = append_stream_if_owed(out, entry);

@@ -75,6 +75,16 @@ typedef struct CpCdcTxn
 	Oid			watch_relid;
 	void		(*on_key) (void *arg, const char *key, int len, bool partial);
 	void	   *on_key_arg;
+
+	/*
+	 * A sync worker's answer to a change of a relation that violates a
+	 * precondition (cdc_relcache.h) under the catalog of that change: it
+	 * raises an error (the sync stops), or returns and the change is not
+	 * sent.  NULL (the SQL functions): the relation's entry decides.  Set
+	 * by the sink after cp_cdc_txn_begin.
+	 */
+	void		(*on_violation) (void *arg, Relation rel, int violation);
+	void	   *on_violation_arg;
 } CpCdcTxn;
 
 extern void cp_cdc_txn_begin(CpCdcTxn *txn, XLogRecPtr end_lsn,

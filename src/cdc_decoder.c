@@ -32,6 +32,7 @@
 #include "utils/timestamp.h"
 
 #include "cdc_decoder.h"
+#include "cdc_relcache.h"
 #include "compat.h"
 
 struct CpDecoder
@@ -116,7 +117,10 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 
 		/* rebuilding the nailed relcache entries needs a transaction */
 		StartTransactionCommand();
+		/* a reset, not a change: it asks the sync for no check */
+		cp_cdc_relcache_ignore_resets(true);
 		InvalidateSystemCaches();
+		cp_cdc_relcache_ignore_resets(false);
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(caller);
 		decoder->catalog_used = false;

@@ -21,6 +21,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 
 #include "cdc_relcache.h"
@@ -36,6 +37,10 @@ static CpCdcOptions relcache_options;
 
 /* Invalidation callbacks cannot be unregistered: register them once. */
 static bool callbacks_registered = false;
+
+/* cp_cdc_relcache_take_recheck's flag, and cp_cdc_relcache_ignore_resets' */
+static bool recheck_wanted = false;
+static bool ignore_resets = false;
 
 /* Reset callback of relcache_cxt: the cache is gone with its context. */
 static void
@@ -64,6 +69,17 @@ invalidate_all(void)
 		entry->valid = false;
 }
 
+/* Whether relid is one the session emits (every user table: any). */
+static bool
+relation_is_listed(Oid relid)
+{
+	if (relcache_options.nrelations < 0)
+		return true;
+	return relcache_options.nrelations > 0 &&
+		bsearch(&relid, relcache_options.relations,
+				relcache_options.nrelations, sizeof(Oid), oid_cmp) != NULL;
+}
+
 static void
 relcache_invalidate_cb(Datum arg, Oid relid)
 {
@@ -71,6 +87,13 @@ relcache_invalidate_cb(Datum arg, Oid relid)
 
 	if (relcache == NULL)
 		return;
+	/*
+	 * A policy created, altered or dropped invalidates its table's entry
+	 * (CacheInvalidateRelcache), as ALTER TABLE and GRANT do: all of them
+	 * may violate a precondition of the sync.
+	 */
+	if (!ignore_resets && (!OidIsValid(relid) || relation_is_listed(relid)))
+		recheck_wanted = true;
 	if (!OidIsValid(relid))
 	{
 		invalidate_all();
@@ -86,6 +109,36 @@ static void
 namespace_invalidate_cb(Datum arg, int cacheid, uint32 hashvalue)
 {
 	invalidate_all();
+}
+
+/*
+ * A role created, altered (BYPASSRLS, SUPERUSER), dropped, or granted to or
+ * revoked from another: whether run_as may read a table may have changed,
+ * although no relation's entry was invalidated.
+ */
+static void
+role_invalidate_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (relcache == NULL)
+		return;
+	invalidate_all();
+	if (!ignore_resets)
+		recheck_wanted = true;
+}
+
+bool
+cp_cdc_relcache_take_recheck(void)
+{
+	bool		wanted = recheck_wanted;
+
+	recheck_wanted = false;
+	return wanted;
+}
+
+void
+cp_cdc_relcache_ignore_resets(bool ignore)
+{
+	ignore_resets = ignore;
 }
 
 void
@@ -108,6 +161,7 @@ cp_cdc_relcache_init(MemoryContext parent, const CpCdcOptions *options)
 	copy.destination_sync_mode = pstrdup(options->destination_sync_mode);
 	copy.nrelations = options->nrelations;
 	copy.run_as = options->run_as;
+	copy.in_sync = options->in_sync;
 	copy.relations = NULL;
 	if (options->nrelations > 0)
 	{
@@ -135,6 +189,9 @@ cp_cdc_relcache_init(MemoryContext parent, const CpCdcOptions *options)
 	{
 		CacheRegisterRelcacheCallback(relcache_invalidate_cb, (Datum) 0);
 		CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_invalidate_cb,
+									  (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, role_invalidate_cb, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, role_invalidate_cb,
 									  (Datum) 0);
 		callbacks_registered = true;
 	}
@@ -167,28 +224,44 @@ relation_is_emitted(Relation rel, const char *nspname)
 		return false;
 	if (strcmp(nspname, CP_EXTENSION_SCHEMA) == 0)
 		return false;
-	if (relcache_options.nrelations >= 0)
-		return relcache_options.nrelations > 0 &&
-			bsearch(&relid, relcache_options.relations,
-					relcache_options.nrelations, sizeof(Oid), oid_cmp) != NULL;
-	return true;
+	return relation_is_listed(relid);
 }
 
 /*
  * Only what the sync's role may read leaves the database, although the
- * slot decodes everything: SELECT on the table or on all its columns, as
- * its privileges stood when the change was made.
+ * slot decodes everything: SELECT on the table or on all its columns, and
+ * no row-level security it is subject to (decoded changes cannot be
+ * filtered by policies), as the catalog stood when the change was made.
  */
-static bool
-relation_is_readable(Relation rel)
+CpCdcViolation
+cp_cdc_check_relation(Relation rel, Oid run_as, bool keyed)
 {
 	Oid			relid = RelationGetRelid(rel);
-	Oid			role = relcache_options.run_as;
 
-	if (!OidIsValid(role))
-		return true;
-	return pg_class_aclcheck(relid, role, ACL_SELECT) == ACLCHECK_OK ||
-		pg_attribute_aclcheck_all(relid, role, ACL_SELECT, ACLMASK_ALL) == ACLCHECK_OK;
+	if (OidIsValid(run_as))
+	{
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(run_as)))
+			return CP_CDC_ROLE_GONE;
+		if (pg_class_aclcheck(relid, run_as, ACL_SELECT) != ACLCHECK_OK &&
+			pg_attribute_aclcheck_all(relid, run_as, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+			return CP_CDC_NO_SELECT;
+		/* core's own rule: BYPASSRLS, superuser, owner unless FORCE */
+		if (check_enable_rls(relid, run_as, true) == RLS_ENABLED)
+			return CP_CDC_RLS;
+	}
+	if (rel->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT)
+		return CP_CDC_UNLOGGED;
+	if (keyed)
+	{
+		List	   *pk = cp_stream_primary_key(rel);
+
+		if (pk == NIL)
+			return CP_CDC_NO_KEY;
+		list_free_deep(pk);
+		if (rel->rd_rel->relreplident == REPLICA_IDENTITY_NOTHING)
+			return CP_CDC_REPLIDENT_NOTHING;
+	}
+	return CP_CDC_OK;
 }
 
 static bool
@@ -338,18 +411,29 @@ rebuild(CpCdcRelation *entry, Relation rel)
 		elog(ERROR, "cache lookup failed for namespace %u",
 			 RelationGetNamespace(rel));
 	fresh.emit = relation_is_emitted(rel, nspname);
-	if (fresh.emit && !relation_is_readable(rel))
+	if (fresh.emit)
+		fresh.violation = cp_cdc_check_relation(rel, relcache_options.run_as,
+												strcmp(relcache_options.destination_sync_mode,
+													   "append_dedup") == 0);
+	if (fresh.violation == CP_CDC_ROLE_GONE || fresh.violation == CP_CDC_NO_SELECT ||
+		fresh.violation == CP_CDC_RLS)
 	{
 		fresh.emit = false;
 		fresh.denied = true;
-		if (!entry->denied)
+		/* a sync worker stops instead, saying so (cdc_sync.c) */
+		if (!entry->denied && !relcache_options.in_sync)
 			ereport(LOG,
-					(errmsg("calabi_push: changes of \"%s\".\"%s\" are not sent: role %s may not SELECT it",
+					(errmsg("calabi_push: changes of \"%s\".\"%s\" are not sent: role %s may not see them",
 							nspname, RelationGetRelationName(rel),
 							GetUserNameFromId(relcache_options.run_as, true) ?
 							GetUserNameFromId(relcache_options.run_as, true) :
 							psprintf("%u", relcache_options.run_as)),
-					 errhint("GRANT SELECT on the table to the sync's role; its changes made since are sent.")));
+					 errhint("GRANT SELECT on the table to the role, and exempt it from row-level security; its changes made since are sent.")));
+	}
+	else if (!relcache_options.in_sync)
+	{
+		/* the SQL functions emit what the WAL holds, whatever the key */
+		fresh.violation = CP_CDC_OK;
 	}
 
 	if (fresh.emit)
@@ -365,6 +449,7 @@ rebuild(CpCdcRelation *entry, Relation rel)
 	retired = entry->cxt;
 	entry->emit = fresh.emit;
 	entry->denied = fresh.denied;
+	entry->violation = fresh.violation;
 	entry->cxt = fresh.cxt;
 	entry->natts = fresh.natts;
 	entry->enc = fresh.enc;

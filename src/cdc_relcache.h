@@ -40,7 +40,29 @@ typedef struct CpCdcOptions
 	const Oid  *relations;
 	/* InvalidOid, or the role that must be allowed to SELECT a relation */
 	Oid			run_as;
+	/* a sync worker: a violated precondition stops it (no log of ours) */
+	bool		in_sync;
 } CpCdcOptions;
+
+/*
+ * What a CDC sync needs of each table, checked when the sync starts, when
+ * its definition changes (an invalidation) and for every decoded change
+ * under the catalog of that change.  Violated, nothing of the table may be
+ * sent: the access kinds (role, privilege, row-level security) because
+ * run_as may not see it, the others because what the WAL holds (or not)
+ * would be wrong at the destination.
+ */
+typedef enum CpCdcViolation
+{
+	CP_CDC_OK = 0,
+	CP_CDC_DROPPED,				/* the relation no longer exists */
+	CP_CDC_ROLE_GONE,			/* run_as was dropped */
+	CP_CDC_NO_SELECT,			/* run_as may not SELECT it */
+	CP_CDC_RLS,					/* row-level security applies to run_as */
+	CP_CDC_UNLOGGED,			/* not in the WAL (unlogged, temporary) */
+	CP_CDC_NO_KEY,				/* append_dedup: no primary key / identity */
+	CP_CDC_REPLIDENT_NOTHING	/* append_dedup: deletes carry no key */
+} CpCdcViolation;
 
 typedef struct CpCdcRelation
 {
@@ -48,7 +70,8 @@ typedef struct CpCdcRelation
 	bool		valid;			/* false: rebuild before the next use */
 	bool		built;			/* false: a rebuild did not complete */
 	bool		emit;			/* its changes are emitted */
-	bool		denied;			/* not emitted: run_as may not SELECT it */
+	bool		denied;			/* not emitted: run_as may not see it */
+	CpCdcViolation violation;	/* of a relation that would be emitted */
 	/* signature of the STREAM last sent in this session (in the cache's context) */
 	char	   *announced;
 
@@ -109,5 +132,28 @@ extern void cp_cdc_relcache_describe(Relation rel, char **stream_line,
  * since: read them again).
  */
 extern int	cp_cdc_relcache_owed(Oid relid, const char *signature);
+
+/*
+ * The first precondition rel violates for a sync reading as run_as (none
+ * checked when InvalidOid) in a keyed (append_dedup) destination.  Reads
+ * the catalog as the current snapshot shows it: the historic one of a
+ * change while decoding, the present one otherwise.
+ */
+extern CpCdcViolation cp_cdc_check_relation(Relation rel, Oid run_as, bool keyed);
+
+/*
+ * Whether an invalidation since the last call may have changed what
+ * cp_cdc_check_relation says of a listed relation (its definition,
+ * policies, privileges, or a role): the sync worker then checks the
+ * present catalog, so that a change with no later row of the table (SET
+ * UNLOGGED, ENABLE ROW LEVEL SECURITY) is noticed at once.
+ */
+extern bool cp_cdc_relcache_take_recheck(void);
+
+/*
+ * Invalidations while ignoring is set do not ask for a check: the decoder's
+ * own reset of every cache after ordinary catalog access is not a change.
+ */
+extern void cp_cdc_relcache_ignore_resets(bool ignore);
 
 #endif							/* CALABI_PUSH_CDC_RELCACHE_H */

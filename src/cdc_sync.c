@@ -37,6 +37,7 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
@@ -47,9 +48,12 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
+#include "cdc_relcache.h"
 #include "cdc_slot.h"
 #include "cdc_sync.h"
 #include "compat.h"
@@ -63,6 +67,18 @@
 #define SEQ_AHEAD 100000
 /* an idle sync records its position at most this often */
 #define IDLE_SAVE_MS 1000
+/*
+ * After an invalidation asked for a check of the present catalog, check
+ * once more this much later: a change decoded from the WAL may not yet be
+ * visible to a snapshot (its commit record precedes its end in the proc
+ * array), and its invalidation reaches us only at our next transaction.
+ */
+#define RECHECK_AGAIN_MS 200
+
+/* cdc->reread[]: a stream's changes were skipped (see sink_violation) */
+#define REREAD_NONE 0
+#define REREAD_OWED 1
+#define REREAD_DONE 2
 
 /* Transactions decoded but not yet acknowledged, oldest first: the lag. */
 typedef struct Pending
@@ -138,6 +154,180 @@ cp_cdc_add_state(CpRun *run, int idx)
 	pfree(state.data);
 }
 
+/* ---- preconditions ---- */
+
+/*
+ * Stop the sync: a precondition of table relid is violated.  The message
+ * (what sync_status shows) names the table, the cause and the way out;
+ * nothing of the table was sent since the cause.  Names are looked up by
+ * the caller: this may run outside any transaction, where the catalog
+ * cannot be read.
+ */
+static void
+raise_violation(CpRun *run, Oid relid, const char *nspname, const char *relname,
+				const char *role_name, CpCdcViolation violation)
+{
+	const char *sync = run->sync->name;
+	const char *table = nspname != NULL && relname != NULL ?
+		quote_qualified_identifier(nspname, relname) : psprintf("%u", relid);
+	const char *role = role_name != NULL ? quote_identifier(role_name) :
+		psprintf("%u", run->sync->run_as);
+
+	/* no retry can help: the sync stops in error until start_sync */
+	cp_worker_stop_on_error();
+	switch (violation)
+	{
+		case CP_CDC_DROPPED:
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("a table of sync \"%s\" was dropped (OID %u): drop the sync and create it again without it",
+							sync, relid),
+					 errhint("SELECT calabi_push.drop_sync('%s'); then calabi_push.create_sync() with its other tables.",
+							 sync)));
+			break;
+		case CP_CDC_ROLE_GONE:
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the role sync \"%s\" reads as (OID %u) no longer exists: nothing is sent; drop the sync and create it again with another run_as role",
+							sync, run->sync->run_as),
+					 errhint("SELECT calabi_push.drop_sync('%s'); then calabi_push.create_sync() with \"run_as\" naming an existing role.",
+							 sync)));
+			break;
+		case CP_CDC_NO_SELECT:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role %s may no longer SELECT table %s: its changes are not sent (GRANT SELECT ON %s TO %s, then start_sync)",
+							role, table, table, role),
+					 errhint("GRANT SELECT ON %s TO %s; then SELECT calabi_push.start_sync('%s'); the table is read again if it changed meanwhile.",
+							 table, role, sync)));
+			break;
+		case CP_CDC_RLS:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("table %s has row-level security that role %s is subject to: decoded changes cannot be filtered by policies, so none is sent (ALTER TABLE %s DISABLE ROW LEVEL SECURITY or run_as a role with BYPASSRLS, then start_sync)",
+							table, role, table),
+					 errhint("ALTER TABLE %s DISABLE ROW LEVEL SECURITY; or ALTER ROLE %s BYPASSRLS; then SELECT calabi_push.start_sync('%s'); the table is read again if it changed meanwhile.",
+							 table, role, sync)));
+			break;
+		case CP_CDC_UNLOGGED:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s is no longer WAL-logged: its changes cannot be captured (ALTER TABLE %s SET LOGGED, then start_sync: the table is read again)",
+							table, table),
+					 errhint("ALTER TABLE %s SET LOGGED; then SELECT calabi_push.start_sync('%s').",
+							 table, sync)));
+			break;
+		case CP_CDC_NO_KEY:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s has no primary key any more: its append_dedup destination cannot match its changes to rows (ALTER TABLE %s ADD PRIMARY KEY (...), then start_sync; a table changed meanwhile is read again, as resync('%s', '%s') does)",
+							table, table, sync, table),
+					 errhint("ALTER TABLE %s ADD PRIMARY KEY (...); then SELECT calabi_push.start_sync('%s'); or calabi_push.resync('%s', '%s') to read the table again in any case.",
+							 table, sync, sync, table)));
+			break;
+		case CP_CDC_REPLIDENT_NOTHING:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s has REPLICA IDENTITY NOTHING: its deletes carry no key for the append_dedup destination (ALTER TABLE %s REPLICA IDENTITY DEFAULT, then start_sync)",
+							table, table),
+					 errhint("ALTER TABLE %s REPLICA IDENTITY DEFAULT; then SELECT calabi_push.start_sync('%s'); the table is read again if it changed meanwhile.",
+							 table, sync)));
+			break;
+		case CP_CDC_OK:
+			break;
+	}
+	elog(ERROR, "unexpected CDC precondition violation %d", (int) violation);
+}
+
+/*
+ * Check every stream against the present catalog, in a transaction of our
+ * own (outside decoding: the replay's historic snapshot shows the past).
+ * A violation stops the sync; an unlogged table's changes are missing from
+ * the WAL, so it is marked to be read again at the next start.
+ */
+static void
+check_streams(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+	bool		keyed = strcmp(run->sync->mode, "append_dedup") == 0;
+	MemoryContext caller = CurrentMemoryContext;
+	CpCdcViolation violation = CP_CDC_OK;
+	Oid			relid = InvalidOid;
+	char	   *nspname = NULL;
+	char	   *relname = NULL;
+	char	   *role_name = NULL;
+
+	StartTransactionCommand();
+	for (int i = 0; i < run->nstreams && violation == CP_CDC_OK; i++)
+	{
+		Relation	rel;
+
+		relid = run->streams[i].def->relid;
+		rel = try_relation_open(relid, AccessShareLock);
+		if (rel == NULL)
+		{
+			violation = CP_CDC_DROPPED;
+			break;
+		}
+		violation = cp_cdc_check_relation(rel, run->sync->run_as, keyed);
+		if (violation != CP_CDC_OK)
+		{
+			nspname = get_namespace_name(RelationGetNamespace(rel));
+			nspname = nspname != NULL ? MemoryContextStrdup(run->mcxt, nspname) : NULL;
+			relname = MemoryContextStrdup(run->mcxt, RelationGetRelationName(rel));
+		}
+		relation_close(rel, AccessShareLock);
+	}
+	if (violation != CP_CDC_OK)
+	{
+		role_name = GetUserNameFromId(run->sync->run_as, true);
+		role_name = role_name != NULL ? MemoryContextStrdup(run->mcxt, role_name) : NULL;
+	}
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	/* ordinary catalog access: decoding must not trust the caches it left */
+	if (cdc->decoder != NULL)
+		cp_decoder_catalog_used(cdc->decoder);
+
+	if (violation == CP_CDC_OK)
+		return;
+	if (violation == CP_CDC_UNLOGGED)
+		cp_catalog_stream_reread(run->sync, relid);
+	raise_violation(run, relid, nspname, relname, role_name, violation);
+}
+
+/*
+ * A decoded change of rel violates a precondition under the catalog of
+ * that change.  Made after the start's check: the sync stops before any of
+ * it is sent (inside the replayed transaction: the error leaves it the
+ * usual way).  Made before: the present catalog passed that check, so the
+ * cause was fixed since; the change is skipped, and the table is read again
+ * after this decoding round (a new generation), which brings what run_as
+ * may see of it now, and what the skipped changes did.
+ */
+static void
+sink_violation(void *arg, Relation rel, int violation)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	int			idx = cp_cdc_stream_index(run, RelationGetRelid(rel));
+
+	if (idx < 0)
+		return;
+	if (cdc->txn_end <= cdc->trusted_lsn)
+	{
+		if (cdc->reread[idx] == REREAD_NONE)
+			cdc->reread[idx] = REREAD_OWED;
+		return;
+	}
+	/* inside the replayed transaction: the catalog of the change */
+	raise_violation(run, RelationGetRelid(rel),
+					get_namespace_name(RelationGetNamespace(rel)),
+					RelationGetRelationName(rel),
+					GetUserNameFromId(run->sync->run_as, true),
+					(CpCdcViolation) violation);
+}
+
 /* ---- the sink: called by the output plugin while decoding ---- */
 
 static void
@@ -151,6 +341,9 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 	cdc->txn_commit_time = cp_txn_commit_time(txn);
 	cdc->txn_first_item = run->batch->nitems;
 	memset(cdc->txn_touched, 0, sizeof(bool) * Max(run->nstreams, 1));
+
+	ctxn->on_violation = sink_violation;
+	ctxn->on_violation_arg = run;
 
 	/* a backfill watches the keys its table's changes touch */
 	if (cdc->backfill_stream >= 0)
@@ -346,6 +539,7 @@ cp_cdc_run(CpRun *run)
 
 	cdc = palloc0(sizeof(CpCdcRun));
 	cdc->txn_touched = palloc0(sizeof(bool) * Max(run->nstreams, 1));
+	cdc->reread = palloc0(sizeof(char) * Max(run->nstreams, 1));
 	cdc->backfill_stream = -1;
 	run->cdc = cdc;
 	cdc->sink.arg = run;
@@ -361,6 +555,14 @@ cp_cdc_run(CpRun *run)
 
 	/* names and keys of the streams; each checked readable by run_as */
 	cp_cdc_backfill_init(run);
+
+	/*
+	 * Every precondition, against the present catalog.  Changes committed
+	 * before this point that violate one under their own catalog were made
+	 * while a cause since fixed stood (see sink_violation).
+	 */
+	cdc->trusted_lsn = GetXLogInsertRecPtr();
+	check_streams(run);
 
 	if (run->sync->cdc_lsn == InvalidXLogRecPtr)
 	{
@@ -424,6 +626,32 @@ cp_cdc_run(CpRun *run)
 		cp_delivery_commit_deferred(run);
 		if (nrecords > 0)
 			worked = true;
+
+		/* tables whose changes were skipped are read again, once per run */
+		for (int i = 0; i < run->nstreams; i++)
+			if (cdc->reread[i] == REREAD_OWED)
+			{
+				cdc->reread[i] = REREAD_DONE;
+				cp_cdc_backfill_restart(run, i);
+				worked = true;
+			}
+
+		/*
+		 * A definition, policy, privilege or role changed: check now,
+		 * although no later change of the table may ever be decoded (SET
+		 * UNLOGGED, ENABLE ROW LEVEL SECURITY on a quiet table).
+		 */
+		if (cp_cdc_relcache_take_recheck())
+		{
+			check_streams(run);
+			cdc->recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  RECHECK_AGAIN_MS);
+		}
+		else if (cdc->recheck_at != 0 && GetCurrentTimestamp() >= cdc->recheck_at)
+		{
+			cdc->recheck_at = 0;
+			check_streams(run);
+		}
 
 		if (cdc->chunk.state == CP_CHUNK_REACHED)
 		{

@@ -103,6 +103,11 @@ typedef struct CpCdcRun
 	int64		watermark_seq;
 	int			rereads;		/* of the same chunk, in a row */
 	bool		refresh_announced;	/* its refresh_start was sent */
+
+	/* preconditions (cdc_sync.c) */
+	XLogRecPtr	trusted_lsn;	/* changes committed before the start's check */
+	char	   *reread;			/* per stream: REREAD_* (cdc_sync.c) */
+	TimestampTz recheck_at;		/* 0, or when to check the present catalog again */
 } CpCdcRun;
 
 /* cdc_sync.c: stream index of a relation, -1 when not the sync's */
@@ -117,5 +122,6 @@ extern void cp_cdc_backfill_read_chunk(CpRun *run);
 extern void cp_cdc_backfill_place_chunk(CpRun *run);
 extern void cp_cdc_backfill_touch(void *arg, const char *key, int len, bool partial);
 extern void cp_cdc_backfill_state(CpRun *run, int idx, StringInfo state);
+extern void cp_cdc_backfill_restart(CpRun *run, int idx);
 
 #endif							/* CALABI_PUSH_CDC_SYNC_H */

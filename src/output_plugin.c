@@ -117,6 +117,7 @@ parse_options(List *defs, CpCdcOptions *options)
 	options->nrelations = -1;
 	options->relations = NULL;
 	options->run_as = InvalidOid;
+	options->in_sync = false;
 
 	foreach(lc, defs)
 	{
@@ -173,6 +174,8 @@ cp_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 											  "calabi_push change",
 											  ALLOCSET_DEFAULT_SIZES);
 	parse_options(ctx->output_plugin_options, &options);
+	/* a sync worker's sink stops the sync on a violated precondition */
+	options.in_sync = cp_cdc_sink != NULL;
 	initStringInfo(&state->lines);
 	MemoryContextSwitchTo(oldcxt);
 

@@ -309,11 +309,12 @@ BEGIN
     END IF;
     IF c.relrowsecurity
        AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = role AND (r.rolsuper OR r.rolbypassrls))
-       AND (c.relforcerowsecurity OR NOT pg_has_role(role, c.relowner, 'MEMBER')) THEN
+       AND (c.relforcerowsecurity OR NOT pg_has_role(role, c.relowner, 'USAGE')) THEN
+        -- (USAGE: the owner's privileges, as core's check_enable_rls)
         RAISE EXCEPTION 'table "%" has row-level security, which change data capture cannot apply', rel
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = format('Role %s is subject to its policies, but decoded changes are not filtered by policies.', role::regrole),
-                  HINT = 'Read as a role with BYPASSRLS (run_as), or sync the table with method => ''full_refresh''.';
+                  HINT = format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY; or read as a role with BYPASSRLS (run_as, or ALTER ROLE %s BYPASSRLS;), or sync the table with method => ''full_refresh''.', rel, role::regrole);
     END IF;
 END
 $$;
@@ -532,6 +533,7 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     s sync;
+    rel regclass;
 BEGIN
     s := _sync_for_update(_start_sync.name);
     IF _sync_is_running(s) THEN
@@ -543,6 +545,12 @@ BEGIN
     PERFORM _check_sync_streams(s);
     IF s.method = 'cdc' THEN
         PERFORM _check_cdc_server();
+        -- what create_sync checked may have changed since (row-level
+        -- security, replica identity, persistence, key): the worker checks
+        -- again too, at start and whenever a table's definition changes
+        FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
+            PERFORM _check_cdc_table(rel, s.run_as, s.destination_sync_mode);
+        END LOOP;
     END IF;
 
     -- A new run after a complete one reads everything again; a run that was
