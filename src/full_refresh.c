@@ -29,10 +29,16 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -152,6 +158,238 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	pfree(state.data);
 }
 
+/*
+ * Keyset pagination is only correct when "after the last key" and the
+ * order rows come in are the same order.  A bare "(key) > ($1)" and
+ * "ORDER BY key" are not: ">" is looked up by name on the worker's
+ * search_path (pg_catalog only), so a citext key compared as text while
+ * its ORDER BY used citext's order, and rows were silently skipped; an
+ * ltree key found no ">" at all.  Both are therefore built from the key
+ * index itself: for each of its columns, the operators of the column's
+ * btree operator family for the opclass's input type, named with their
+ * schema, the index column's collation, and its direction (a DESC column
+ * comes "after" by its less-than operator).  The planner can then read
+ * the rows in that index's order.
+ */
+typedef struct KeyColumn
+{
+	char	   *expr;			/* the column, cast and collated as indexed */
+	char	   *param;			/* $k, cast likewise */
+	Oid			gt;				/* "comes after" operator */
+	Oid			ge;				/* "comes after or is equal" */
+	Oid			eq;
+	Oid			lt;				/* "comes before": the ORDER BY operator */
+	bool		desc;
+	bool		nulls_first;
+} KeyColumn;
+
+static Oid
+key_operator(Oid opfamily, Oid intype, int16 strategy, const char *column)
+{
+	Oid			opno = get_opfamily_member(opfamily, intype, intype, strategy);
+
+	/* every btree family has all five for its opclasses' input types */
+	if (!OidIsValid(opno))
+		elog(ERROR, "operator family %u lacks strategy %d for type %u of key column \"%s\"",
+			 opfamily, strategy, intype, column);
+	return opno;
+}
+
+/* OPERATOR(schema.name): the very operator, whatever the search_path */
+static void
+append_operator(StringInfo buf, Oid opno)
+{
+	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	Form_pg_operator op;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for operator %u", opno);
+	op = (Form_pg_operator) GETSTRUCT(tuple);
+	/* an operator's name is made of operator characters: never quoted */
+	appendStringInfo(buf, " OPERATOR(%s.%s) ",
+					 quote_identifier(get_namespace_name(op->oprnamespace)),
+					 NameStr(op->oprname));
+	ReleaseSysCache(tuple);
+}
+
+/*
+ * Whether one "(a, b) OPERATOR(ns.>) ($1, $2)" means the same as the
+ * lexicographic expansion: every column ascending, every "comes after"
+ * operator of the same schema and name, taking exactly the types its
+ * column and parameter have (a row comparison resolves one operator name
+ * for every column, by their types).  The planner turns it into an index
+ * bound on all the columns, where the expansion bounds the first only.
+ */
+static bool
+row_comparison_fits(const KeyColumn *cols, const Oid *exprtypes, int n)
+{
+	Oid			nsp = InvalidOid;
+	NameData	name;
+
+	for (int k = 0; k < n; k++)
+	{
+		HeapTuple	tuple;
+		Form_pg_operator op;
+		bool		fits;
+
+		if (cols[k].desc)
+			return false;
+		tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(cols[k].gt));
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for operator %u", cols[k].gt);
+		op = (Form_pg_operator) GETSTRUCT(tuple);
+		fits = op->oprleft == exprtypes[k] && op->oprright == exprtypes[k] &&
+			(k == 0 || (op->oprnamespace == nsp &&
+						strcmp(NameStr(op->oprname), NameStr(name)) == 0));
+		if (k == 0)
+		{
+			nsp = op->oprnamespace;
+			namestrcpy(&name, NameStr(op->oprname));
+		}
+		ReleaseSysCache(tuple);
+		if (!fits)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The condition "after the last key" and the ORDER BY list of the keyset
+ * query, from the key index indexoid (s->key_* describe its
+ * columns), into s->key_after and s->key_order.
+ */
+static void
+describe_key_order(CpStreamRun *s, Oid indexoid)
+{
+	Relation	index = index_open(indexoid, AccessShareLock);
+	KeyColumn  *cols = palloc0(sizeof(KeyColumn) * s->nkeys);
+	Oid		   *exprtypes = palloc(sizeof(Oid) * s->nkeys);
+	StringInfoData buf;
+
+	if (IndexRelationGetNumberOfKeyAttributes(index) != s->nkeys)
+		elog(ERROR, "key index %u of \"%s\".\"%s\" changed while it was read",
+			 indexoid, s->nspname, s->relname);
+
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		Oid			opfamily = index->rd_opfamily[k];
+		Oid			intype = index->rd_opcintype[k];
+		Oid			collation = index->rd_indcollation[k];
+		int16		option = index->rd_indoption[k];
+		KeyColumn  *c = &cols[k];
+		StringInfoData expr;
+		StringInfoData param;
+
+		c->desc = (option & INDOPTION_DESC) != 0;
+		c->nulls_first = (option & INDOPTION_NULLS_FIRST) != 0;
+		c->gt = key_operator(opfamily, intype,
+							 c->desc ? BTLessStrategyNumber : BTGreaterStrategyNumber,
+							 s->key_names[k]);
+		c->ge = key_operator(opfamily, intype,
+							 c->desc ? BTLessEqualStrategyNumber : BTGreaterEqualStrategyNumber,
+							 s->key_names[k]);
+		c->eq = key_operator(opfamily, intype, BTEqualStrategyNumber, s->key_names[k]);
+		c->lt = key_operator(opfamily, intype,
+							 c->desc ? BTGreaterStrategyNumber : BTLessStrategyNumber,
+							 s->key_names[k]);
+
+		/*
+		 * A column whose type is not the opclass's input type (varchar
+		 * under text_ops, a domain) is cast to it, binary-coercibly as the
+		 * index does, so the operator is found by its exact types; a
+		 * polymorphic opclass (enums, arrays, ranges) takes the column's.
+		 */
+		initStringInfo(&expr);
+		initStringInfo(&param);
+		appendStringInfoChar(&expr, '(');
+		appendStringInfoString(&expr, s->key_quoted[k]);
+		appendStringInfo(&param, "($%d", k + 1);
+		exprtypes[k] = s->key_types[k];
+		if (intype != s->key_types[k] && get_typtype(intype) != TYPTYPE_PSEUDO)
+		{
+			char	   *type = format_type_be_qualified(intype);
+
+			appendStringInfo(&expr, "::%s", type);
+			appendStringInfo(&param, "::%s", type);
+			exprtypes[k] = intype;
+		}
+		if (OidIsValid(collation))
+		{
+			HeapTuple	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+			Form_pg_collation coll;
+
+			if (!HeapTupleIsValid(tuple))
+				elog(ERROR, "cache lookup failed for collation %u", collation);
+			coll = (Form_pg_collation) GETSTRUCT(tuple);
+			/* on the column: an explicit collation wins over the parameter's */
+			appendStringInfo(&expr, " COLLATE %s",
+							 quote_qualified_identifier(get_namespace_name(coll->collnamespace),
+														NameStr(coll->collname)));
+			ReleaseSysCache(tuple);
+		}
+		appendStringInfoChar(&expr, ')');
+		appendStringInfoChar(&param, ')');
+		c->expr = expr.data;
+		c->param = param.data;
+	}
+
+	initStringInfo(&buf);
+	if (s->nkeys > 1 && row_comparison_fits(cols, exprtypes, s->nkeys))
+	{
+		appendStringInfoChar(&buf, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].expr);
+		appendStringInfoChar(&buf, ')');
+		append_operator(&buf, cols[0].gt);
+		appendStringInfoChar(&buf, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].param);
+		appendStringInfoChar(&buf, ')');
+	}
+	else
+	{
+		/*
+		 * a1 >= $1 AND (a1 > $1 OR (a1 = $1 AND (a2 > $2 OR (a2 = $2 AND
+		 * a3 > $3)))): the leading conjunct is an index bound on the first
+		 * column; the rest decides within it.
+		 */
+		if (s->nkeys > 1)
+		{
+			appendStringInfoString(&buf, cols[0].expr);
+			append_operator(&buf, cols[0].ge);
+			appendStringInfo(&buf, "%s AND ", cols[0].param);
+		}
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			if (k < s->nkeys - 1)
+				appendStringInfoChar(&buf, '(');
+			appendStringInfoString(&buf, cols[k].expr);
+			append_operator(&buf, cols[k].gt);
+			appendStringInfoString(&buf, cols[k].param);
+			if (k < s->nkeys - 1)
+			{
+				appendStringInfo(&buf, " OR (%s", cols[k].expr);
+				append_operator(&buf, cols[k].eq);
+				appendStringInfo(&buf, "%s AND ", cols[k].param);
+			}
+		}
+		for (int k = 0; k < s->nkeys - 1; k++)
+			appendStringInfoString(&buf, "))");
+	}
+	s->key_after = buf.data;
+
+	initStringInfo(&buf);
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		appendStringInfo(&buf, "%s%s USING", k ? ", " : "", cols[k].expr);
+		append_operator(&buf, cols[k].lt);
+		appendStringInfoString(&buf, cols[k].nulls_first ? "NULLS FIRST" : "NULLS LAST");
+	}
+	s->key_order = buf.data;
+
+	index_close(index, AccessShareLock);
+}
+
 void
 cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 {
@@ -222,6 +460,7 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 			getTypeOutputInfo(attr->atttypid, &outfunc, &isvarlena);
 			fmgr_info_cxt(outfunc, &s->key_out[k], s->mcxt);
 		}
+		describe_key_order(s, cp_stream_key_index(rel));
 		s->relfilenode = rel->rd_rel->relfilenode;
 	}
 	MemoryContextSwitchTo(oldcontext);
@@ -397,13 +636,7 @@ cp_keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
 	appendStringInfoString(&query, s->select_query);
 	if (nargs > 0)
 	{
-		appendStringInfoString(&query, " WHERE (");
-		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
-		appendStringInfoString(&query, ") > (");
-		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&query, "%s$%d", k ? ", " : "", k + 1);
-		appendStringInfoChar(&query, ')');
+		appendStringInfo(&query, " WHERE %s", s->key_after);
 
 		/* the key as it was written, read back with the same settings */
 		args = palloc(sizeof(Datum) * nargs);
@@ -417,10 +650,7 @@ cp_keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
 										   typioparam, s->key_typmods[k]);
 		}
 	}
-	appendStringInfoString(&query, " ORDER BY ");
-	for (int k = 0; k < s->nkeys; k++)
-		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
-	appendStringInfo(&query, " LIMIT %d", max_rows);
+	appendStringInfo(&query, " ORDER BY %s LIMIT %d", s->key_order, max_rows);
 
 	*argsp = args;
 	return query.data;

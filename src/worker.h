@@ -41,6 +41,13 @@ typedef struct CpStreamRun
 	int32	   *key_typmods;
 	int		   *key_columns;	/* 1-based, in the SELECT's result */
 	FmgrInfo   *key_out;
+	/*
+	 * The keyset query's condition "after the last key" ($1..$nkeys) and
+	 * its ORDER BY list, both from the key index's btree operator families
+	 * and collations (see cp_stream_run_describe).
+	 */
+	char	   *key_after;
+	char	   *key_order;
 	char	   *cursor_name;
 	bool		cursor_open;
 
