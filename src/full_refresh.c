@@ -29,6 +29,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -40,6 +41,7 @@
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -494,6 +496,7 @@ prepare_stream(CpRun *run, int idx)
 	s->enc = NULL;
 	s->enc_desc = NULL;
 	s->cursor_name = NULL;
+	s->too_large = NULL;
 	batch = run->batch;			/* after the flush: it swaps the buffers */
 
 	caller = xact_start();
@@ -554,8 +557,80 @@ cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values)
 	MemoryContextSwitchTo(oldcontext);
 }
 
-/* Encode one row of a chunk as a RECORD with its state. */
-static void
+/* the longest a key value is shown in a message */
+#define KEY_VALUE_SHOWN 64
+
+void
+cp_stream_run_note_too_large(CpRun *run, CpStreamRun *s, TupleDesc desc,
+							 const Datum *values, const bool *isnull)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
+	StringInfoData key;
+	int64		bytes = 0;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(desc, i);
+
+		if (attr->attisdropped || isnull[i])
+			continue;
+		/* a TOASTed value by its size uncompressed, without reading it */
+		bytes += attr->attlen == -1 ? (int64) toast_raw_datum_size(values[i]) :
+			attr->attlen > 0 ? attr->attlen :
+			(int64) strlen(DatumGetCString(values[i])) + 1;
+	}
+
+	/* "(a, b)=(1, x)" as unique violations show a key, values cut short */
+	initStringInfo(&key);
+	if (s->keyset)
+	{
+		appendStringInfoChar(&key, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&key, "%s%s", k ? ", " : "", s->key_quoted[k]);
+		appendStringInfoString(&key, ")=(");
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			char	   *text = OutputFunctionCall(&s->key_out[k],
+												  values[s->key_columns[k] - 1]);
+			int			len = strlen(text);
+			int			shown = pg_mbcliplen(text, len, KEY_VALUE_SHOWN);
+
+			appendStringInfo(&key, "%s%.*s%s", k ? ", " : "", shown, text,
+							 shown < len ? "..." : "");
+		}
+		appendStringInfoChar(&key, ')');
+	}
+	s->too_large = key.data;
+	s->too_large_bytes = bytes;
+	MemoryContextSwitchTo(oldcontext);
+}
+
+void
+cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s)
+{
+	/* what came before it is delivered and acknowledged: a fix resumes at it */
+	cp_delivery_flush(run, true);
+
+	/*
+	 * Retrying could only meet the same row again (a worker restarted in a
+	 * loop, each time reading up to it): stop the sync until it is fixed.
+	 */
+	cp_worker_stop_on_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s%s of \"%s\".\"%s\" is too large to send: its record would exceed batch_bytes (%d bytes); its values take " INT64_FORMAT " bytes before encoding",
+					s->too_large[0] != '\0' ? "row " : "a row",
+					s->too_large, s->nspname, s->relname,
+					run->sync->batch_bytes, s->too_large_bytes),
+			 errdetail("A record is never split across batches; text escapes up to six times its size in JSON, bytea to twice."),
+			 errhint("Create the sync again with a larger batch_bytes (at most 256MB), leave the column out through a view, or make the value smaller; rows up to it were delivered.")));
+}
+
+/*
+ * Encode one row of a chunk as a RECORD with its state; false (the batch
+ * unchanged, the row noted in s) when its line would exceed batch_bytes.
+ */
+static bool
 add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 		   Datum *values, bool *isnull, const StringInfo head, StringInfo state)
 {
@@ -565,7 +640,15 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 
 	heap_deform_tuple(tuple, desc, values, isnull);
 	appendBinaryStringInfo(&batch->lines, head->data, head->len);
-	cp_encode_row(s->enc, &batch->lines, values, isnull);
+	/* the line: head, row, "}}\n" */
+	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull,
+							   run->sync->batch_bytes - head->len - 3))
+	{
+		batch->lines.len = start;
+		batch->lines.data[start] = '\0';
+		cp_stream_run_note_too_large(run, s, desc, values, isnull);
+		return false;
+	}
 	appendStringInfoString(&batch->lines, "}}");
 	cp_batch_line_end(batch, start, idx, true);
 	s->rows++;
@@ -575,6 +658,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	resetStringInfo(state);
 	append_state(state, s, "reading");
 	cp_batch_set_state(batch, state->data, state->len);
+	return true;
 }
 
 void
@@ -699,8 +783,9 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		initStringInfo(&state);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   &head, &state);
+			if (!add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+							&head, &state))
+				break;			/* too large: stopped outside the transaction */
 			rows++;
 			if (run->batch->lines.len >= run->sync->batch_bytes)
 				break;
@@ -757,7 +842,8 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	record_head(s, &head);
 	initStringInfo(&state);
 	*exhausted = false;
-	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes)
+	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes &&
+		   s->too_large == NULL)
 	{
 		TupleDesc	desc;
 		Datum	   *values;
@@ -775,9 +861,12 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		values = palloc(sizeof(Datum) * desc->natts);
 		isnull = palloc(sizeof(bool) * desc->natts);
 		for (uint64 i = 0; i < SPI_processed; i++)
-			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   &head, &state);
-		rows += SPI_processed;
+		{
+			if (!add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+							&head, &state))
+				break;			/* too large: stopped outside the transaction */
+			rows++;
+		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	return rows;
@@ -891,6 +980,8 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		xact_commit(caller);
 		MemoryContextReset(run->chunkcxt);
 
+		if (s->too_large != NULL)
+			cp_stream_run_stop_too_large(run, s);
 		if (rows == -2)
 		{
 			ereport(LOG,
