@@ -78,6 +78,11 @@
 #define DEFAULT_ROWS_PER_PAGE 50
 /* reads of the same chunk in a row before saying so in the log */
 #define REREADS_LOGGED 3
+/*
+ * Room kept in a row's line for what placing it adds: the _calabi_cdc_*
+ * members (a position, a timestamp, null), the closing braces and '\n'.
+ */
+#define PLACED_MEMBERS_MAX 256
 
 void
 cp_cdc_backfill_init(CpRun *run)
@@ -486,9 +491,36 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 			int			start = chunk->rows.len;
 
 			heap_deform_tuple(SPI_tuptable->vals[r], desc, values, isnull);
-			add_row(chunk);
 			appendBinaryStringInfo(&chunk->rows, head.data, head.len);
-			cp_encode_row(enc, &chunk->rows, values, isnull);
+			if (!cp_encode_row_bounded(enc, &chunk->rows, values, isnull,
+									   run->sync->batch_bytes - head.len - PLACED_MEMBERS_MAX))
+			{
+				chunk->rows.len = start;
+				chunk->rows.data[start] = '\0';
+
+				/*
+				 * The rows before it go as a chunk of their own (a keyset
+				 * read resumes after the last of them, so the next chunk
+				 * begins with it); met first, or in a range of blocks that
+				 * cannot end mid-way, it stops the sync once the
+				 * transaction is over.
+				 */
+				if (s->keyset && r > 0)
+				{
+					List	   *saved = s->after;
+
+					heap_deform_tuple(SPI_tuptable->vals[r - 1], desc, values, isnull);
+					s->after = NIL;
+					cp_stream_run_remember_key(run, s, values);
+					after = s->after;
+					s->after = saved;
+				}
+				else
+					cp_stream_run_note_too_large(run, s, desc, values, isnull);
+				exhausted = false;
+				break;
+			}
+			add_row(chunk);
 			/* the data object stays open for the _calabi_cdc_* members */
 			chunk->rows.data[--chunk->rows.len] = '\0';
 			chunk->row_off[chunk->nrows - 1] = start;
@@ -498,7 +530,15 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 				resetStringInfo(&key);
 				cp_cdc_key_text(&key, enc, key_idx, s->nkeys, values, isnull);
 				chunk->row_key[chunk->nrows - 1] = pstrdup(key.data);
-				if (r == SPI_processed - 1)
+
+				/*
+				 * A chunk holds at most about a batch: chunk_rows rows
+				 * near batch_bytes each would not fit in memory.
+				 */
+				if (r < SPI_processed - 1 &&
+					chunk->rows.len >= run->sync->batch_bytes)
+					exhausted = false;
+				if (r == SPI_processed - 1 || chunk->rows.len >= run->sync->batch_bytes)
 				{
 					List	   *saved = s->after;
 
@@ -507,6 +547,7 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 					cp_stream_run_remember_key(run, s, values);
 					after = s->after;
 					s->after = saved;
+					break;
 				}
 			}
 		}
@@ -517,6 +558,14 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
+
+	if (s->too_large != NULL)
+	{
+		/* nothing of this chunk is placed: the row is the next to send */
+		chunk->state = CP_CHUNK_NONE;
+		MemoryContextReset(chunk->cxt);
+		cp_stream_run_stop_too_large(run, s);
+	}
 
 	chunk->after = (s->keyset && after == NIL) ? s->after : after;
 	chunk->exhausted = exhausted;

@@ -224,6 +224,35 @@ static const char json_escape_table[256] = {
 
 static const char hex_digits[] = "0123456789abcdef";
 
+/*
+ * A bounded encoding (cp_encode_row_bounded) in progress: the greatest
+ * buf->len it may reach (-1: none), and whether it would have gone past.
+ * Only the appends whose size a value decides (strings, bytea) can grow a
+ * buffer by much at once: they check before they enlarge it, and the
+ * loops over columns and array elements check after each, so a bounded
+ * buffer never grows much past its bound -- never to the 1 GB at which
+ * enlargeStringInfo fails with "Cannot enlarge string buffer", which would
+ * only restart the worker to fail again on the same row.
+ */
+static int64 bound_len = -1;
+static bool bound_exceeded = false;
+
+/* what an unchecked append (a number, numeric_out's text) may add past it */
+#define BOUND_SLACK (1024 * 1024)
+
+static inline bool
+over_bound(StringInfo buf, int64 more)
+{
+	if (likely(bound_len < 0))
+		return false;
+	if (bound_exceeded || (int64) buf->len + more > bound_len)
+	{
+		bound_exceeded = true;
+		return true;
+	}
+	return false;
+}
+
 void
 cp_append_json_string(StringInfo buf, const char *str, int len)
 {
@@ -231,6 +260,9 @@ cp_append_json_string(StringInfo buf, const char *str, int len)
 	const unsigned char *end = p + len;
 	const unsigned char *run = p;
 
+	/* escaped, it takes at least len + 2 bytes, and grows as it goes */
+	if (over_bound(buf, (int64) len + 2))
+		return;
 	enlargeStringInfo(buf, len + 2);
 	buf->data[buf->len++] = '"';
 	for (; p < end; p++)
@@ -239,6 +271,8 @@ cp_append_json_string(StringInfo buf, const char *str, int len)
 
 		if (likely(esc == 0))
 			continue;
+		if (over_bound(buf, (p - run) + 6 + 1))
+			return;
 		if (p > run)
 			appendBinaryStringInfo(buf, (const char *) run, p - run);
 		if (esc == 'u')
@@ -256,6 +290,8 @@ cp_append_json_string(StringInfo buf, const char *str, int len)
 		}
 		run = p + 1;
 	}
+	if (over_bound(buf, (p - run) + 1))
+		return;
 	if (p > run)
 		appendBinaryStringInfo(buf, (const char *) run, p - run);
 	appendStringInfoCharMacro(buf, '"');
@@ -338,6 +374,12 @@ encode_bytea(StringInfo buf, Datum value)
 	char	   *p;
 
 	/* "\\x" + two hex digits a byte, within quotes */
+	if (over_bound(buf, 2 * (int64) len + 6))
+	{
+		if ((Pointer) b != DatumGetPointer(value))
+			pfree(b);
+		return;
+	}
 	enlargeStringInfo(buf, 2 * len + 6);
 	p = buf->data + buf->len;
 	*p++ = '"';
@@ -583,6 +625,8 @@ encode_array_dimension(const CpTypeEncoder *enc, StringInfo buf,
 	appendStringInfoCharMacro(buf, '[');
 	for (int i = 0; i < dims[dim]; i++)
 	{
+		if (over_bound(buf, 0))
+			return;
 		if (i > 0)
 			appendStringInfoCharMacro(buf, ',');
 		if (dim < ndim - 1)
@@ -772,6 +816,8 @@ cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
 		const CpColumnEncoder *col = &enc->columns[i];
 		int			off = col->attnum - 1;
 
+		if (over_bound(buf, col->keylen + 1))
+			return;
 		if (i > 0)
 			appendStringInfoCharMacro(buf, ',');
 		appendBinaryStringInfo(buf, col->key, col->keylen);
@@ -781,6 +827,38 @@ cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
 			cp_encode_value(&col->type, buf, values[off]);
 	}
 	appendStringInfoCharMacro(buf, '}');
+}
+
+bool
+cp_encode_row_bounded(const CpRowEncoder *enc, StringInfo buf,
+					  const Datum *values, const bool *isnull, int max_bytes)
+{
+	int			start = buf->len;
+	bool		fits;
+
+	Assert(bound_len < 0);
+	/* never so close to MaxAllocSize that the slack could reach it */
+	bound_len = Min((int64) start + Max(max_bytes, 0),
+					(int64) MaxAllocSize - 1 - BOUND_SLACK);
+	bound_exceeded = false;
+	PG_TRY();
+	{
+		cp_encode_row(enc, buf, values, isnull);
+	}
+	PG_FINALLY();
+	{
+		/* an error in an output function must not leave later encodings bounded */
+		bound_len = -1;
+	}
+	PG_END_TRY();
+	fits = !bound_exceeded && buf->len - start <= max_bytes;
+	bound_exceeded = false;
+	if (!fits)
+	{
+		buf->len = start;
+		buf->data[start] = '\0';
+	}
+	return fits;
 }
 
 void

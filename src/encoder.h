@@ -97,6 +97,18 @@ extern void cp_encode_value(const CpTypeEncoder *enc, StringInfo buf, Datum valu
 extern void cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
 						  const Datum *values, const bool *isnull);
 
+/*
+ * cp_encode_row, but at most max_bytes of it: when the row's JSON would be
+ * longer, buf is left as it was and false returned.  The buffer never
+ * grows far past the bound, however large the values (a text of control
+ * characters escapes to six times its size, a bytea to twice), so a row
+ * too large for any batch is reported instead of failing in
+ * enlargeStringInfo.
+ */
+extern bool cp_encode_row_bounded(const CpRowEncoder *enc, StringInfo buf,
+								  const Datum *values, const bool *isnull,
+								  int max_bytes);
+
 /* Append a JSON-schema fragment for a type / {"type":"object",...} for a row. */
 extern void cp_encode_type_schema(const CpTypeEncoder *enc, StringInfo buf);
 extern void cp_encode_row_schema(const CpRowEncoder *enc, StringInfo buf);

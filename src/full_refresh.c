@@ -29,11 +29,19 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -152,6 +160,238 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	pfree(state.data);
 }
 
+/*
+ * Keyset pagination is only correct when "after the last key" and the
+ * order rows come in are the same order.  A bare "(key) > ($1)" and
+ * "ORDER BY key" are not: ">" is looked up by name on the worker's
+ * search_path (pg_catalog only), so a citext key compared as text while
+ * its ORDER BY used citext's order, and rows were silently skipped; an
+ * ltree key found no ">" at all.  Both are therefore built from the key
+ * index itself: for each of its columns, the operators of the column's
+ * btree operator family for the opclass's input type, named with their
+ * schema, the index column's collation, and its direction (a DESC column
+ * comes "after" by its less-than operator).  The planner can then read
+ * the rows in that index's order.
+ */
+typedef struct KeyColumn
+{
+	char	   *expr;			/* the column, cast and collated as indexed */
+	char	   *param;			/* $k, cast likewise */
+	Oid			gt;				/* "comes after" operator */
+	Oid			ge;				/* "comes after or is equal" */
+	Oid			eq;
+	Oid			lt;				/* "comes before": the ORDER BY operator */
+	bool		desc;
+	bool		nulls_first;
+} KeyColumn;
+
+static Oid
+key_operator(Oid opfamily, Oid intype, int16 strategy, const char *column)
+{
+	Oid			opno = get_opfamily_member(opfamily, intype, intype, strategy);
+
+	/* every btree family has all five for its opclasses' input types */
+	if (!OidIsValid(opno))
+		elog(ERROR, "operator family %u lacks strategy %d for type %u of key column \"%s\"",
+			 opfamily, strategy, intype, column);
+	return opno;
+}
+
+/* OPERATOR(schema.name): the very operator, whatever the search_path */
+static void
+append_operator(StringInfo buf, Oid opno)
+{
+	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	Form_pg_operator op;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for operator %u", opno);
+	op = (Form_pg_operator) GETSTRUCT(tuple);
+	/* an operator's name is made of operator characters: never quoted */
+	appendStringInfo(buf, " OPERATOR(%s.%s) ",
+					 quote_identifier(get_namespace_name(op->oprnamespace)),
+					 NameStr(op->oprname));
+	ReleaseSysCache(tuple);
+}
+
+/*
+ * Whether one "(a, b) OPERATOR(ns.>) ($1, $2)" means the same as the
+ * lexicographic expansion: every column ascending, every "comes after"
+ * operator of the same schema and name, taking exactly the types its
+ * column and parameter have (a row comparison resolves one operator name
+ * for every column, by their types).  The planner turns it into an index
+ * bound on all the columns, where the expansion bounds the first only.
+ */
+static bool
+row_comparison_fits(const KeyColumn *cols, const Oid *exprtypes, int n)
+{
+	Oid			nsp = InvalidOid;
+	NameData	name;
+
+	for (int k = 0; k < n; k++)
+	{
+		HeapTuple	tuple;
+		Form_pg_operator op;
+		bool		fits;
+
+		if (cols[k].desc)
+			return false;
+		tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(cols[k].gt));
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for operator %u", cols[k].gt);
+		op = (Form_pg_operator) GETSTRUCT(tuple);
+		fits = op->oprleft == exprtypes[k] && op->oprright == exprtypes[k] &&
+			(k == 0 || (op->oprnamespace == nsp &&
+						strcmp(NameStr(op->oprname), NameStr(name)) == 0));
+		if (k == 0)
+		{
+			nsp = op->oprnamespace;
+			namestrcpy(&name, NameStr(op->oprname));
+		}
+		ReleaseSysCache(tuple);
+		if (!fits)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The condition "after the last key" and the ORDER BY list of the keyset
+ * query, from the key index indexoid (s->key_* describe its
+ * columns), into s->key_after and s->key_order.
+ */
+static void
+describe_key_order(CpStreamRun *s, Oid indexoid)
+{
+	Relation	index = index_open(indexoid, AccessShareLock);
+	KeyColumn  *cols = palloc0(sizeof(KeyColumn) * s->nkeys);
+	Oid		   *exprtypes = palloc(sizeof(Oid) * s->nkeys);
+	StringInfoData buf;
+
+	if (IndexRelationGetNumberOfKeyAttributes(index) != s->nkeys)
+		elog(ERROR, "key index %u of \"%s\".\"%s\" changed while it was read",
+			 indexoid, s->nspname, s->relname);
+
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		Oid			opfamily = index->rd_opfamily[k];
+		Oid			intype = index->rd_opcintype[k];
+		Oid			collation = index->rd_indcollation[k];
+		int16		option = index->rd_indoption[k];
+		KeyColumn  *c = &cols[k];
+		StringInfoData expr;
+		StringInfoData param;
+
+		c->desc = (option & INDOPTION_DESC) != 0;
+		c->nulls_first = (option & INDOPTION_NULLS_FIRST) != 0;
+		c->gt = key_operator(opfamily, intype,
+							 c->desc ? BTLessStrategyNumber : BTGreaterStrategyNumber,
+							 s->key_names[k]);
+		c->ge = key_operator(opfamily, intype,
+							 c->desc ? BTLessEqualStrategyNumber : BTGreaterEqualStrategyNumber,
+							 s->key_names[k]);
+		c->eq = key_operator(opfamily, intype, BTEqualStrategyNumber, s->key_names[k]);
+		c->lt = key_operator(opfamily, intype,
+							 c->desc ? BTGreaterStrategyNumber : BTLessStrategyNumber,
+							 s->key_names[k]);
+
+		/*
+		 * A column whose type is not the opclass's input type (varchar
+		 * under text_ops, a domain) is cast to it, binary-coercibly as the
+		 * index does, so the operator is found by its exact types; a
+		 * polymorphic opclass (enums, arrays, ranges) takes the column's.
+		 */
+		initStringInfo(&expr);
+		initStringInfo(&param);
+		appendStringInfoChar(&expr, '(');
+		appendStringInfoString(&expr, s->key_quoted[k]);
+		appendStringInfo(&param, "($%d", k + 1);
+		exprtypes[k] = s->key_types[k];
+		if (intype != s->key_types[k] && get_typtype(intype) != TYPTYPE_PSEUDO)
+		{
+			char	   *type = format_type_be_qualified(intype);
+
+			appendStringInfo(&expr, "::%s", type);
+			appendStringInfo(&param, "::%s", type);
+			exprtypes[k] = intype;
+		}
+		if (OidIsValid(collation))
+		{
+			HeapTuple	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+			Form_pg_collation coll;
+
+			if (!HeapTupleIsValid(tuple))
+				elog(ERROR, "cache lookup failed for collation %u", collation);
+			coll = (Form_pg_collation) GETSTRUCT(tuple);
+			/* on the column: an explicit collation wins over the parameter's */
+			appendStringInfo(&expr, " COLLATE %s",
+							 quote_qualified_identifier(get_namespace_name(coll->collnamespace),
+														NameStr(coll->collname)));
+			ReleaseSysCache(tuple);
+		}
+		appendStringInfoChar(&expr, ')');
+		appendStringInfoChar(&param, ')');
+		c->expr = expr.data;
+		c->param = param.data;
+	}
+
+	initStringInfo(&buf);
+	if (s->nkeys > 1 && row_comparison_fits(cols, exprtypes, s->nkeys))
+	{
+		appendStringInfoChar(&buf, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].expr);
+		appendStringInfoChar(&buf, ')');
+		append_operator(&buf, cols[0].gt);
+		appendStringInfoChar(&buf, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].param);
+		appendStringInfoChar(&buf, ')');
+	}
+	else
+	{
+		/*
+		 * a1 >= $1 AND (a1 > $1 OR (a1 = $1 AND (a2 > $2 OR (a2 = $2 AND
+		 * a3 > $3)))): the leading conjunct is an index bound on the first
+		 * column; the rest decides within it.
+		 */
+		if (s->nkeys > 1)
+		{
+			appendStringInfoString(&buf, cols[0].expr);
+			append_operator(&buf, cols[0].ge);
+			appendStringInfo(&buf, "%s AND ", cols[0].param);
+		}
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			if (k < s->nkeys - 1)
+				appendStringInfoChar(&buf, '(');
+			appendStringInfoString(&buf, cols[k].expr);
+			append_operator(&buf, cols[k].gt);
+			appendStringInfoString(&buf, cols[k].param);
+			if (k < s->nkeys - 1)
+			{
+				appendStringInfo(&buf, " OR (%s", cols[k].expr);
+				append_operator(&buf, cols[k].eq);
+				appendStringInfo(&buf, "%s AND ", cols[k].param);
+			}
+		}
+		for (int k = 0; k < s->nkeys - 1; k++)
+			appendStringInfoString(&buf, "))");
+	}
+	s->key_after = buf.data;
+
+	initStringInfo(&buf);
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		appendStringInfo(&buf, "%s%s USING", k ? ", " : "", cols[k].expr);
+		append_operator(&buf, cols[k].lt);
+		appendStringInfoString(&buf, cols[k].nulls_first ? "NULLS FIRST" : "NULLS LAST");
+	}
+	s->key_order = buf.data;
+
+	index_close(index, AccessShareLock);
+}
+
 void
 cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 {
@@ -222,6 +462,7 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 			getTypeOutputInfo(attr->atttypid, &outfunc, &isvarlena);
 			fmgr_info_cxt(outfunc, &s->key_out[k], s->mcxt);
 		}
+		describe_key_order(s, cp_stream_key_index(rel));
 		s->relfilenode = rel->rd_rel->relfilenode;
 	}
 	MemoryContextSwitchTo(oldcontext);
@@ -255,6 +496,7 @@ prepare_stream(CpRun *run, int idx)
 	s->enc = NULL;
 	s->enc_desc = NULL;
 	s->cursor_name = NULL;
+	s->too_large = NULL;
 	batch = run->batch;			/* after the flush: it swaps the buffers */
 
 	caller = xact_start();
@@ -315,8 +557,80 @@ cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values)
 	MemoryContextSwitchTo(oldcontext);
 }
 
-/* Encode one row of a chunk as a RECORD with its state. */
-static void
+/* the longest a key value is shown in a message */
+#define KEY_VALUE_SHOWN 64
+
+void
+cp_stream_run_note_too_large(CpRun *run, CpStreamRun *s, TupleDesc desc,
+							 const Datum *values, const bool *isnull)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
+	StringInfoData key;
+	int64		bytes = 0;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(desc, i);
+
+		if (attr->attisdropped || isnull[i])
+			continue;
+		/* a TOASTed value by its size uncompressed, without reading it */
+		bytes += attr->attlen == -1 ? (int64) toast_raw_datum_size(values[i]) :
+			attr->attlen > 0 ? attr->attlen :
+			(int64) strlen(DatumGetCString(values[i])) + 1;
+	}
+
+	/* "(a, b)=(1, x)" as unique violations show a key, values cut short */
+	initStringInfo(&key);
+	if (s->keyset)
+	{
+		appendStringInfoChar(&key, '(');
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&key, "%s%s", k ? ", " : "", s->key_quoted[k]);
+		appendStringInfoString(&key, ")=(");
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			char	   *text = OutputFunctionCall(&s->key_out[k],
+												  values[s->key_columns[k] - 1]);
+			int			len = strlen(text);
+			int			shown = pg_mbcliplen(text, len, KEY_VALUE_SHOWN);
+
+			appendStringInfo(&key, "%s%.*s%s", k ? ", " : "", shown, text,
+							 shown < len ? "..." : "");
+		}
+		appendStringInfoChar(&key, ')');
+	}
+	s->too_large = key.data;
+	s->too_large_bytes = bytes;
+	MemoryContextSwitchTo(oldcontext);
+}
+
+void
+cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s)
+{
+	/* what came before it is delivered and acknowledged: a fix resumes at it */
+	cp_delivery_flush(run, true);
+
+	/*
+	 * Retrying could only meet the same row again (a worker restarted in a
+	 * loop, each time reading up to it): stop the sync until it is fixed.
+	 */
+	cp_worker_stop_on_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s%s of \"%s\".\"%s\" is too large to send: its record would exceed batch_bytes (%d bytes); its values take " INT64_FORMAT " bytes before encoding",
+					s->too_large[0] != '\0' ? "row " : "a row",
+					s->too_large, s->nspname, s->relname,
+					run->sync->batch_bytes, s->too_large_bytes),
+			 errdetail("A record is never split across batches; text escapes up to six times its size in JSON, bytea to twice."),
+			 errhint("Create the sync again with a larger batch_bytes (at most 256MB), leave the column out through a view, or make the value smaller; rows up to it were delivered.")));
+}
+
+/*
+ * Encode one row of a chunk as a RECORD with its state; false (the batch
+ * unchanged, the row noted in s) when its line would exceed batch_bytes.
+ */
+static bool
 add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 		   Datum *values, bool *isnull, const StringInfo head, StringInfo state)
 {
@@ -326,7 +640,15 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 
 	heap_deform_tuple(tuple, desc, values, isnull);
 	appendBinaryStringInfo(&batch->lines, head->data, head->len);
-	cp_encode_row(s->enc, &batch->lines, values, isnull);
+	/* the line: head, row, "}}\n" */
+	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull,
+							   run->sync->batch_bytes - head->len - 3))
+	{
+		batch->lines.len = start;
+		batch->lines.data[start] = '\0';
+		cp_stream_run_note_too_large(run, s, desc, values, isnull);
+		return false;
+	}
 	appendStringInfoString(&batch->lines, "}}");
 	cp_batch_line_end(batch, start, idx, true);
 	s->rows++;
@@ -336,6 +658,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	resetStringInfo(state);
 	append_state(state, s, "reading");
 	cp_batch_set_state(batch, state->data, state->len);
+	return true;
 }
 
 void
@@ -397,13 +720,7 @@ cp_keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
 	appendStringInfoString(&query, s->select_query);
 	if (nargs > 0)
 	{
-		appendStringInfoString(&query, " WHERE (");
-		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
-		appendStringInfoString(&query, ") > (");
-		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&query, "%s$%d", k ? ", " : "", k + 1);
-		appendStringInfoChar(&query, ')');
+		appendStringInfo(&query, " WHERE %s", s->key_after);
 
 		/* the key as it was written, read back with the same settings */
 		args = palloc(sizeof(Datum) * nargs);
@@ -417,10 +734,7 @@ cp_keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
 										   typioparam, s->key_typmods[k]);
 		}
 	}
-	appendStringInfoString(&query, " ORDER BY ");
-	for (int k = 0; k < s->nkeys; k++)
-		appendStringInfo(&query, "%s%s", k ? ", " : "", s->key_quoted[k]);
-	appendStringInfo(&query, " LIMIT %d", max_rows);
+	appendStringInfo(&query, " ORDER BY %s LIMIT %d", s->key_order, max_rows);
 
 	*argsp = args;
 	return query.data;
@@ -469,8 +783,9 @@ read_keyset_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		initStringInfo(&state);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   &head, &state);
+			if (!add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+							&head, &state))
+				break;			/* too large: stopped outside the transaction */
 			rows++;
 			if (run->batch->lines.len >= run->sync->batch_bytes)
 				break;
@@ -527,7 +842,8 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 	record_head(s, &head);
 	initStringInfo(&state);
 	*exhausted = false;
-	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes)
+	while (rows < max_rows && run->batch->lines.len < run->sync->batch_bytes &&
+		   s->too_large == NULL)
 	{
 		TupleDesc	desc;
 		Datum	   *values;
@@ -545,9 +861,12 @@ read_cursor_chunk(CpRun *run, int idx, int max_rows, bool *exhausted)
 		values = palloc(sizeof(Datum) * desc->natts);
 		isnull = palloc(sizeof(bool) * desc->natts);
 		for (uint64 i = 0; i < SPI_processed; i++)
-			add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
-					   &head, &state);
-		rows += SPI_processed;
+		{
+			if (!add_record(run, idx, SPI_tuptable->vals[i], desc, values, isnull,
+							&head, &state))
+				break;			/* too large: stopped outside the transaction */
+			rows++;
+		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	return rows;
@@ -661,6 +980,8 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		xact_commit(caller);
 		MemoryContextReset(run->chunkcxt);
 
+		if (s->too_large != NULL)
+			cp_stream_run_stop_too_large(run, s);
 		if (rows == -2)
 		{
 			ereport(LOG,

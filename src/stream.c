@@ -93,13 +93,10 @@ cp_stream_select_query(Relation rel)
 	return psprintf("SELECT * FROM %s", name);
 }
 
-List *
-cp_stream_primary_key(Relation rel)
+Oid
+cp_stream_key_index(Relation rel)
 {
 	Oid			indexoid = InvalidOid;
-	HeapTuple	tuple;
-	Form_pg_index index;
-	List	   *columns = NIL;
 
 	if (rel->rd_rel->relhasindex)
 	{
@@ -107,6 +104,17 @@ cp_stream_primary_key(Relation rel)
 		if (!OidIsValid(indexoid))
 			indexoid = RelationGetReplicaIndex(rel);
 	}
+	return indexoid;
+}
+
+List *
+cp_stream_primary_key(Relation rel)
+{
+	Oid			indexoid = cp_stream_key_index(rel);
+	HeapTuple	tuple;
+	Form_pg_index index;
+	List	   *columns = NIL;
+
 	if (!OidIsValid(indexoid))
 		return NIL;
 

@@ -33,6 +33,8 @@ extern char *cp_stream_select_query(Relation rel);
 
 /* The primary key column names, else the replica identity's, else NIL. */
 extern List *cp_stream_primary_key(Relation rel);
+/* The index those come from (primary key, else replica identity), or InvalidOid. */
+extern Oid	cp_stream_key_index(Relation rel);
 
 /*
  * Append the "stream" object: namespace, name, json_schema, primary_key,

@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "utils/relcache.h"
@@ -41,6 +42,13 @@ typedef struct CpStreamRun
 	int32	   *key_typmods;
 	int		   *key_columns;	/* 1-based, in the SELECT's result */
 	FmgrInfo   *key_out;
+	/*
+	 * The keyset query's condition "after the last key" ($1..$nkeys) and
+	 * its ORDER BY list, both from the key index's btree operator families
+	 * and collations (see cp_stream_run_describe).
+	 */
+	char	   *key_after;
+	char	   *key_order;
 	char	   *cursor_name;
 	bool		cursor_open;
 
@@ -49,6 +57,10 @@ typedef struct CpStreamRun
 	int64		rows;
 	Oid			relfilenode;
 	List	   *after;			/* keyset: key of the last row, as text */
+
+	/* a row too large for any batch, found by the read (see row_too_large) */
+	char	   *too_large;		/* NULL, or the row's key for messages */
+	int64		too_large_bytes;	/* its values' size before encoding */
 
 	CpRowEncoder *enc;			/* built from the first chunk's result */
 	TupleDesc	enc_desc;		/* the row shape enc was built for */
@@ -131,6 +143,14 @@ extern void cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc);
 extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values);
 /* full_refresh.c: whether the acknowledged read used the key the table has now */
 extern bool cp_stream_run_same_key(CpStreamRun *s);
+/*
+ * full_refresh.c: a row whose JSON does not fit in a batch: note it (in a
+ * transaction, its values at hand), then, outside any transaction, deliver
+ * what the batch holds and stop the sync in error naming it.
+ */
+extern void cp_stream_run_note_too_large(CpRun *run, CpStreamRun *s, TupleDesc desc,
+										 const Datum *values, const bool *isnull);
+extern void cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s) pg_attribute_noreturn();
 
 /*
  * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
