@@ -832,6 +832,7 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 	ListCell   *lc;
 	StringInfoData detail;
 	char	   *first_role = NULL;
+	MemoryContext caller_context = CurrentMemoryContext;
 
 	if (n == 0)
 		return;
@@ -840,6 +841,9 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
 	oids = construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
 	values[0] = PointerGetDatum(oids);
+
+	/* in our context: SPI_finish frees what is allocated in between */
+	initStringInfo(&detail);
 
 	/*
 	 * The catalog table is readable by superusers only, and a role with
@@ -861,7 +865,6 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read calabi_push.sync");
 
-	initStringInfo(&detail);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -877,7 +880,7 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 		if (role == NULL)
 			continue;
 		if (first_role == NULL)
-			first_role = pstrdup(role);
+			first_role = MemoryContextStrdup(caller_context, role);
 		appendStringInfo(&detail, "%sSyncs reading as role \"%s\": %s.",
 						 detail.len > 0 ? "\n" : "", role, syncs);
 	}
