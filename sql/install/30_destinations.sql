@@ -783,7 +783,7 @@ BEGIN
        AND NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = _caller()), false) THEN
         RAISE EXCEPTION 'changing where destination "%" sends its secrets requires giving them again', d.name
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The call changes %s, and the stored %s would be sent to the new place; only a superuser may keep secrets across such a change.',
+                  DETAIL = format('The call changes %s; the stored %s would be sent there. Only a superuser may keep secrets across such a change.',
                                   array_to_string(moved, ', '), array_to_string(resend, ' and ')),
                   HINT = format('Give them again in the same call (%s), or remove them; or ask a superuser to make the change.',
                                 array_to_string(array_remove(ARRAY[
