@@ -111,7 +111,12 @@ SELECT name, created_by FROM calabi_push.destinations
 SET ROLE cp_dest_admin;
 SELECT calabi_push.alter_destination('main', options => '{"connect_timeout": 3}');
 SELECT url, options, has_token FROM calabi_push.destinations WHERE name = 'main';
+-- a new URL (or proxy) would take the stored token elsewhere: a role other
+-- than a superuser must give it again
 SELECT calabi_push.alter_destination('main', url => 'https://ingest2.example.com/v2',
+    options => '{"compression": null, "proxy": null, "request_timeout": "45s"}');
+SELECT calabi_push.alter_destination('main', url => 'https://ingest2.example.com/v2',
+    token => 'tok-main-1',
     options => '{"compression": null, "proxy": null, "request_timeout": "45s"}');
 SELECT url, options, has_token FROM calabi_push.destinations WHERE name = 'main';
 SELECT calabi_push.alter_destination('main', token => 'tok-main-2');

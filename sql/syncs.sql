@@ -386,7 +386,14 @@ GRANT SELECT ON cp_sync_test.orders TO cp_sync_gone;
 SELECT calabi_push.create_sync('orphaned', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
     options => '{"run_as": "cp_sync_gone"}') IS NOT NULL AS created;
 DROP OWNED BY cp_sync_gone;
+-- from this database, DROP ROLE of a role a sync reads as is refused
 DROP ROLE cp_sync_gone;
+-- from another database (which cannot see this one's syncs) it is not: do
+-- the same here by moving the sync off the role for the moment
+SELECT 'cp_sync_gone'::regrole::oid AS gone_oid \gset
+UPDATE calabi_push.sync SET run_as = 'cp_sync_admin' WHERE name = 'orphaned';
+DROP ROLE cp_sync_gone;
+UPDATE calabi_push.sync SET run_as = :gone_oid WHERE name = 'orphaned';
 SET ROLE cp_sync_admin;
 SELECT calabi_push.drop_sync('orphaned');
 RESET ROLE;

@@ -25,6 +25,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
+#include "worker.h"
 
 /* Defaults for options a sync or destination left out. */
 #define DEFAULT_BATCH_ROWS			10000
@@ -219,6 +220,10 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	CpSyncDef  *sync = NULL;
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1] = {uuid_datum(id)};
+	char	   *dest_name = NULL;
+	bool		missing_token = false;
+	bool		missing_client_secret = false;
+	bool		missing_client_key = false;
 
 	begin();
 	if (!catalog_present())
@@ -242,7 +247,11 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
 		 " COALESCE(d.options->>'compression', 'gzip') <> 'none',"
 		 " sec.token, sec.client_secret, sec.client_key, s.id::text,"
-		 " (s.cdc_lsn - '0/0')::int8"
+		 " (s.cdc_lsn - '0/0')::int8, d.name,"
+		 /* secrets the destination was given but lacks (a restored dump) */
+		 " 'token' = ANY (d.secrets) AND sec.token IS NULL,"
+		 " 'client_secret' = ANY (d.secrets) AND sec.client_secret IS NULL,"
+		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -288,6 +297,10 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 				sizeof(sync->id_text));
 		MemoryContextSwitchTo(oldcontext);
 		sync->cdc_lsn = (XLogRecPtr) int_column(row, 28);
+		dest_name = text_column(29, mcxt);
+		missing_token = int_column(row, 30) != 0;
+		missing_client_secret = int_column(row, 31) != 0;
+		missing_client_key = int_column(row, 32) != 0;
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
@@ -317,6 +330,45 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		}
 	}
 	end();
+
+	/*
+	 * A destination restored from a dump has no secrets (they are not
+	 * dumped): sending without them would only be refused, so stop the sync
+	 * in error, saying how to enter them again.  Outside the transaction:
+	 * the worker's error boundary records it.
+	 */
+	if (sync != NULL && (missing_token || missing_client_secret || missing_client_key))
+	{
+		StringInfoData what;
+		StringInfoData args;
+
+		initStringInfo(&what);
+		initStringInfo(&args);
+		if (missing_token)
+		{
+			appendStringInfoString(&what, "token");
+			appendStringInfoString(&args, ", token => '...'");
+		}
+		if (missing_client_secret || missing_client_key)
+		{
+			appendStringInfo(&what, "%s%s%s%s", what.len > 0 ? ", " : "",
+							 missing_client_secret ? "client_secret" : "",
+							 missing_client_secret && missing_client_key ? ", " : "",
+							 missing_client_key ? "client_key" : "");
+			appendStringInfo(&args, ", options => '{%s%s%s}'",
+							 missing_client_secret ? "\"client_secret\": \"...\"" : "",
+							 missing_client_secret && missing_client_key ? ", " : "",
+							 missing_client_key ? "\"client_key\": \"...\"" : "");
+		}
+		cp_worker_stop_on_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("destination \"%s\" of sync \"%s\" lacks its secrets (%s): enter them again with calabi_push.alter_destination()",
+						dest_name, sync->name, what.data),
+				 errdetail("Secrets are not part of a dump: a destination restored from one must be given them again."),
+				 errhint("Run SELECT calabi_push.alter_destination('%s'%s); then SELECT calabi_push.start_sync('%s').",
+						 dest_name, args.data, sync->name)));
+	}
 	return sync;
 }
 

@@ -179,4 +179,25 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 	LogLogicalMessage((prefix), (msg), (len), false)
 #endif
 
+
+/*
+ * Ownership and privilege checks on databases and tablespaces: PG16 replaced
+ * pg_<object>_ownercheck / pg_<object>_aclcheck with object_ownercheck /
+ * object_aclcheck taking the catalog's oid.
+ */
+#include "utils/acl.h"
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_database.h"
+#include "catalog/pg_tablespace.h"
+#define cp_database_ownercheck(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
+#define cp_tablespace_aclcheck(spcoid, roleid, mode) \
+	object_aclcheck(TableSpaceRelationId, (spcoid), (roleid), (mode))
+#else
+#define cp_database_ownercheck(dboid, roleid) \
+	pg_database_ownercheck((dboid), (roleid))
+#define cp_tablespace_aclcheck(spcoid, roleid, mode) \
+	pg_tablespace_aclcheck((spcoid), (roleid), (mode))
+#endif
+
 #endif							/* CALABI_PUSH_COMPAT_H */

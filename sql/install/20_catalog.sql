@@ -13,6 +13,12 @@ CREATE TABLE destination (
     -- connect_timeout, request_timeout, proxy, token_url, client_id, scope,
     -- allow_http (see docs/destinations.md)
     options     jsonb NOT NULL DEFAULT '{}',
+    -- which secrets the destination was given (names, never values): dumped
+    -- with this row while destination_secret is not, so that a restored
+    -- destination shows which ones must be entered again
+    secrets     text[] NOT NULL DEFAULT '{}'
+                CONSTRAINT destination_secrets_valid
+                CHECK (secrets <@ ARRAY['token', 'client_secret', 'client_key']),
     created_by  name NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -25,6 +31,13 @@ CREATE TABLE destination_secret (
     client_secret text,     -- OAuth2 client credentials
     client_key    text      -- PEM private key for mutual TLS
 );
+-- Row-level security without any policy: roles that read every table
+-- (pg_read_all_data, a GRANT by mistake) see no row of it.  Its owner (the
+-- superuser who created the extension: the SECURITY DEFINER functions and
+-- the destinations view run as it) and other superusers bypass it, as do the
+-- foreign key's cascades (they run as the owner); the sync workers read it
+-- as a superuser.
+ALTER TABLE destination_secret ENABLE ROW LEVEL SECURITY;
 
 CREATE TABLE sync (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -77,9 +90,12 @@ CREATE TABLE sync_stream (
 );
 
 -- pg_dump keeps the configuration (and the checkpoints: a restored cluster's
--- syncs resume, or are resync'ed by the DBA).
+-- syncs resume, or are resync'ed by the DBA), but not destination_secret:
+-- dumps are copied and kept where the secrets should not go.  A restored
+-- destination lists what it lacks (destinations.missing_secrets) and its
+-- syncs stop in error until alter_destination enters them again
+-- (docs/operations.md, "Dump and restore").
 SELECT pg_catalog.pg_extension_config_dump('destination', '');
-SELECT pg_catalog.pg_extension_config_dump('destination_secret', '');
 SELECT pg_catalog.pg_extension_config_dump('sync', '');
 SELECT pg_catalog.pg_extension_config_dump('sync_stream', '');
 

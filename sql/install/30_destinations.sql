@@ -609,6 +609,18 @@ BEGIN
 END
 $$;
 
+-- The names of the secrets that are set, in a fixed order: what
+-- destination.secrets records (it is dumped, the secrets are not).
+CREATE FUNCTION _secret_names(token text, client_secret text, client_key text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+  SELECT array_remove(ARRAY[CASE WHEN token IS NOT NULL THEN 'token' END,
+                            CASE WHEN client_secret IS NOT NULL THEN 'client_secret' END,
+                            CASE WHEN client_key IS NOT NULL THEN 'client_key' END], NULL)
+$$;
+
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION _create_destination(name text, url text, token text DEFAULT NULL,
@@ -630,8 +642,9 @@ BEGIN
     SELECT * INTO cfg
       FROM _destination_config(_create_destination.url, _create_destination.token,
                                _create_destination.options, NULL);
-    INSERT INTO destination (name, url, options, created_by)
-    VALUES (_create_destination.name, cfg.r_url, cfg.r_options, _caller());
+    INSERT INTO destination (name, url, options, secrets, created_by)
+    VALUES (_create_destination.name, cfg.r_url, cfg.r_options,
+            _secret_names(cfg.r_token, cfg.r_client_secret, cfg.r_client_key), _caller());
     INSERT INTO destination_secret (destination, token, client_secret, client_key)
     VALUES (_create_destination.name, cfg.r_token, cfg.r_client_secret, cfg.r_client_key);
 END
@@ -681,6 +694,15 @@ $$;
 -- NULL arguments leave a setting as it is.  options are merged key by key
 -- into the current ones; a key given as JSON null goes back to its default
 -- (or to unset).  token => '' removes the token.
+--
+-- The settings that decide which server receives the token and the client
+-- secret (url, token_url, proxy, ca_file, ca_pem, allow_http) can be changed
+-- by a role other than a superuser only if the call gives those secrets
+-- again (or removes them): otherwise any member of the destination's owning
+-- role could have the workers send secrets it does not know to a host of
+-- its own.  A superuser could read them anyway.  The client key is not
+-- sent to the server (TLS only proves its possession, for that handshake),
+-- so it stays.
 CREATE FUNCTION _alter_destination(name text, url text DEFAULT NULL,
                                   token text DEFAULT NULL, options jsonb DEFAULT NULL)
 RETURNS void
@@ -698,6 +720,9 @@ DECLARE
     new_token text;
     cfg record;
     sync_id uuid;
+    moved text[];
+    resend text[];
+    new_secrets text[];
 BEGIN
     d := _destination_for_update(_alter_destination.name);
     SELECT * INTO s FROM destination_secret x WHERE x.destination = d.name FOR UPDATE;
@@ -743,15 +768,63 @@ BEGIN
       FROM _destination_config(coalesce(_alter_destination.url, d.url), new_token,
                                merged, given_keys);
 
+    -- where the secrets go: see the comment above the function
+    moved := array_remove(ARRAY[
+        CASE WHEN cfg.r_url IS DISTINCT FROM d.url THEN 'url' END,
+        CASE WHEN cfg.r_options->'token_url' IS DISTINCT FROM d.options->'token_url' THEN 'token_url' END,
+        CASE WHEN cfg.r_options->'proxy' IS DISTINCT FROM d.options->'proxy' THEN 'proxy' END,
+        CASE WHEN cfg.r_options->'ca_file' IS DISTINCT FROM d.options->'ca_file' THEN 'ca_file' END,
+        CASE WHEN cfg.r_options->'ca_pem' IS DISTINCT FROM d.options->'ca_pem' THEN 'ca_pem' END,
+        CASE WHEN cfg.r_options->'allow_http' IS DISTINCT FROM d.options->'allow_http' THEN 'allow_http' END],
+        NULL);
+    -- the stored secrets that would go there without having been given again
+    resend := array_remove(ARRAY[
+        CASE WHEN s.token IS NOT NULL AND cfg.r_token IS NOT NULL
+                  AND _alter_destination.token IS NULL THEN 'token' END,
+        CASE WHEN s.client_secret IS NOT NULL AND cfg.r_client_secret IS NOT NULL
+                  AND NOT ('client_secret' = ANY (given_keys)) THEN 'client_secret' END],
+        NULL);
+    IF cardinality(moved) > 0 AND cardinality(resend) > 0
+       AND NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = _caller()), false) THEN
+        RAISE EXCEPTION 'changing where destination "%" sends its secrets requires giving them again', d.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The call changes %s; the stored %s would be sent there. Only a superuser may keep secrets across such a change.',
+                                  array_to_string(moved, ', '), array_to_string(resend, ' and ')),
+                  HINT = format('Give them again in the same call (%s), or remove them; or ask a superuser to make the change.',
+                                array_to_string(array_remove(ARRAY[
+                                    CASE WHEN 'token' = ANY (resend) THEN 'token => ''...''' END,
+                                    CASE WHEN 'client_secret' = ANY (resend) THEN 'options => ''{"client_secret": "..."}''' END],
+                                    NULL), ', '));
+    END IF;
+
+    -- the secrets it has, and those a restore left out (destination.secrets
+    -- lists them, destination_secret lacks them) until entered again or
+    -- removed explicitly
+    new_secrets := _secret_names(cfg.r_token, cfg.r_client_secret, cfg.r_client_key);
+    IF 'token' = ANY (d.secrets) AND s.token IS NULL AND cfg.r_token IS NULL
+       AND _alter_destination.token IS DISTINCT FROM '' THEN
+        new_secrets := new_secrets || 'token'::text;
+    END IF;
+    FOREACH k IN ARRAY ARRAY['client_secret', 'client_key'] LOOP
+        IF k = ANY (d.secrets) AND NOT (k = ANY (new_secrets))
+           AND NOT (k = ANY (_secret_names(s.token, s.client_secret, s.client_key)))
+           AND jsonb_typeof(_alter_destination.options->k) IS DISTINCT FROM 'null' THEN
+            new_secrets := new_secrets || k;
+        END IF;
+    END LOOP;
+    new_secrets := ARRAY(SELECT x FROM unnest(ARRAY['token', 'client_secret', 'client_key']) x
+                          WHERE x = ANY (new_secrets));
+
     IF cfg.r_url IS NOT DISTINCT FROM d.url
        AND cfg.r_options IS NOT DISTINCT FROM d.options
+       AND new_secrets IS NOT DISTINCT FROM d.secrets
        AND cfg.r_token IS NOT DISTINCT FROM s.token
        AND cfg.r_client_secret IS NOT DISTINCT FROM s.client_secret
        AND cfg.r_client_key IS NOT DISTINCT FROM s.client_key THEN
         RETURN;
     END IF;
 
-    UPDATE destination x SET url = cfg.r_url, options = cfg.r_options
+    UPDATE destination x SET url = cfg.r_url, options = cfg.r_options, secrets = new_secrets
      WHERE x.name = d.name;
     INSERT INTO destination_secret (destination, token, client_secret, client_key)
     VALUES (d.name, cfg.r_token, cfg.r_client_secret, cfg.r_client_key)
@@ -808,7 +881,9 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION drop_destination(text) IS
 'drops a destination and its secrets; refused while a sync uses it';
 
--- Destinations without their secrets: has_* says whether each is set.
+-- Destinations without their secrets: has_* says whether each is set;
+-- missing_secrets, which ones the destination was given but lacks (a
+-- restored dump holds no secret): alter_destination enters them again.
 CREATE VIEW destinations AS
 SELECT d.name,
        d.url,
@@ -816,13 +891,17 @@ SELECT d.name,
        s.token IS NOT NULL AS has_token,
        s.client_key IS NOT NULL AS has_client_key,
        s.client_secret IS NOT NULL AS has_client_secret,
+       ARRAY(SELECT x FROM unnest(d.secrets) x
+              WHERE CASE x WHEN 'token' THEN s.token
+                           WHEN 'client_secret' THEN s.client_secret
+                           WHEN 'client_key' THEN s.client_key END IS NULL) AS missing_secrets,
        d.created_by,
        d.created_at
   FROM destination d
   LEFT JOIN destination_secret s ON s.destination = d.name;
 
 COMMENT ON VIEW destinations IS
-'destinations with their options; never a secret (has_token, has_client_key, has_client_secret say whether one is set)';
+'destinations with their options; never a secret (has_token, has_client_key, has_client_secret say whether one is set; missing_secrets lists those to enter again after a restore)';
 
 REVOKE ALL ON destinations FROM PUBLIC;
 REVOKE ALL ON FUNCTION
@@ -846,5 +925,6 @@ REVOKE ALL ON FUNCTION
     _check_pem_private_key(text, text, text),
     _check_ca_file(text),
     _destination_config(text, text, jsonb, text[]),
+    _secret_names(text, text, text),
     _destination_for_update(text)
 FROM PUBLIC;

@@ -89,8 +89,20 @@ sub start
 			push @cmd, '--client-ca' => ($opts{client_ca} eq '1' ? "$certs/ca.crt" : $opts{client_ca});
 		}
 	}
-	push @cmd, '--token' => $opts{token} if defined $opts{token};
-	push @cmd, '--oauth' => $opts{oauth} if defined $opts{oauth};
+	# secrets go through files readable by us only, not the command line
+	# (every local user sees it in ps)
+	for my $secret ([ token => '--token-file' ], [ oauth => '--oauth-file' ])
+	{
+		my ($key, $option) = @$secret;
+		next unless defined $opts{$key};
+		my $file = "$dir/$key";
+		my $old_umask = umask(077);
+		open(my $fh, '>', $file) or die "$file: $!";
+		umask($old_umask);
+		print $fh "$opts{$key}\n";
+		close($fh) or die "$file: $!";
+		push @cmd, $option => $file;
+	}
 	push @cmd, '--oauth-expires-in' => $opts{oauth_expires_in} if defined $opts{oauth_expires_in};
 	push @cmd, '--validate' => $opts{validate} if defined $opts{validate};
 	push @cmd, '--log-bodies' if $opts{log_bodies};

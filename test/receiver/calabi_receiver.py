@@ -2051,9 +2051,15 @@ def main(argv=None):
     p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--plain-http", action="store_true", help="serve plain http (no --tls-cert/--tls-key)")
     p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument("--token", help="the static bearer token every ingest request must carry")
+    p.add_argument("--token", help="the static bearer token every ingest request must carry "
+                                   "(visible to every local user in ps: prefer --token-file)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the static bearer token from the first line of FILE")
     p.add_argument("--oauth", metavar="CLIENT_ID:CLIENT_SECRET",
-                   help="serve an OAuth2 client-credentials token endpoint; ingest accepts its tokens only")
+                   help="serve an OAuth2 client-credentials token endpoint; ingest accepts its tokens only "
+                        "(visible in ps: prefer --oauth-file)")
+    p.add_argument("--oauth-file", metavar="FILE",
+                   help="read CLIENT_ID:CLIENT_SECRET for --oauth from the first line of FILE")
     p.add_argument("--oauth-expires-in", type=int, default=3600, help="lifetime of issued tokens, seconds")
     p.add_argument("--oauth-path", default="/oauth/token", help="path of the token endpoint")
     p.add_argument("--dest-dsn", help="libpq connection string of the destination database")
@@ -2077,6 +2083,18 @@ def main(argv=None):
     p.add_argument("--verbose", action="store_true", help="log every request and TLS failure to stderr")
     args = p.parse_args(argv)
 
+    # secrets from files, so that they are not on the command line
+    for opt, attr, file_attr in (("--token", "token", "token_file"), ("--oauth", "oauth", "oauth_file")):
+        path = getattr(args, file_attr)
+        if path is None:
+            continue
+        if getattr(args, attr) is not None:
+            p.error("%s and %s-file exclude each other" % (opt, opt))
+        try:
+            with open(path, encoding="utf-8") as f:
+                setattr(args, attr, f.readline().rstrip("\r\n"))
+        except OSError as e:
+            p.error("cannot read %s-file: %s" % (opt, e))
     if args.plain_http and (args.tls_cert or args.tls_key or args.client_ca):
         p.error("--plain-http excludes --tls-cert, --tls-key and --client-ca")
     if not args.plain_http and not (args.tls_cert and args.tls_key):
