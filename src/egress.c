@@ -580,7 +580,7 @@ calabi_push_check_egress(PG_FUNCTION_ARGS)
 				 errmsg("%s host %s is not allowed: it is %s",
 						what, host, cp_egress_verdict_text(verdict)),
 				 errdetail("calabi_push never connects to link-local or cloud metadata addresses, whatever calabi_push.allowed_hosts says."),
-				 errhint("Give the public address or host name of the ingest endpoint.")));
+				 errhint("Give a public address or a host name instead.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s host %s is not allowed by calabi_push.allowed_hosts",
