@@ -665,6 +665,10 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	CpEgressVerdict verdict;
 	char		addr[INET6_ADDRSTRLEN];
 
+	/*
+	 * The suggestion in a refusal is the host as configured: a name entry
+	 * allows every address of the name, one address entry might not.
+	 */
 	verdict = cp_egress_judge(client->egress, target->host, &address->addr);
 	if (cp_egress_allowed(verdict))
 		return socket(address->family, address->socktype, address->protocol);
@@ -680,7 +684,7 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 				 "connection to %s\"%s\" (host \"%s\") refused by calabi_push.allowed_hosts: "
 				 "%s; a superuser may allow it: ALTER SYSTEM SET calabi_push.allowed_hosts = '..., %s'; SELECT pg_reload_conf()",
 				 target->proxy ? "proxy " : "", addr, target->host,
-				 cp_egress_verdict_text(verdict), addr);
+				 cp_egress_verdict_text(verdict), target->host);
 	return CURL_SOCKET_BAD;
 }
 
