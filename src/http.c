@@ -1473,16 +1473,19 @@ refresh_egress(CpHttpClient *client)
 	const CpEgressPolicy *current = cp_egress_current(&generation);
 	CpEgressPolicy *old = client->egress;
 
+	CpEgressPolicy *copy;
+
 	Assert(client->attached == NULL && !sender_has(client));
 	if (old != NULL && generation == client->egress_generation)
 		return;
-	client->egress = cp_egress_copy(current, client->cxt);
+	copy = cp_egress_copy(current, client->cxt);
+	/* first the new multi handle: if that fails, the next call tries again */
+	if (old != NULL)
+		make_multi(client);
+	client->egress = copy;
 	client->egress_generation = generation;
 	if (old != NULL)
-	{
 		pfree(old);
-		make_multi(client);
-	}
 	client->target_refusal[0] = '\0';
 	if (client->cfg.proxy != NULL && client->cfg.proxy[0] != '\0')
 	{
@@ -2181,9 +2184,7 @@ cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
 			client->target.host = client->url_host;
 			client->token_target.host = client->token_url_host;
 		}
-		client->egress = cp_egress_copy(cp_egress_current(&client->egress_generation),
-										cxt);
-
+		/* client->egress: taken by the first begin_call, before any transfer */
 		make_multi(client);
 
 		setup_easy(client, &client->easy, c->url, client->errbuf,

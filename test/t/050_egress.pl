@@ -179,6 +179,21 @@ ok(wait_error_like('s_proxied',
 my $connects = -e $proxy->{log_file} ? slurp_file($proxy->{log_file}) : '';
 is($connects, '', 'the proxy saw nothing');
 sql(q{SELECT calabi_push.stop_sync('s_proxied')});
+
+# the proxy allowed (by name), but a literal target address that is not:
+# judged before any request (the catalog is changed directly, as
+# alter_destination would refuse it)
+set_allowed_hosts('egress-test.localhost');
+sql(qq{UPDATE calabi_push.destination SET url = 'https://127.0.0.1:$port/ingest'
+        WHERE name = 'proxied';
+	SELECT calabi_push.start_sync('s_proxied')});
+ok(wait_error_like('s_proxied',
+		qr/destination URL host "127\.0\.0\.1" \(through the proxy\) refused by calabi_push\.allowed_hosts/),
+	'through an allowed proxy, a literal target address is still judged')
+  or diag(last_error('s_proxied'));
+$connects = -e $proxy->{log_file} ? slurp_file($proxy->{log_file}) : '';
+is($connects, '', 'the proxy was not asked to connect');
+sql(q{SELECT calabi_push.stop_sync('s_proxied')});
 $proxy->{stop}->();
 
 # --- a metadata address at connect time -------------------------------------
