@@ -18,6 +18,7 @@ OBJS = \
 	src/cdc_sync.o \
 	src/compressor.o \
 	src/delivery.o \
+	src/egress.o \
 	src/encoder.o \
 	src/full_refresh.o \
 	src/http.o \

@@ -28,6 +28,12 @@ SELECT p.oid::regprocedure AS executable_without_a_grant
   FROM pg_proc p
  WHERE p.pronamespace = 'calabi_push'::regnamespace
    AND has_function_privilege('cp_dest_nobody', p.oid, 'EXECUTE');
+-- (but _sync_runtime(), which the sync_status view calls as the role that
+-- queries it: the function itself refuses roles that may not read the view)
+SET ROLE cp_dest_nobody;
+SELECT count(*) FROM calabi_push._sync_runtime();
+SELECT count(*) FROM calabi_push.sync_status;
+RESET ROLE;
 SELECT has_table_privilege('cp_dest_nobody', 'calabi_push.destinations', 'SELECT') AS nobody_reads_view;
 
 -- the public functions are C entry points that run as the caller (they
@@ -228,6 +234,66 @@ SELECT calabi_push.create_destination('bad', 'https://ingest.example.com\evil/')
 SELECT calabi_push.alter_destination('local', url => 'http://ingest.example.com/');
 SELECT calabi_push.alter_destination('main', url => 'http://localhost/');
 SELECT calabi_push.alter_destination('local', options => '{"allow_http": null}');
+
+-- where a sync may send (calabi_push.allowed_hosts; this instance lists
+-- 127.0.0.0/8 and ::1/128): a literal address or localhost is judged at
+-- once, for the URL, token_url and the proxy.  Link-local and metadata
+-- addresses never, private and other special ones only when listed, also
+-- when written as IPv4-mapped or NAT64 IPv6 or in a numeric form a
+-- resolver accepts
+SELECT calabi_push.create_destination('bad', 'https://169.254.169.254/latest/meta-data/');
+SELECT calabi_push.create_destination('bad', 'https://[fd00:ec2::254]/');
+SELECT calabi_push.create_destination('bad', 'https://100.100.100.200/');
+SELECT calabi_push.create_destination('bad', 'https://[fe80::1]/');
+SELECT calabi_push.create_destination('bad', 'https://[::ffff:169.254.169.254]/');
+SELECT calabi_push.create_destination('bad', 'https://[64:ff9b::a9fe:a9fe]/');
+SELECT calabi_push.create_destination('bad', 'https://10.96.0.1/api');
+SELECT calabi_push.create_destination('bad', 'https://172.16.0.1/');
+SELECT calabi_push.create_destination('bad', 'https://192.168.1.10/');
+SELECT calabi_push.create_destination('bad', 'https://100.64.0.1/');
+SELECT calabi_push.create_destination('bad', 'https://0.0.0.0:5432/');
+SELECT calabi_push.create_destination('bad', 'https://[fd12:3456::1]/');
+SELECT calabi_push.create_destination('bad', 'https://[::]/');
+SELECT calabi_push.create_destination('bad', 'https://[::ffff:10.0.0.5]/');
+SELECT calabi_push.create_destination('bad', 'https://0x0a.0.0.1/');
+SELECT calabi_push.create_destination('bad', 'https://x.example.com/',
+    options => '{"token_url": "https://10.0.0.8/token", "client_id": "a", "client_secret": "b"}');
+SELECT calabi_push.create_destination('bad', 'https://x.example.com/', options => '{"proxy": "http://10.1.2.3:3128"}');
+SELECT calabi_push.create_destination('bad', 'https://x.example.com/', options => '{"proxy": "socks5h://169.254.169.254:1080"}');
+SELECT calabi_push.alter_destination('main', url => 'https://192.168.0.1/');
+SELECT calabi_push.alter_destination('main', options => '{"proxy": "http://[fc00::1]:3128"}');
+-- public addresses, host names (judged when connecting) and the listed
+-- loopback are accepted
+SELECT calabi_push.create_destination('public4', 'https://203.0.113.7/');
+SELECT calabi_push.create_destination('public6', 'https://[2001:db8::7]/',
+    options => '{"proxy": "http://127.0.0.1:3128"}');
+SELECT calabi_push.create_destination('named', 'https://ingest.internal/',
+    options => '{"proxy": "http://proxy.internal:3128"}');
+SELECT calabi_push.drop_destination(d) FROM unnest(ARRAY['public4', 'public6', 'named']) d;
+RESET ROLE;
+
+-- the list is the superuser's: other roles can neither set nor see it
+SET ROLE cp_dest_admin;
+SET calabi_push.allowed_hosts = '10.0.0.0/8';
+SHOW calabi_push.allowed_hosts;
+ALTER SYSTEM SET calabi_push.allowed_hosts = '10.0.0.0/8';
+RESET ROLE;
+-- (not even a superuser in a session: it is server-wide)
+SET calabi_push.allowed_hosts = '10.0.0.0/8';
+SHOW calabi_push.allowed_hosts;
+-- a bad entry is refused, nothing is written
+ALTER SYSTEM SET calabi_push.allowed_hosts = '127.0.0.1/33';
+ALTER SYSTEM SET calabi_push.allowed_hosts = '10.1.2.3/8';
+ALTER SYSTEM SET calabi_push.allowed_hosts = '*.example.com';
+ALTER SYSTEM SET calabi_push.allowed_hosts = '127.1';
+ALTER SYSTEM SET calabi_push.allowed_hosts = 'ingest..internal';
+ALTER SYSTEM SET calabi_push.allowed_hosts = '[::1';
+ALTER SYSTEM SET calabi_push.allowed_hosts = 'fd00::/129';
+ALTER SYSTEM SET calabi_push.allowed_hosts = 'ingest.internal/24';
+-- good ones are taken (and reset again: nothing here reloads)
+ALTER SYSTEM SET calabi_push.allowed_hosts = '127.0.0.1/32, ::1/128, [fd00::1], 10.0.0.0/8, Ingest.Internal., ';
+ALTER SYSTEM RESET calabi_push.allowed_hosts;
+SET ROLE cp_dest_admin;
 
 -- the options argument and unknown options: there is no option to turn
 -- certificate or host name verification off

@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "egress.h"
 #include "launcher.h"
 #include "shmem.h"
 
@@ -37,6 +38,12 @@ _PG_init(void)
 								64, 1, 10000,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+
+	/*
+	 * Where syncs may connect: reloadable, so defined in every process that
+	 * loads us (the management functions check destinations against it).
+	 */
+	cp_egress_define_setting();
 
 	/*
 	 * Every setting of ours is named calabi_push.*; reserving the prefix

@@ -518,17 +518,20 @@ cp_catalog_run_begins(const CpSyncDef *sync)
 }
 
 void
-cp_catalog_record_error(const pg_uuid_t *id, const char *message, bool refused)
+cp_catalog_record_error(const pg_uuid_t *id, const char *message,
+						const char *message_redacted, bool refused)
 {
-	Oid			types[3] = {UUIDOID, TEXTOID, BOOLOID};
-	Datum		values[3] = {uuid_datum(id), CStringGetTextDatum(message),
-	BoolGetDatum(refused)};
+	Oid			types[4] = {UUIDOID, TEXTOID, BOOLOID, TEXTOID};
+	Datum		values[4] = {uuid_datum(id), CStringGetTextDatum(message),
+		BoolGetDatum(refused),
+	CStringGetTextDatum(message_redacted ? message_redacted : message)};
 
 	begin();
 	if (catalog_present())
-		exec("UPDATE calabi_push.sync SET last_error = $2, last_error_at = now(),"
+		exec("UPDATE calabi_push.sync SET last_error = $2, last_error_redacted = $4,"
+			 " last_error_at = now(),"
 			 " enabled = enabled AND NOT $3, error_stopped = error_stopped OR $3"
-			 " WHERE id = $1", 3, types, values, SPI_OK_UPDATE);
+			 " WHERE id = $1", 4, types, values, SPI_OK_UPDATE);
 	end();
 }
 

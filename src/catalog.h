@@ -115,7 +115,7 @@ extern void cp_catalog_run_begins(const CpSyncDef *sync);
  * the sync stops (enabled = false) until start_sync.
  */
 extern void cp_catalog_record_error(const pg_uuid_t *id, const char *message,
-									bool refused);
+									const char *message_redacted, bool refused);
 
 /*
  * CDC: the stream of relid is read again at the sync's next start (a new

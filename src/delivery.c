@@ -323,7 +323,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 									run->sync->name, req.batch_seq, delay, result.message)));
 					/* while decoding, the error waits for the next one or the log */
 					if (!run->in_decoding)
-						cp_catalog_record_error(&run->sync->id, result.message, false);
+						cp_catalog_record_error(&run->sync->id, result.message,
+												result.message_redacted, false);
 					cp_worker_set_state(run, CP_RUN_RETRYING,
 										TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
 					cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
@@ -338,7 +339,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 					if (to - from <= 1 || records <= 1)
 						cp_worker_stop_refused(run,
 											   psprintf("the endpoint refuses a batch of %d record(s), %zu bytes, as too large (HTTP 413); it cannot be split further",
-														records, req.body_len + req.tail_len));
+														records, req.body_len + req.tail_len),
+											   NULL);
 					mid = from + (to - from) / 2;
 					ereport(LOG,
 							(errmsg("calabi_push sync \"%s\": batch " INT64_FORMAT " too large for the endpoint (%zu bytes), splitting it",
@@ -351,7 +353,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 				}
 
 			case CP_HTTP_REFUSED:
-				cp_worker_stop_refused(run, result.message);
+				cp_worker_stop_refused(run, result.message,
+									   result.message_redacted);
 		}
 	}
 }

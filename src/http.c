@@ -34,6 +34,17 @@
  * Secrets (the static token, the OAuth2 client secret and access tokens, the
  * client key) never appear in a message; buffers that held one are wiped.
  *
+ * Where a sync may connect is calabi_push.allowed_hosts' decision (egress.c):
+ * curl's open-socket callback judges every address it is about to connect
+ * to, after name resolution, for the destination, the token endpoint and
+ * the proxy alike, and refuses with CURL_SOCKET_BAD.  The callback may run
+ * on the sending thread, so it reads no setting: each client judges by its
+ * own copy of the parsed list, taken in begin_call (no transfer of the
+ * client is in flight then, so nothing reads the copy while it is
+ * replaced).  The worker reloads the setting on SIGHUP between batches;
+ * when the list changed, the client also drops its open connections, which
+ * were judged by the old list.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -63,6 +74,7 @@
 #include "utils/wait_event.h"
 
 #include "compat.h"
+#include "egress.h"
 #include "http.h"
 
 /* CURLOPT_PROTOCOLS_STR; the *_BLOB options are older */
@@ -79,6 +91,8 @@
 #define CP_HTTP_TOKEN_BODY_MAX	65536
 /* How much of a response body a message quotes. */
 #define CP_HTTP_EXCERPT_MAX		200
+/* What replaces it for roles that may not see it (see CpHttpResult). */
+#define CP_HTTP_REDACTED	": [response shown only to the destination's owner]"
 
 /* One transfer uses a socket or two (three with a proxy); room to spare. */
 #define CP_HTTP_MAX_SOCKETS		16
@@ -109,6 +123,17 @@ typedef struct CpHttpUpload
 	size_t		tail_len;
 	size_t		pos;			/* next byte curl reads */
 } CpHttpUpload;
+
+/*
+ * What an easy handle connects to, for the open-socket callback: the proxy
+ * when there is one, else the URL's host.
+ */
+typedef struct CpConnectTarget
+{
+	struct CpHttpClient *client;
+	const char *host;			/* name or address, without brackets */
+	bool		proxy;
+} CpConnectTarget;
 
 /* A socket curl asked us to watch. */
 typedef struct CpHttpSocket
@@ -160,6 +185,22 @@ struct CpHttpClient
 	char	   *access_token;
 	bool		access_token_expires;
 	TimestampTz access_token_refresh_at;
+
+	/*
+	 * calabi_push.allowed_hosts as of the last begin_call; only replaced
+	 * while no transfer of the client is in flight.  The open-socket
+	 * callback writes egress_refusal (why it refused an address), which is
+	 * read after the transfer is over.
+	 */
+	CpEgressPolicy *egress;
+	uint64		egress_generation;
+	CpConnectTarget target;		/* of easy */
+	CpConnectTarget token_target;	/* of token_easy */
+	char	   *url_host;		/* the URL's host, without brackets */
+	char	   *token_url_host; /* token_url's, or NULL */
+	char		egress_refusal[CURL_ERROR_SIZE];
+	/* with a proxy: why a literal target address is refused, or "" */
+	char		target_refusal[CURL_ERROR_SIZE];
 };
 
 static bool curl_initialized = false;
@@ -314,13 +355,31 @@ describe_status(CpHttpResult *result, const char *prefix, long status,
 		appendStringInfoString(&buf, suffix);
 	strlcpy(result->message, buf.data, sizeof(result->message));
 	pfree(buf.data);
+
+	snprintf(result->message_redacted, sizeof(result->message_redacted),
+			 "%sHTTP %ld%s%s", prefix, status,
+			 resp->body_len > 0 ? CP_HTTP_REDACTED : "", suffix ? suffix : "");
 }
 
-/* A transport failure: curl's own text, which names no secret. */
+static CpHttpOutcome classify_curl_error(CURLcode rc);
+
+/*
+ * A transport failure: curl's own text, which names no secret; or, when the
+ * open-socket callback refused an address, why.  A refusal is transient:
+ * a superuser may allow the address (and reload) while the sync retries.
+ */
 static void
-describe_curl_error(CpHttpResult *result, const char *prefix, CURLcode rc,
-					const char *errbuf)
+describe_transfer_error(CpHttpClient *client, CpHttpResult *result,
+						const char *prefix, CURLcode rc, const char *errbuf)
 {
+	if (client->egress_refusal[0] != '\0')
+	{
+		result->outcome = CP_HTTP_TRANSIENT;
+		snprintf(result->message, sizeof(result->message), "%s%s", prefix,
+				 client->egress_refusal);
+		return;
+	}
+	result->outcome = classify_curl_error(rc);
 	snprintf(result->message, sizeof(result->message), "%s%s", prefix,
 			 errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
 }
@@ -593,6 +652,42 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 }
 
 
+/*
+ * Every connection curl makes, after name resolution: judged by the
+ * client's copy of calabi_push.allowed_hosts.  Plain C only (it may run on
+ * the sending thread); a refusal is noted for describe_transfer_error.
+ */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	CpConnectTarget *target = (CpConnectTarget *) clientp;
+	CpHttpClient *client = target->client;
+	CpEgressVerdict verdict;
+	char		addr[INET6_ADDRSTRLEN];
+
+	/*
+	 * The suggestion in a refusal is the host as configured: a name entry
+	 * allows every address of the name, one address entry might not.
+	 */
+	verdict = cp_egress_judge(client->egress, target->host, &address->addr);
+	if (cp_egress_allowed(verdict))
+		return socket(address->family, address->socktype, address->protocol);
+
+	cp_egress_format(&address->addr, addr, sizeof(addr));
+	if (cp_egress_always_refused(verdict))
+		snprintf(client->egress_refusal, sizeof(client->egress_refusal),
+				 "connection to %s\"%s\" (host \"%s\") refused: %s is never allowed",
+				 target->proxy ? "proxy " : "", addr, target->host,
+				 cp_egress_verdict_text(verdict));
+	else
+		snprintf(client->egress_refusal, sizeof(client->egress_refusal),
+				 "connection to %s\"%s\" (host \"%s\") refused by calabi_push.allowed_hosts: "
+				 "%s; a superuser may allow it: ALTER SYSTEM SET calabi_push.allowed_hosts = '..., %s'; SELECT pg_reload_conf()",
+				 target->proxy ? "proxy " : "", addr, target->host,
+				 cp_egress_verdict_text(verdict), target->host);
+	return CURL_SOCKET_BAD;
+}
+
 /* Every setopt is checked, and the error names the option. */
 #define CP_SETOPT(client, easy, option, value) \
 	check_setopt((client), curl_easy_setopt((easy), (option), (value)), \
@@ -727,6 +822,7 @@ transfer_begin(CpHttpClient *client, CURL *easy, char *errbuf)
 
 	Assert(client->attached == NULL);
 	errbuf[0] = '\0';
+	client->egress_refusal[0] = '\0';
 	client->sockets_overflow = false;
 
 	mrc = curl_multi_add_handle(client->multi, easy);
@@ -1327,6 +1423,77 @@ reset_response(CpHttpResponse *resp)
 	resp->retry_after[0] = '\0';
 }
 
+static void make_multi(CpHttpClient *client);
+
+/*
+ * With a proxy, curl connects to the proxy only, and the proxy reaches the
+ * target: a target given as a literal address is judged here, before any
+ * transfer (a target name is resolved by the proxy, out of our sight).
+ */
+static void
+judge_proxied_target(CpHttpClient *client, const char *what, const char *host)
+{
+	struct sockaddr_storage ss;
+	CpEgressVerdict verdict;
+	char		addr[INET6_ADDRSTRLEN];
+	char		bracketed[INET6_ADDRSTRLEN + 2];
+
+	if (client->target_refusal[0] != '\0' || host == NULL)
+		return;
+	/* cp_egress_literal takes IPv6 in brackets, as in a URL */
+	snprintf(bracketed, sizeof(bracketed), strchr(host, ':') ? "[%s]" : "%s", host);
+	if (!cp_egress_literal(bracketed, &ss))
+		return;
+	verdict = cp_egress_judge(client->egress, NULL, (struct sockaddr *) &ss);
+	if (cp_egress_allowed(verdict))
+		return;
+	cp_egress_format((struct sockaddr *) &ss, addr, sizeof(addr));
+	snprintf(client->target_refusal, sizeof(client->target_refusal),
+			 "%s \"%s\" (through the proxy) refused%s: %s%s%s%s",
+			 what, addr,
+			 cp_egress_always_refused(verdict) ? "" : " by calabi_push.allowed_hosts",
+			 cp_egress_verdict_text(verdict),
+			 cp_egress_always_refused(verdict) ? " is never allowed" :
+			 "; a superuser may allow it: ALTER SYSTEM SET calabi_push.allowed_hosts = '..., ",
+			 cp_egress_always_refused(verdict) ? "" : addr,
+			 cp_egress_always_refused(verdict) ? "" : "'; SELECT pg_reload_conf()");
+}
+
+/*
+ * Take this process's calabi_push.allowed_hosts, when it changed since the
+ * client last did.  Only while no transfer of the client is in flight (the
+ * open-socket callback reads client->egress).  Connections opened under
+ * the old list are closed with the multi handle that caches them, so that
+ * none is reused without being judged by the new one.
+ */
+static void
+refresh_egress(CpHttpClient *client)
+{
+	uint64		generation;
+	const CpEgressPolicy *current = cp_egress_current(&generation);
+	CpEgressPolicy *old = client->egress;
+
+	CpEgressPolicy *copy;
+
+	Assert(client->attached == NULL && !sender_has(client));
+	if (old != NULL && generation == client->egress_generation)
+		return;
+	copy = cp_egress_copy(current, client->cxt);
+	/* first the new multi handle: if that fails, the next call tries again */
+	if (old != NULL)
+		make_multi(client);
+	client->egress = copy;
+	client->egress_generation = generation;
+	if (old != NULL)
+		pfree(old);
+	client->target_refusal[0] = '\0';
+	if (client->cfg.proxy != NULL && client->cfg.proxy[0] != '\0')
+	{
+		judge_proxied_target(client, "destination URL host", client->url_host);
+		judge_proxied_target(client, "token_url host", client->token_url_host);
+	}
+}
+
 /*
  * Start of every cp_http_post: undo whatever an interrupted call left, so
  * that nothing of it survives into this one.
@@ -1347,6 +1514,7 @@ begin_call(CpHttpClient *client)
 	/* an interrupted token request may have left part of a token */
 	wipe_response(&client->token_response);
 	MemoryContextReset(client->request_cxt);
+	refresh_egress(client);
 }
 
 /* After a transfer: curl keeps no pointer into memory we are about to free. */
@@ -1561,8 +1729,8 @@ fetch_access_token(CpHttpClient *client, CpHttpResult *result)
 
 	if (rc != CURLE_OK)
 	{
-		result->outcome = classify_curl_error(rc);
-		describe_curl_error(result, prefix, rc, client->token_errbuf);
+		describe_transfer_error(client, result, prefix, rc,
+								client->token_errbuf);
 		return false;
 	}
 
@@ -1726,6 +1894,80 @@ make_user_agent(MemoryContext cxt)
 	return ua;
 }
 
+/* The host of a URL curl accepts, without the brackets of IPv6, in cxt. */
+static char *
+url_host(CpHttpClient *client, const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	char	   *result;
+	size_t		len;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		/* not quoted: a URL may carry credentials */
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a URL of destination \"%s\" has no host libcurl accepts",
+						dest_name(&client->cfg)),
+				 errhint("Correct the destination with calabi_push.alter_destination().")));
+	}
+	len = strlen(host);
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+	{
+		result = MemoryContextAlloc(client->cxt, len - 1);
+		memcpy(result, host + 1, len - 2);
+		result[len - 2] = '\0';
+	}
+	else
+		result = MemoryContextStrdup(client->cxt, host);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return result;
+}
+
+/*
+ * A new multi handle for the client (its connection cache empty), in place
+ * of the one it had, if any: at creation, and when calabi_push.allowed_hosts
+ * changed (the old one's connections were judged by the old list).  Only
+ * while no transfer is attached.
+ */
+static void
+make_multi(CpHttpClient *client)
+{
+	CURLM	   *multi = curl_multi_init();
+	CURLM	   *old = client->multi;
+
+	Assert(client->attached == NULL);
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle for destination \"%s\"",
+						dest_name(&client->cfg))));
+	if (old != NULL)
+	{
+		/* closes the old connections; socket_cb forgets their sockets */
+		curl_multi_cleanup(old);
+		client->timer_armed = false;
+		client->sockets_changed = true;
+	}
+	client->multi = multi;
+	CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETFUNCTION,
+					socket_cb);
+	CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETDATA,
+					(void *) client);
+	CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERFUNCTION,
+					timer_cb);
+	CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERDATA,
+					(void *) client);
+}
+
 /*
  * An easy handle with everything that does not change from one request to
  * the next.  Stored in *slot at once, so that an error leaves it to the
@@ -1733,7 +1975,7 @@ make_user_agent(MemoryContext cxt)
  */
 static void
 setup_easy(CpHttpClient *client, CURL **slot, const char *url, char *errbuf,
-		   CpHttpResponse *resp)
+		   CpHttpResponse *resp, CpConnectTarget *target)
 {
 	const CpDestinationConfig *cfg = &client->cfg;
 	int			connect_ms = cfg->connect_timeout_ms > 0 ?
@@ -1763,6 +2005,9 @@ setup_easy(CpHttpClient *client, CURL **slot, const char *url, char *errbuf,
 	/* libcurl has no total timeout unless told */
 	CP_SETOPT(client, easy, CURLOPT_TIMEOUT_MS, (long) request_ms);
 	CP_SETOPT(client, easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* every address, after resolution, against calabi_push.allowed_hosts */
+	CP_SETOPT(client, easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	CP_SETOPT(client, easy, CURLOPT_OPENSOCKETDATA, (void *) target);
 
 	CP_SETOPT(client, easy, CURLOPT_WRITEFUNCTION, write_cb);
 	CP_SETOPT(client, easy, CURLOPT_WRITEDATA, (void *) resp);
@@ -1925,23 +2170,25 @@ cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
 		client->user_agent = make_user_agent(cxt);
 		alloc_response(client, &client->response, CP_HTTP_BODY_KEEP);
 
-		client->multi = curl_multi_init();
-		if (client->multi == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not create a libcurl multi handle for destination \"%s\"",
-							dest_name(c))));
-		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETFUNCTION,
-						socket_cb);
-		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_SOCKETDATA,
-						(void *) client);
-		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERFUNCTION,
-						timer_cb);
-		CP_MULTI_SETOPT(client, client->multi, CURLMOPT_TIMERDATA,
-						(void *) client);
+		client->url_host = url_host(client, c->url);
+		client->token_url_host = c->token_url ? url_host(client, c->token_url) : NULL;
+		client->target.client = client->token_target.client = client;
+		if (c->proxy != NULL && c->proxy[0] != '\0')
+		{
+			client->target.host = client->token_target.host =
+				url_host(client, c->proxy);
+			client->target.proxy = client->token_target.proxy = true;
+		}
+		else
+		{
+			client->target.host = client->url_host;
+			client->token_target.host = client->token_url_host;
+		}
+		/* client->egress: taken by the first begin_call, before any transfer */
+		make_multi(client);
 
 		setup_easy(client, &client->easy, c->url, client->errbuf,
-				   &client->response);
+				   &client->response, &client->target);
 		CP_SETOPT(client, client->easy, CURLOPT_READFUNCTION, read_cb);
 		CP_SETOPT(client, client->easy, CURLOPT_READDATA, (void *) &client->upload);
 		CP_SETOPT(client, client->easy, CURLOPT_SEEKFUNCTION, seek_cb);
@@ -1953,7 +2200,8 @@ cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
 			alloc_response(client, &client->token_response,
 						   CP_HTTP_TOKEN_BODY_MAX);
 			setup_easy(client, &client->token_easy, c->token_url,
-					   client->token_errbuf, &client->token_response);
+					   client->token_errbuf, &client->token_response,
+					   &client->token_target);
 		}
 	}
 	PG_CATCH();
@@ -2067,6 +2315,13 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 			*result = client->start_result;
 			break;
 		}
+		if (!started && client->target_refusal[0] != '\0')
+		{
+			result->outcome = CP_HTTP_TRANSIENT;
+			strlcpy(result->message, client->target_refusal,
+					sizeof(result->message));
+			break;
+		}
 		if (started)
 		{
 			rc = transfer_wait(client, client->easy, client->errbuf);
@@ -2085,8 +2340,7 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 
 		if (rc != CURLE_OK)
 		{
-			result->outcome = classify_curl_error(rc);
-			describe_curl_error(result, "", rc, client->errbuf);
+			describe_transfer_error(client, result, "", rc, client->errbuf);
 			break;
 		}
 
@@ -2118,6 +2372,8 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 				append_excerpt(&buf, location, strlen(location), false);
 			}
 			strlcpy(result->message, buf.data, sizeof(result->message));
+			snprintf(result->message_redacted, sizeof(result->message_redacted),
+					 "HTTP %ld: redirects are not followed", status);
 		}
 		else
 			describe_status(result, "", status, &client->response,
@@ -2126,6 +2382,10 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 		break;
 	}
 
+	/* a message without anything the endpoint sent is shown as it is */
+	if (result->message_redacted[0] == '\0')
+		strlcpy(result->message_redacted, result->message,
+				sizeof(result->message_redacted));
 	client->started = false;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(client->request_cxt);
@@ -2153,7 +2413,14 @@ cp_http_post_start(CpHttpClient *client, const CpHttpRequest *req)
 
 	memset(&client->start_result, 0, sizeof(client->start_result));
 	client->start_result.retry_after_ms = -1;
-	if (client->oauth && !access_token_usable(client) &&
+	if (client->target_refusal[0] != '\0')
+	{
+		client->start_result.outcome = CP_HTTP_TRANSIENT;
+		strlcpy(client->start_result.message, client->target_refusal,
+				sizeof(client->start_result.message));
+		client->start_failed = true;
+	}
+	else if (client->oauth && !access_token_usable(client) &&
 		!fetch_access_token(client, &client->start_result))
 		client->start_failed = true;
 	else
@@ -2167,8 +2434,8 @@ cp_http_post_start(CpHttpClient *client, const CpHttpRequest *req)
 		if (rc != CURLE_OK)
 		{
 			end_transfer(client, client->easy);
-			client->start_result.outcome = classify_curl_error(rc);
-			describe_curl_error(&client->start_result, "", rc, client->errbuf);
+			describe_transfer_error(client, &client->start_result, "", rc,
+									client->errbuf);
 			client->start_failed = true;
 		}
 	}

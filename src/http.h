@@ -60,6 +60,13 @@ typedef struct CpHttpResult
 	/* for a person: "HTTP 400: {"error":"..."}" (start of the body), or the
 	 * transport error ("connection refused", "timed out after 30000 ms") */
 	char		message[512];
+
+	/*
+	 * The same without anything the endpoint sent (body excerpt, Location):
+	 * what sync_status shows to roles other than the destination's owner
+	 * and superusers, since a response may hold another service's secrets.
+	 */
+	char		message_redacted[512];
 } CpHttpResult;
 
 /*

@@ -4,12 +4,20 @@
  *	  calabi_push._sync_runtime(): what the workers of this database's syncs
  *	  are doing right now, from shared memory, for the sync_status view.
  *
+ * A view runs the functions it calls with the privileges of the role that
+ * queries it, so EXECUTE on this function is granted to PUBLIC and the
+ * function itself admits exactly the roles that may read the view: those
+ * with SELECT on calabi_push.sync_status (superusers and the extension's
+ * owner among them).  Granting SELECT on the view is then all a DBA does.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -68,6 +76,19 @@ calabi_push_sync_runtime(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Tuplestorestate *store;
 	MemoryContext oldcontext;
+
+	{
+		Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+		Oid			view = get_relname_relid("sync_status", nsp);
+
+		if (!OidIsValid(view) ||
+			pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for function _sync_runtime"),
+					 errdetail("Only roles allowed to read the view sync_status may call it."),
+					 errhint("Query calabi_push.sync_status; a superuser grants it with GRANT SELECT ON calabi_push.sync_status TO the role.")));
+	}
 
 	cp_shmem_attach();
 

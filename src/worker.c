@@ -135,6 +135,12 @@ cp_worker_wait_until(TimestampTz until)
  */
 static bool refused = false;
 
+/*
+ * The refusal's message without the endpoint's response (see CpHttpResult),
+ * for the error boundary: NULL when the error holds no response.
+ */
+static char *refused_redacted = NULL;
+
 void
 cp_worker_stop_on_error(void)
 {
@@ -142,8 +148,11 @@ cp_worker_stop_on_error(void)
 }
 
 void
-cp_worker_stop_refused(CpRun *run, const char *message)
+cp_worker_stop_refused(CpRun *run, const char *message,
+					   const char *message_redacted)
 {
+	if (message_redacted != NULL)
+		refused_redacted = MemoryContextStrdup(TopMemoryContext, message_redacted);
 	ereport(LOG,
 			(errmsg("calabi_push sync \"%s\" stopped: the endpoint refused a batch: %s",
 					run->sync->name, message),
@@ -410,7 +419,8 @@ calabi_push_worker_main(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		RESUME_INTERRUPTS();
 
-		cp_catalog_record_error(&my_sync_id, edata->message, refused);
+		cp_catalog_record_error(&my_sync_id, edata->message, refused_redacted,
+								refused);
 		if (refused)
 		{
 			my_exit = CP_EXIT_REFUSED;

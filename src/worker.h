@@ -190,7 +190,12 @@ extern void cp_worker_wait_until(TimestampTz until);
  * start_sync or resync) instead of restarting its worker.
  */
 extern void cp_worker_stop_on_error(void);
-/* worker.c: the endpoint refused a batch: record it and stop the sync */
-extern void cp_worker_stop_refused(CpRun *run, const char *message) pg_attribute_noreturn();
+/*
+ * worker.c: the endpoint refused a batch: record it and stop the sync.
+ * message_redacted: the message without the endpoint's response, for roles
+ * that may not see it (NULL: message holds none).
+ */
+extern void cp_worker_stop_refused(CpRun *run, const char *message,
+								   const char *message_redacted) pg_attribute_noreturn();
 
 #endif							/* CALABI_PUSH_WORKER_H */

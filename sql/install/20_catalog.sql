@@ -64,6 +64,10 @@ CREATE TABLE sync (
     retries         bigint NOT NULL DEFAULT 0,
     last_ack_at     timestamptz,
     last_error      text,
+    -- last_error without anything the endpoint sent (a response body
+    -- excerpt, a Location): what sync_status shows to roles other than the
+    -- destination's owner and superusers
+    last_error_redacted text,
     last_error_at   timestamptz,
     -- cdc: every change committed before this position was acknowledged;
     -- NULL until the worker created the sync's replication slot (and again

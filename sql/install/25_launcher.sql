@@ -19,4 +19,7 @@ CREATE FUNCTION _sync_runtime(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'calabi_push_sync_runtime'
 LANGUAGE C STRICT VOLATILE;
-REVOKE ALL ON FUNCTION _sync_runtime() FROM PUBLIC;
+-- The sync_status view calls it as the role that queries the view, so every
+-- role may execute it; the function itself refuses roles without SELECT on
+-- sync_status (src/status.c).
+GRANT EXECUTE ON FUNCTION _sync_runtime() TO PUBLIC;

@@ -286,12 +286,20 @@ AS $$
               ELSE false END
 $$;
 
+-- Refuses a host (as _parse_url returns it) that is a literal address, or
+-- localhost, that calabi_push.allowed_hosts does not let syncs reach; a host
+-- name is judged at every connection instead (src/egress.c).
+CREATE FUNCTION _check_egress(what text, host text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_check_egress'
+LANGUAGE C STABLE;
+
 -- Checks an https URL (destination URL, token_url) and returns it with its
 -- scheme and host in lower case.  http:// is accepted only with allow_http
--- and a loopback host.
+-- and a loopback host; the host must be one calabi_push.allowed_hosts allows.
 CREATE FUNCTION _check_endpoint_url(what text, url text, allow_http boolean, example text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
@@ -314,6 +322,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Use an https:// URL, e.g. %L.', example);
     END IF;
+    PERFORM _check_egress(what, u.host);
     RETURN u.scheme || '://' || u.host || coalesce(':' || u.port, '') || u.rest;
 END
 $$;
@@ -496,6 +505,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Give the proxy as scheme://host[:port], e.g. ''http://proxy.example.com:3128''.';
         END IF;
+        PERFORM _check_egress('destination option "proxy"', p.host);
         proxy := p.scheme || '://' || p.host || coalesce(':' || p.port, '');
     END IF;
 
@@ -920,6 +930,7 @@ REVOKE ALL ON FUNCTION
     _string_option(text, text, jsonb),
     _parse_url(text, text, text, text),
     _is_loopback(text),
+    _check_egress(text, text),
     _check_endpoint_url(text, text, boolean, text),
     _check_pem_certificate(text, text, text),
     _check_pem_private_key(text, text, text),

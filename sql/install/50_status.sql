@@ -1,5 +1,6 @@
 -- Observation: one row per sync, one row per sync and stream.  No secrets;
--- nothing granted to PUBLIC (GRANT SELECT to the roles that watch).
+-- nothing granted to PUBLIC (GRANT SELECT to the roles that watch: that is
+-- enough, _sync_runtime() admits them).
 
 CREATE VIEW sync_status AS
 SELECT s.name,
@@ -24,7 +25,20 @@ SELECT s.name,
        s.bytes_sent,
        s.retries + coalesce(r.retries, 0) AS retries,
        coalesce(r.next_retry_at, r.next_restart_at) AS next_attempt_at,
-       s.last_error,
+       -- the start of an endpoint's response may hold what another service
+       -- keeps secret: shown to the destination's owner (members of its
+       -- created_by role) and superusers only, the others see the message
+       -- without it
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles u
+                          WHERE u.rolname = current_user AND u.rolsuper)
+                 OR EXISTS (SELECT 1
+                              FROM calabi_push.destination d
+                              JOIN pg_catalog.pg_roles o ON o.rolname = d.created_by
+                             WHERE d.name = s.destination
+                               AND pg_catalog.pg_has_role(o.oid, 'MEMBER'))
+            THEN s.last_error
+            ELSE coalesce(s.last_error_redacted, s.last_error)
+       END AS last_error,
        s.last_error_at,
        -- cdc: the sync's slot, the positions sent and acknowledged, and how
        -- far behind the WAL the acknowledged position is

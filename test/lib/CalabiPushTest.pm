@@ -12,6 +12,8 @@ our @EXPORT = qw(calabi_node everything_sql allow_output_plugin);
 
 # A started node configured as calabi_push needs in production (see the
 # README), with UTF8 encoding; extra postgresql.conf lines may be given.
+# The test receivers and proxies listen on 127.0.0.1: loopback is allowed
+# as a destination (calabi_push.allowed_hosts), as a DBA would for them.
 sub calabi_node
 {
 	my ($name, %opts) = @_;
@@ -22,6 +24,7 @@ shared_preload_libraries = 'calabi_push'
 wal_level = logical
 max_replication_slots = 10
 max_worker_processes = 16
+calabi_push.allowed_hosts = '127.0.0.0/8, ::1/128'
 CONF
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	$node->start unless $opts{no_start};

@@ -124,6 +124,8 @@ cp_cluster_start() {
 		echo "unix_socket_directories = '$dir'"
 		echo "shared_preload_libraries = 'calabi_push'"
 		echo "wal_level = logical"
+		# the demo's receiver listens on loopback
+		echo "calabi_push.allowed_hosts = '127.0.0.0/8, ::1/128'"
 		for line in "$@"; do echo "$line"; done
 	} | cp_run_as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
 	cp_run_as_server_user "$(cp_pg_bindir)/pg_ctl" -D "$dir/data" \
