@@ -301,6 +301,7 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 			case CP_HTTP_ACCEPTED:
 				commit_ack(run, batch, from, to, records,
 						   req.body_len + req.tail_len, retries);
+				cp_worker_acknowledged();
 				cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 				pfree(body.data);
 				return;

@@ -95,11 +95,15 @@ Relation
 cp_stream_run_open(CpRun *run, CpStreamRun *s)
 {
 	if (get_rel_relkind(s->def->relid) == '\0')
+	{
+		/* no retry can bring it back: stop in error until the sync is fixed */
+		cp_worker_stop_on_error();
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("a relation of sync \"%s\" no longer exists (OID %u)",
 						run->sync->name, s->def->relid),
 				 errhint("Drop the sync and create it again without that relation.")));
+	}
 	return cp_stream_open(s->def->relid, run->sync->run_as);
 }
 

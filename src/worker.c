@@ -84,11 +84,24 @@ cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
 
 		if (state == CP_RUN_RETRYING)
 			slot->retries++;
-		else if (state == CP_RUN_RUNNING && slot->state != CP_RUN_RETRYING)
-			slot->failures = 0; /* making progress */
 		slot->state = state;
 		slot->retry_at = retry_at;
 	}
+	LWLockRelease(cp_shared->lock);
+}
+
+/*
+ * The endpoint acknowledged a batch: the sync makes progress, so a later
+ * failure of its worker starts the restart backoff from its shortest delay
+ * again.  Nothing else resets it: a worker that fails before it delivers
+ * anything (a dropped relation, an unreachable endpoint) backs off.
+ */
+void
+cp_worker_acknowledged(void)
+{
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	if (my_slot() != NULL)
+		my_slot()->failures = 0;
 	LWLockRelease(cp_shared->lock);
 }
 

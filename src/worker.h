@@ -180,6 +180,8 @@ extern void cp_cdc_acknowledged(CpRun *run, XLogRecPtr position);
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
+/* worker.c: a batch was acknowledged: reset the restart backoff */
+extern void cp_worker_acknowledged(void);
 /* worker.c: publish a CDC sync's positions and the oldest unacknowledged commit */
 extern void cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked,
 								 TimestampTz pending_since);
