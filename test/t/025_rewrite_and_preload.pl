@@ -126,7 +126,7 @@ $plain->safe_psql('postgres', q{
 is($plain->safe_psql('postgres', q{SELECT calabi_push.preview('t')::text}), '{"id":1}',
 	'without shared_preload_libraries, preview works');
 $plain->safe_psql('postgres', q{
-	SELECT calabi_push.create_destination('d', 'https://localhost:9/i');
+	SELECT calabi_push.create_destination('d', 'https://ingest.example.com/i');
 	SELECT calabi_push.create_sync('s', 'd', ARRAY['t']::regclass[]);
 });
 my ($ret, $out, $err) = $plain->psql('postgres', q{SELECT calabi_push.start_sync('s')},
