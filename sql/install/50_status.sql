@@ -11,6 +11,9 @@ SELECT s.name,
        CASE
            WHEN NOT s.enabled AND s.error_stopped THEN 'error'
            WHEN NOT s.enabled THEN 'stopped'
+           -- a hot standby runs no sync: its primary does (a promoted
+           -- server runs them from then on)
+           WHEN pg_catalog.pg_is_in_recovery() THEN 'standby'
            WHEN r.state IS NOT NULL THEN r.state
            WHEN s.run_completed_at IS NOT NULL AND r.last_exit = 'done' THEN 'idle'
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
@@ -46,7 +49,9 @@ SELECT s.name,
        r.cdc_sent_lsn AS lsn_sent,
        coalesce(r.cdc_acked_lsn, s.cdc_lsn) AS lsn_acknowledged,
        CASE WHEN s.method = 'cdc' THEN
-           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+           pg_catalog.pg_wal_lsn_diff(CASE WHEN pg_catalog.pg_is_in_recovery()
+                                           THEN pg_catalog.pg_last_wal_replay_lsn()
+                                           ELSE pg_catalog.pg_current_wal_lsn() END,
                                       coalesce(r.cdc_acked_lsn, s.cdc_lsn))::int8
        END AS lag_bytes,
        CASE WHEN s.method = 'cdc' AND r.pid IS NOT NULL THEN
