@@ -26,7 +26,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/objectaccess.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -68,6 +70,9 @@ PGDLLEXPORT void calabi_push_launcher_main(Datum main_arg);
 /* the launcher's own handles, by slot; lost (harmlessly) if it restarts */
 static BackgroundWorkerHandle **handles = NULL;
 static uint64 *handle_generations = NULL;
+
+/* the last attempt to start a worker found max_worker_processes used up */
+static bool workers_exhausted = false;
 
 /* databases still to be probed */
 static List *probe_queue = NIL;
@@ -225,6 +230,7 @@ reconcile(void)
 	long		sleep_ms = 10000;
 	int			probes = 0;
 	bool		out_of_workers = false;
+	bool		launched_sync = false;
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 
@@ -305,13 +311,19 @@ reconcile(void)
 		}
 
 		if (out_of_workers)
+		{
+			slot->state = CP_RUN_NO_WORKER;
 			continue;
+		}
 		slot->kick = false;
 		if (!launch(i))
 		{
 			slot->kick = true;
+			slot->state = CP_RUN_NO_WORKER;
 			out_of_workers = true;
 		}
+		else
+			launched_sync = true;
 	}
 
 	/* probe more databases while there is room */
@@ -349,12 +361,26 @@ reconcile(void)
 
 	LWLockRelease(cp_shared->lock);
 
+	/*
+	 * Said once when it starts and once when it ends, not at every attempt
+	 * (every 5 s); sync_status shows the syncs that wait meanwhile.
+	 */
 	if (out_of_workers)
 	{
-		ereport(WARNING,
-				(errmsg("calabi_push could not start a background worker: all of max_worker_processes are in use"),
-				 errhint("Raise max_worker_processes (one per running sync, plus the launcher).")));
+		if (!workers_exhausted)
+			ereport(WARNING,
+					(errmsg("calabi_push could not start a background worker: all of max_worker_processes (%d) are in use",
+							max_worker_processes),
+					 errdetail("Syncs waiting for one show the state waiting_for_worker in calabi_push.sync_status."),
+					 errhint("Raise max_worker_processes (one per running sync, plus the launcher) and restart the server, or stop a sync.")));
+		workers_exhausted = true;
 		sleep_ms = Min(sleep_ms, 5000);
+	}
+	else if (workers_exhausted && launched_sync)
+	{
+		ereport(LOG,
+				(errmsg("calabi_push could start background workers again")));
+		workers_exhausted = false;
 	}
 	return sleep_ms;
 }
@@ -925,21 +951,29 @@ roles_being_dropped(Node *stmt, List **names, List **oids)
 	}
 }
 
-static bool
-is_drop_of_this_extension(Node *stmt)
-{
-	DropStmt   *drop;
-	ListCell   *lc;
+/*
+ * The extension is going away, however it is dropped: DROP EXTENSION, DROP
+ * SCHEMA calabi_push CASCADE, DROP OWNED BY its owner.  Each deletes the
+ * pg_extension row through the dependency machinery, which calls this hook
+ * first; watching statements instead would miss every way but the first.
+ * Applied if the drop commits (the database's workers stop and a probe
+ * drops the slots of its CDC syncs); forgotten if its subtransaction
+ * aborts.
+ */
+static object_access_hook_type prev_object_access = NULL;
 
-	if (!IsA(stmt, DropStmt))
-		return false;
-	drop = (DropStmt *) stmt;
-	if (drop->removeType != OBJECT_EXTENSION)
-		return false;
-	foreach(lc, drop->objects)
-		if (strcmp(strVal(lfirst(lc)), "calabi_push") == 0)
-			return true;
-	return false;
+static void
+calabi_push_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+						  int subId, void *arg)
+{
+	if (prev_object_access)
+		prev_object_access(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == ExtensionRelationId && cp_shared != NULL &&
+		objectId == get_extension_oid("calabi_push", true))
+	{
+		pending_stop_database = true;
+		pending_stop_nestlevel = GetCurrentTransactionNestLevel();
+	}
 }
 
 static void
@@ -955,13 +989,6 @@ calabi_push_process_utility(PlannedStmt *pstmt, const char *queryString,
 	List	   *drop_role_oids;
 
 	roles_being_dropped(stmt, &drop_role_names, &drop_role_oids);
-
-	if (cp_shared != NULL && is_drop_of_this_extension(stmt))
-	{
-		/* applied if the DROP commits; forgotten if its subtransaction aborts */
-		pending_stop_database = true;
-		pending_stop_nestlevel = GetCurrentTransactionNestLevel();
-	}
 
 	if (OidIsValid(dboid))
 		paused = pause_database(dboid);
@@ -999,4 +1026,6 @@ cp_launcher_init_backend_hooks(void)
 	RegisterSubXactCallback(launcher_subxact_callback, NULL);
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = calabi_push_process_utility;
+	prev_object_access = object_access_hook;
+	object_access_hook = calabi_push_object_access;
 }

@@ -28,7 +28,8 @@ typedef enum CpRunState
 	CP_RUN_STARTING,			/* launched, not yet sending */
 	CP_RUN_RUNNING,				/* reading and sending */
 	CP_RUN_RETRYING,			/* waiting to retry a batch */
-	CP_RUN_IDLE					/* run complete, waiting for the schedule */
+	CP_RUN_IDLE,				/* run complete, waiting for the schedule */
+	CP_RUN_NO_WORKER			/* no background worker free to start it */
 } CpRunState;
 
 /* How a worker last ended, so the launcher knows whether to restart it. */

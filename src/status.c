@@ -42,6 +42,8 @@ state_name(CpRunState state)
 			return "retrying";
 		case CP_RUN_IDLE:
 			return "idle";
+		case CP_RUN_NO_WORKER:
+			return "waiting_for_worker";
 		case CP_RUN_NONE:
 			break;
 	}
@@ -120,7 +122,9 @@ calabi_push_sync_runtime(PG_FUNCTION_ARGS)
 		values[1] = BoolGetDatum(slot->should_run);
 		nulls[2] = slot->pid == 0;
 		values[2] = Int32GetDatum(slot->pid);
-		nulls[3] = !slot->launched || state == NULL;
+		/* a slot without a worker shows only why it has none */
+		nulls[3] = state == NULL ||
+			(!slot->launched && slot->state != CP_RUN_NO_WORKER);
 		values[3] = state ? CStringGetTextDatum(state) : (Datum) 0;
 		nulls[4] = !slot->launched;
 		values[4] = TimestampTzGetDatum(slot->started_at);
