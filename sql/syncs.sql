@@ -541,6 +541,21 @@ INSERT INTO cp_planted_t VALUES (1);
 CREATE INDEX ON cp_planted_t (cp_planted(i));
 ANALYZE cp_planted_t;
 SELECT count(*) AS planted_syncs FROM calabi_push.sync_status WHERE name = 'planted';
+-- a superuser's sync of a view another role owns: warned that the view's
+-- functions will run as a superuser
+CREATE ROLE cp_view_owner;
+CREATE VIEW cp_planted_v AS SELECT i FROM cp_planted_t;
+ALTER VIEW cp_planted_v OWNER TO cp_view_owner;
+GRANT SELECT ON cp_planted_t TO cp_view_owner;
+SELECT calabi_push.create_destination('view-dest', 'https://ingest.example.com/v1');
+CREATE ROLE cp_view_su SUPERUSER;
+SELECT calabi_push.create_sync('su_view', 'view-dest', ARRAY['cp_planted_v']::regclass[],
+                               options => '{"run_as": "cp_view_su"}') IS NOT NULL AS created;
+SELECT calabi_push.drop_sync('su_view');
+SELECT calabi_push.drop_destination('view-dest');
+DROP VIEW cp_planted_v;
+REVOKE ALL ON cp_planted_t FROM cp_view_owner;
+DROP ROLE cp_view_owner, cp_view_su;
 DROP TABLE cp_planted_t;
 DROP FUNCTION cp_planted(int);
 REVOKE ALL ON SCHEMA calabi_push FROM cp_sync_direct;

@@ -76,6 +76,15 @@ normalize(const struct sockaddr *sa, uint8 out[16])
 			(memcmp(out, zero12, 12) == 0 &&
 			 !(out[12] == 0 && out[13] == 0 && out[14] == 0 && out[15] <= 1)))
 			memcpy(out, v4mapped_prefix, 12);
+		/* 6to4 2002:a.b.c.d::/48 (RFC 3056) reaches a.b.c.d */
+		else if (out[0] == 0x20 && out[1] == 0x02)
+		{
+			uint8		v4[4];
+
+			memcpy(v4, out + 2, 4);
+			memcpy(out, v4mapped_prefix, 12);
+			memcpy(out + 12, v4, 4);
+		}
 		return true;
 	}
 	return false;
@@ -148,6 +157,14 @@ classify(const uint8 *a)
 			(a[0] == 0xfe && (a[1] & 0xc0) == 0xc0))	/* site-local fec0::/10 */
 			return CP_EGRESS_PRIVATE;
 		if (a[0] == 0xff)		/* multicast */
+			return CP_EGRESS_RESERVED;
+		/*
+		 * Local-use NAT64 64:ff9b:1::/48 (RFC 8215) reaches IPv4 addresses
+		 * of the site, embedded around the "u" octet: judged as reserved,
+		 * so that only the list lets a sync through it.
+		 */
+		if (a[0] == 0 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b &&
+			a[4] == 0 && a[5] == 1)
 			return CP_EGRESS_RESERVED;
 		return CP_EGRESS_PUBLIC;
 	}

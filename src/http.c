@@ -2071,7 +2071,13 @@ setup_easy(CpHttpClient *client, CURL **slot, const char *url, char *errbuf,
 	 * one from the server's environment (https_proxy, ALL_PROXY).  An https
 	 * proxy is verified against the system CAs.
 	 */
+	/*
+	 * "" turns off the proxies the server's environment names (http_proxy,
+	 * ...), and NOPROXY "" ignores its no_proxy: the connection goes exactly
+	 * where the destination says, which is what the egress check judges.
+	 */
 	CP_SETOPT(client, easy, CURLOPT_PROXY, cfg->proxy ? cfg->proxy : "");
+	CP_SETOPT(client, easy, CURLOPT_NOPROXY, "");
 	CP_SETOPT(client, easy, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
 	CP_SETOPT(client, easy, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
 }

@@ -834,7 +834,8 @@ database_needing_exclusive_access(Node *stmt)
 }
 
 /*
- * DROP ROLE of a role that syncs of this database read as (sync.run_as):
+ * DROP ROLE of a role that syncs of this database read as (sync.run_as),
+ * or that owns destinations of it (destination.created_by):
  * refused, since those syncs could no longer run and only a superuser could
  * drop them.  Called after the DROP ROLE itself succeeded, inside its
  * transaction, so that PostgreSQL's own checks (privileges, objects the role
@@ -851,13 +852,15 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 	int			save_sec_context;
 	Datum	   *elems;
 	ArrayType  *oids;
-	Oid			types[1] = {OIDARRAYOID};
-	Datum		values[1];
+	Oid			types[2] = {OIDARRAYOID, NAMEARRAYOID};
+	Datum		values[2];
+	Datum	   *name_elems;
 	int			n = list_length(role_oids);
 	int			i = 0;
 	ListCell   *lc;
 	StringInfoData detail;
 	char	   *first_role = NULL;
+	bool		first_is_sync = false;
 	MemoryContext caller_context = CurrentMemoryContext;
 
 	if (n == 0)
@@ -867,6 +870,12 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
 	oids = construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
 	values[0] = PointerGetDatum(oids);
+	name_elems = palloc(sizeof(Datum) * n);
+	i = 0;
+	foreach(lc, role_names)
+		name_elems[i++] = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc)));
+	values[1] = PointerGetDatum(construct_array(name_elems, n, NAMEOID, NAMEDATALEN,
+												false, TYPALIGN_CHAR));
 
 	/* in our context: SPI_finish frees what is allocated in between */
 	initStringInfo(&detail);
@@ -883,12 +892,25 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT s.run_as::pg_catalog.oid,"
+	/*
+	 * A destination belongs to the role named in created_by: a role created
+	 * later under the same name would inherit it, so its owner is kept as
+	 * a sync's role is.  Syncs come first (kind 1), then destinations.
+	 */
+	if (SPI_execute_with_args("SELECT s.run_as::pg_catalog.oid, 1,"
 							  " pg_catalog.string_agg(s.name, ', ' ORDER BY s.name COLLATE \"C\")"
 							  " FROM calabi_push.sync s"
 							  " WHERE s.run_as::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)"
-							  " GROUP BY 1",
-							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+							  " GROUP BY 1"
+							  " UNION ALL"
+							  " SELECT r.oid, 2,"
+							  " pg_catalog.string_agg(d.name, ', ' ORDER BY d.name COLLATE \"C\")"
+							  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(oid, name)"
+							  " JOIN calabi_push.destination d"
+							  " ON d.created_by OPERATOR(pg_catalog.=) r.name"
+							  " GROUP BY 1"
+							  " ORDER BY 2, 1",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read calabi_push.sync");
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -896,7 +918,9 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 		bool		isnull;
 		Oid			roleid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
 														   SPI_tuptable->tupdesc, 1, &isnull));
-		char	   *syncs = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+		bool		is_sync = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+														  SPI_tuptable->tupdesc, 2, &isnull)) == 1;
+		char	   *syncs = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3);
 		const char *role = NULL;
 		ListCell   *lo;
 
@@ -906,20 +930,31 @@ refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
 		if (role == NULL)
 			continue;
 		if (first_role == NULL)
+		{
 			first_role = MemoryContextStrdup(caller_context, role);
-		appendStringInfo(&detail, "%sSyncs reading as role \"%s\": %s.",
+			first_is_sync = is_sync;
+		}
+		appendStringInfo(&detail, is_sync ? "%sSyncs reading as role \"%s\": %s." :
+						 "%sDestinations owned by role \"%s\": %s.",
 						 detail.len > 0 ? "\n" : "", role, syncs);
 	}
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
-	if (first_role != NULL)
+	if (first_role != NULL && first_is_sync)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 				 errmsg("role \"%s\" cannot be dropped because calabi_push syncs of database \"%s\" read as it",
 						first_role, get_database_name(MyDatabaseId)),
 				 errdetail_internal("%s", detail.data),
 				 errhint("Drop those syncs with calabi_push.drop_sync(), or drop and create them again with another \"run_as\" option, then drop the role.")));
+	if (first_role != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("role \"%s\" cannot be dropped because it owns calabi_push destinations of database \"%s\"",
+						first_role, get_database_name(MyDatabaseId)),
+				 errdetail_internal("%s", detail.data),
+				 errhint("Drop those destinations with calabi_push.drop_destination() (a superuser may), then drop the role.")));
 }
 
 /*

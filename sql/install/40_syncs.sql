@@ -497,6 +497,18 @@ BEGIN
     END IF;
     FOREACH rel IN ARRAY _create_sync.tables LOOP
         PERFORM _check_stream_relation(rel, run_as);
+        -- a view's functions run as the role that reads it: as a superuser,
+        -- those of a view another role owns would run with all privileges
+        IF EXISTS (SELECT 1 FROM pg_class k
+                     JOIN pg_roles o ON o.oid = k.relowner
+                     JOIN pg_roles r ON r.oid = run_as
+                    WHERE k.oid = rel AND k.relkind = 'v'
+                      AND r.rolsuper AND NOT o.rolsuper) THEN
+            RAISE WARNING 'sync "%" reads view % as superuser %: the functions the view calls will run with a superuser''s privileges', _create_sync.name, rel, run_as::regrole
+                USING HINT = format('Its owner %s decides what those functions do. Drop the sync and create it again with "run_as" naming a role that is not a superuser (e.g. %s), unless you trust that role.',
+                                    (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel),
+                                    (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel));
+        END IF;
         IF _create_sync.method = 'cdc' THEN
             PERFORM _check_cdc_table(rel, run_as, mode);
         END IF;

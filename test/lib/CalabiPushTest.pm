@@ -11,14 +11,16 @@ use Exporter 'import';
 our @EXPORT = qw(calabi_node everything_sql allow_output_plugin);
 
 # A started node configured as calabi_push needs in production (see the
-# README), with UTF8 encoding; extra postgresql.conf lines may be given.
+# README), with UTF8 encoding; extra postgresql.conf lines may be given
+# (conf), and options of PostgreSQL::Test::Cluster's init (init, e.g.
+# { allows_streaming => 1 } for a primary).
 # The test receivers and proxies listen on 127.0.0.1: loopback is allowed
 # as a destination (calabi_push.allowed_hosts), as a DBA would for them.
 sub calabi_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ], %{ $opts{init} || {} });
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = 'calabi_push'
 wal_level = logical

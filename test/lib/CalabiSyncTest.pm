@@ -28,7 +28,7 @@ our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
 sub sync_setup
 {
 	my (%opts) = @_;
-	my $node = calabi_node($opts{name} || 'src', conf => $opts{conf});
+	my $node = calabi_node($opts{name} || 'src', conf => $opts{conf}, init => $opts{init});
 	$node->safe_psql('postgres', 'CREATE EXTENSION calabi_push');
 	my $token = $opts{token} || 'tok-' . int(rand(1e9)) . '-secret';
 	my $receiver = CalabiReceiver->start(

@@ -157,6 +157,25 @@ sql(q{SELECT calabi_push.drop_sync('as_reader_2')});
 is(sql_error($node, 'postgres', 'DROP ROLE bystander, reader'), undef, 'no sync reads as it any more: DROP ROLE succeeds');
 is(sql(q{SELECT count(*) FROM pg_roles WHERE rolname IN ('bystander', 'reader')}), '0', 'both roles are gone');
 
+# a destination belongs to the role named in created_by: a later role of
+# the same name would inherit it, so its owner cannot be dropped either
+sql(q{
+	CREATE ROLE dest_owner NOLOGIN;
+	GRANT USAGE ON SCHEMA calabi_push TO dest_owner;
+	GRANT EXECUTE ON FUNCTION calabi_push.create_destination(text, text, text, jsonb) TO dest_owner;
+});
+$node->safe_psql('postgres', q{SET ROLE dest_owner;
+	SELECT calabi_push.create_destination('owned_dest', 'https://ingest.example.com/v1');});
+sql(q{REVOKE ALL ON SCHEMA calabi_push FROM dest_owner;
+	REVOKE ALL ON FUNCTION calabi_push.create_destination(text, text, text, jsonb) FROM dest_owner;});
+$e = sql_error($node, 'postgres', 'DROP ROLE dest_owner');
+is($e && $e->{sqlstate}, '2BP01', 'DROP ROLE of a destination owner: refused');
+like($e && $e->{message}, qr/role "dest_owner" cannot be dropped because it owns calabi_push destinations/,
+	'the message says it owns destinations');
+like($e && $e->{detail}, qr/Destinations owned by role "dest_owner": owned_dest\./, 'the detail names them');
+sql(q{SELECT calabi_push.drop_destination('owned_dest')});
+is(sql_error($node, 'postgres', 'DROP ROLE dest_owner'), undef, 'without its destinations it can be dropped');
+
 # a database without calabi_push: DROP ROLE is not looked at
 sql('CREATE ROLE plain NOLOGIN');
 is(sql_error($node, 'template1', 'DROP ROLE plain'), undef, 'DROP ROLE from a database without calabi_push');

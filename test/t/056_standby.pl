@@ -11,7 +11,7 @@ use Test::More;
 use CalabiPushTest;
 use CalabiSyncTest;
 
-my ($primary, $recv) = sync_setup(name => 'primary');
+my ($primary, $recv) = sync_setup(name => 'primary', init => { allows_streaming => 1 });
 allow_output_plugin($primary);
 
 $primary->safe_psql('postgres', q{
