@@ -20,7 +20,8 @@ use Exporter 'import';
 our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
-  sql_error wait_until ingest_requests start_connect_proxy sent_messages);
+  sql_error wait_until ingest_requests start_connect_proxy sent_messages
+  grant_sync_management);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -112,6 +113,25 @@ sub assert_dest_equals_source_in
 	my $dst = stream_rows_dest_in($node, $dest_db, $schema, $table, \@columns);
 	is(scalar(@$dst), scalar(@$src), "$name: row count");
 	is_deeply($dst, $src, "$name: destination equals source, value for value");
+}
+
+# The grants docs/syncs.md tells a DBA to give a role that manages syncs
+# (in database "postgres").
+sub grant_sync_management
+{
+	my ($node, $role) = @_;
+	$node->safe_psql('postgres', qq{
+		GRANT USAGE ON SCHEMA calabi_push TO $role;
+		GRANT EXECUTE ON FUNCTION
+		    calabi_push.create_sync(text, text, regclass[], text, text, jsonb),
+		    calabi_push.start_sync(text),
+		    calabi_push.stop_sync(text),
+		    calabi_push.resync(text, regclass),
+		    calabi_push.drop_sync(text)
+		  TO $role;
+		GRANT SELECT ON calabi_push.destinations, calabi_push.sync_status,
+		                calabi_push.stream_status TO $role;
+	});
 }
 
 # Runs $sql (psql, VERBOSITY verbose, stopping at the first error) and

@@ -420,16 +420,6 @@ sql(q{
 	GRANT USAGE ON SCHEMA calabi_push TO nobody;
 	CREATE ROLE reader NOLOGIN;
 	CREATE ROLE sync_admin LOGIN;
-	GRANT USAGE ON SCHEMA calabi_push TO sync_admin;
-	GRANT EXECUTE ON FUNCTION
-	    calabi_push.create_sync(text, text, regclass[], text, text, jsonb),
-	    calabi_push.start_sync(text),
-	    calabi_push.stop_sync(text),
-	    calabi_push.resync(text, regclass),
-	    calabi_push.drop_sync(text)
-	  TO sync_admin;
-	GRANT SELECT ON calabi_push.destinations, calabi_push.sync_status,
-	                calabi_push.stream_status TO sync_admin;
 	GRANT reader TO sync_admin;
 	CREATE TABLE secret_t (id int PRIMARY KEY, v text);
 	INSERT INTO secret_t VALUES (1, 'classified');
@@ -440,6 +430,7 @@ sql(q{
 	CREATE POLICY alice_only ON rls_t FOR SELECT TO reader USING (owner = 'alice');
 	GRANT SELECT ON rls_t TO reader;
 });
+grant_sync_management($node, 'sync_admin');
 
 $err = sql_error($node, 'postgres', q{SET ROLE nobody;
 	SELECT calabi_push.create_sync('p', 'recv', ARRAY['rls_t']::regclass[])});

@@ -20,18 +20,8 @@ my ($node, $recv) = sync_setup(
 sub sql { $node->safe_psql('postgres', shift) }
 
 # mallory: a login role with the grants docs/syncs.md tells a DBA to give
-sql(q{
-	CREATE ROLE mallory LOGIN;
-	GRANT USAGE ON SCHEMA calabi_push TO mallory;
-	GRANT EXECUTE ON FUNCTION
-		calabi_push.create_sync(text, text, regclass[], text, text, jsonb),
-		calabi_push.start_sync(text),
-		calabi_push.stop_sync(text),
-		calabi_push.resync(text, regclass),
-		calabi_push.drop_sync(text)
-	  TO mallory;
-	CREATE SCHEMA mallory AUTHORIZATION mallory;
-});
+sql(q{CREATE ROLE mallory LOGIN; CREATE SCHEMA mallory AUTHORIZATION mallory;});
+grant_sync_management($node, 'mallory');
 
 sub as_mallory
 {
