@@ -329,7 +329,13 @@ parse_entry(const char *item, size_t len, CpEgressEntry *e, char *err,
 
 			if (c == '.')
 			{
-				if (label == 0 && !(i == len - 1 && i > 0))
+				/*
+				 * One trailing dot ends a fully qualified name and comes
+				 * after a label; an empty label anywhere ("a..b", and "a.."
+				 * too, which the fuzz target fuzz_egress_list found
+				 * accepted as the name "a.") is an error.
+				 */
+				if (label == 0)
 				{
 					snprintf(err, errlen, "entry \"%s\" is not a valid host name (empty label)", buf);
 					return false;
