@@ -19,9 +19,11 @@ OBJS = \
 	src/compressor.o \
 	src/delivery.o \
 	src/egress.o \
+	src/egress_policy.o \
 	src/encoder.o \
 	src/full_refresh.o \
 	src/http.o \
+	src/http_parse.o \
 	src/launcher.o \
 	src/management.o \
 	src/output_plugin.o \

@@ -287,6 +287,7 @@ ALTER SYSTEM SET calabi_push.allowed_hosts = '10.1.2.3/8';
 ALTER SYSTEM SET calabi_push.allowed_hosts = '*.example.com';
 ALTER SYSTEM SET calabi_push.allowed_hosts = '127.1';
 ALTER SYSTEM SET calabi_push.allowed_hosts = 'ingest..internal';
+ALTER SYSTEM SET calabi_push.allowed_hosts = 'ingest.internal..';
 ALTER SYSTEM SET calabi_push.allowed_hosts = '[::1';
 ALTER SYSTEM SET calabi_push.allowed_hosts = 'fd00::/129';
 ALTER SYSTEM SET calabi_push.allowed_hosts = 'ingest.internal/24';

@@ -15,8 +15,9 @@
  * IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible and NAT64 (64:ff9b::/96)
  * IPv6 addresses are judged as the IPv4 address they carry.
  *
- * cp_egress_judge and cp_egress_describe are plain C without any call into
- * PostgreSQL (no palloc, no elog, no GUC read): libcurl's open-socket
+ * cp_egress_judge, cp_egress_literal, cp_egress_parse_list and the other
+ * functions of egress_policy.c are plain C without any call into the
+ * PostgreSQL backend (no palloc, no elog, no GUC read): libcurl's open-socket
  * callback runs them, possibly on the sending thread of http.c.  They read
  * only the policy they are given, which their caller must keep unchanged
  * meanwhile (http.c keeps a copy per client, replaced between transfers).
@@ -98,5 +99,13 @@ extern void cp_egress_format(const struct sockaddr *sa, char *buf, size_t len);
  * "0x7f.0.0.1") count as addresses.
  */
 extern bool cp_egress_literal(const char *host, struct sockaddr_storage *sa);
+
+/*
+ * The list (the setting's text) into a malloc'd policy (GUC extra memory
+ * must be malloc'd); NULL with a message in err when an entry is invalid,
+ * or out of memory (err empty).  Plain C.
+ */
+extern CpEgressPolicy *cp_egress_parse_list(const char *list, char *err,
+											size_t errlen);
 
 #endif							/* CALABI_PUSH_EGRESS_H */

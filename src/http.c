@@ -59,7 +59,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
 
 #include "common/base64.h"
@@ -76,6 +75,7 @@
 #include "compat.h"
 #include "egress.h"
 #include "http.h"
+#include "http_parse.h"
 
 /* CURLOPT_PROTOCOLS_STR; the *_BLOB options are older */
 #if LIBCURL_VERSION_NUM < 0x075500
@@ -89,8 +89,6 @@
 #define CP_HTTP_BODY_KEEP		4096
 /* A token response must fit whole (JWT access tokens can be large). */
 #define CP_HTTP_TOKEN_BODY_MAX	65536
-/* How much of a response body a message quotes. */
-#define CP_HTTP_EXCERPT_MAX		200
 /* What replaces it for roles that may not see it (see CpHttpResult). */
 #define CP_HTTP_REDACTED	": [response shown only to the destination's owner]"
 
@@ -110,8 +108,7 @@ typedef struct CpHttpResponse
 	size_t		body_cap;
 	size_t		body_len;
 	bool		body_truncated; /* more arrived than body_cap */
-	bool		have_retry_after;
-	char		retry_after[64];	/* the header's value, trimmed */
+	CpResponseHeaders headers;	/* what header_cb kept (http_parse.c) */
 } CpHttpResponse;
 
 /* The body curl reads for the request in flight: body, then tail. */
@@ -280,61 +277,17 @@ append_form_urlencoded(StringInfo buf, const char *s)
 }
 
 /*
- * Append the start of a response body for a person: whitespace and control
- * characters collapse to one space, bytes that would not be valid text in
- * this database become '?', at most CP_HTTP_EXCERPT_MAX bytes, and "..." if
- * there was more.
+ * Append the start of a response body for a person (cp_http_excerpt says
+ * how), judging bytes above 0x7f by this database's encoding.
  */
 static void
 append_excerpt(StringInfo buf, const char *data, size_t len, bool more)
 {
-	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
-	size_t		i = 0;
-	int			out = 0;
-	bool		pending_space = false;
+	char		excerpt[CP_HTTP_EXCERPT_SIZE];
 
-	while (i < len && out < CP_HTTP_EXCERPT_MAX)
-	{
-		const unsigned char *p = (const unsigned char *) data + i;
-
-		if (*p <= 0x20 || *p == 0x7f)
-		{
-			pending_space = (out > 0);
-			i++;
-			continue;
-		}
-		if (pending_space)
-		{
-			appendStringInfoChar(buf, ' ');
-			out++;
-			pending_space = false;
-		}
-		if (*p < 0x80)
-		{
-			appendStringInfoChar(buf, (char) *p);
-			i++;
-			out++;
-			continue;
-		}
-		if (utf8)
-		{
-			int			l = pg_utf_mblen(p);
-
-			if (i + l <= len && out + l <= CP_HTTP_EXCERPT_MAX &&
-				pg_utf8_islegal(p, l))
-			{
-				appendBinaryStringInfo(buf, (const char *) p, l);
-				i += l;
-				out += l;
-				continue;
-			}
-		}
-		appendStringInfoChar(buf, '?');
-		i++;
-		out++;
-	}
-	if (i < len || more)
-		appendStringInfoString(buf, "...");
+	cp_http_excerpt(excerpt, data, len, more,
+					GetDatabaseEncoding() == PG_UTF8);
+	appendStringInfoString(buf, excerpt);
 }
 
 /* "<prefix>HTTP <status>: <start of the body>" into result->message. */
@@ -385,46 +338,13 @@ describe_transfer_error(CpHttpClient *client, CpHttpResult *result,
 }
 
 /*
- * Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3), in ms from
- * now; -1 when absent or unparsable.
+ * Retry-After in ms from now; -1 when absent or unparsable (see
+ * cp_http_retry_after_ms).
  */
 static int
 parse_retry_after(const CpHttpResponse *resp)
 {
-	const char *v = resp->retry_after;
-	const char *p;
-
-	if (!resp->have_retry_after || *v == '\0')
-		return -1;
-
-	for (p = v; *p >= '0' && *p <= '9'; p++)
-		;
-	if (*p == '\0')
-	{
-		int64		secs = 0;
-
-		for (p = v; *p; p++)
-		{
-			secs = secs * 10 + (*p - '0');
-			if (secs >= INT_MAX / 1000)
-				return INT_MAX;
-		}
-		return (int) secs * 1000;
-	}
-	else
-	{
-		time_t		when = curl_getdate(v, NULL);
-		int64		delta;
-
-		if (when == (time_t) -1)
-			return -1;
-		delta = (int64) when - (int64) time(NULL);
-		if (delta <= 0)
-			return 0;
-		if (delta >= INT_MAX / 1000)
-			return INT_MAX;
-		return (int) delta * 1000;
-	}
+	return cp_http_retry_after_ms(&resp->headers, time(NULL));
 }
 
 /*
@@ -554,39 +474,14 @@ seek_cb(void *userdata, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+/* Only plain C in http_parse.c: nothing that could longjmp. */
 static size_t
 header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 {
 	CpHttpResponse *resp = (CpHttpResponse *) userdata;
 	size_t		len = size * nitems;
-	static const char name[] = "retry-after:";
-	const size_t namelen = sizeof(name) - 1;
 
-	if (len >= 5 && memcmp(buffer, "HTTP/", 5) == 0)
-	{
-		/*
-		 * A status line: a new response begins (after a proxy's CONNECT
-		 * answer or an interim 1xx).  Only the last one's headers count.
-		 */
-		resp->have_retry_after = false;
-		resp->retry_after[0] = '\0';
-	}
-	else if (len > namelen && pg_strncasecmp(buffer, name, namelen) == 0)
-	{
-		const char *v = buffer + namelen;
-		const char *end = buffer + len;
-		size_t		n;
-
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
-						   end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		n = Min((size_t) (end - v), sizeof(resp->retry_after) - 1);
-		memcpy(resp->retry_after, v, n);
-		resp->retry_after[n] = '\0';
-		resp->have_retry_after = true;
-	}
+	cp_http_header_line(&resp->headers, buffer, len);
 	return len;
 }
 
@@ -1419,8 +1314,7 @@ reset_response(CpHttpResponse *resp)
 	resp->body_len = 0;
 	resp->body[0] = '\0';
 	resp->body_truncated = false;
-	resp->have_retry_after = false;
-	resp->retry_after[0] = '\0';
+	cp_http_headers_reset(&resp->headers);
 }
 
 static void make_multi(CpHttpClient *client);
@@ -1597,9 +1491,8 @@ parse_token_response(CpHttpClient *client, CpHttpResult *result)
 {
 	static const char prefix[] = "OAuth2 token endpoint: ";
 	CpHttpResponse *resp = &client->token_response;
-	cJSON	   *root;
-	cJSON	   *item;
-	const char *problem = NULL;
+	CpTokenResponse tr;
+	const char *problem;
 	double		lifetime = 0;
 
 	if (resp->body_truncated)
@@ -1611,49 +1504,15 @@ parse_token_response(CpHttpClient *client, CpHttpResult *result)
 		return false;
 	}
 
-	root = cJSON_ParseWithLength(resp->body, resp->body_len);
-	if (root == NULL || !cJSON_IsObject(root))
-		problem = "response is not a JSON object";
-	else
+	problem = cp_http_token_parse(resp->body, resp->body_len, &tr);
+	if (problem == NULL)
 	{
-		item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
-		if (item != NULL &&
-			(!cJSON_IsString(item) ||
-			 pg_strcasecmp(item->valuestring, "bearer") != 0))
-			problem = "token_type is not \"Bearer\"";
-
-		item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
-		if (problem == NULL &&
-			(!cJSON_IsString(item) || item->valuestring[0] == '\0'))
-			problem = "response has no access_token";
-		if (problem == NULL)
-		{
-			/* it goes into a header: visible ASCII only (RFC 6750 b64token) */
-			for (const unsigned char *p = (unsigned char *) item->valuestring;
-				 *p; p++)
-				if (*p <= 0x20 || *p >= 0x7f)
-					problem = "access_token contains characters not allowed in an HTTP header";
-		}
-
-		if (problem == NULL)
-		{
-			cJSON	   *expires = cJSON_GetObjectItemCaseSensitive(root,
-																   "expires_in");
-
-			/* RFC 6749 says a number; some servers send a string */
-			if (cJSON_IsNumber(expires))
-				lifetime = expires->valuedouble;
-			else if (cJSON_IsString(expires))
-				lifetime = strtod(expires->valuestring, NULL);
-
-			drop_access_token(client);
-			client->access_token = MemoryContextStrdup(client->cxt,
-													   item->valuestring);
-			wipe_string(item->valuestring);
-		}
+		lifetime = tr.lifetime;
+		drop_access_token(client);
+		client->access_token = MemoryContextStrdup(client->cxt,
+												   tr.access_token);
 	}
-	if (root != NULL)
-		cJSON_Delete(root);
+	cp_http_token_release(&tr);
 	wipe_response(resp);
 
 	if (problem != NULL)
@@ -1673,7 +1532,6 @@ parse_token_response(CpHttpClient *client, CpHttpResult *result)
 	{
 		double		margin;
 
-		lifetime = Min(lifetime, 10.0 * 365 * 86400);
 		margin = Min(30.0, lifetime / 10);
 		client->access_token_expires = true;
 		client->access_token_refresh_at = GetCurrentTimestamp() +

@@ -14,6 +14,8 @@ CP_PACKAGES=(
 	libipc-run-perl locales
 	# the reference receiver (test/receiver) and the TAP tests that talk to it
 	python3 python3-psycopg2 openssl libio-socket-ssl-perl
+	# the libFuzzer targets (test/fuzz): clang and its fuzzer/sanitizer runtimes
+	clang libclang-rt-14-dev
 )
 # Locales the money tests switch lc_monetary to.
 CP_LOCALES=(de_DE.UTF-8 ja_JP.UTF-8)
