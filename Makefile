@@ -21,6 +21,7 @@ OBJS = \
 	src/egress.o \
 	src/encoder.o \
 	src/full_refresh.o \
+	src/home.o \
 	src/http.o \
 	src/launcher.o \
 	src/management.o \
