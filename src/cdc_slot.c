@@ -39,6 +39,7 @@
 #include "catalog.h"
 #include "cdc_slot.h"
 #include "compat.h"
+#include "worker.h"
 
 #define PLUGIN_NAME "calabi_push"
 /* how long a probe waits for a stopping worker to release a slot */
@@ -165,6 +166,9 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 	{
 		if (existing.data.database != MyDatabaseId ||
 			strcmp(NameStr(existing.data.plugin), PLUGIN_NAME) != 0)
+		{
+			/* retrying would meet it again: stop the sync */
+			cp_worker_stop_on_error();
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("replication slot \"%s\" belongs to another database or plugin, not to sync \"%s\"",
@@ -173,6 +177,7 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 							   NameStr(existing.data.plugin), existing.data.database),
 					 errhint("Do not drop that slot. Give this sync an identity and a slot of its own with SELECT calabi_push.adopt_sync('%s');",
 							 sync_name)));
+		}
 		ReplicationSlotDrop(name, true);
 	}
 
