@@ -11,7 +11,8 @@ use Test::More;
 use CalabiPushTest;
 use CalabiSyncTest;
 
-my ($primary, $recv) = sync_setup(name => 'primary');
+# (max_wal_senders: for the base backup and the standby's streaming)
+my ($primary, $recv) = sync_setup(name => 'primary', conf => 'max_wal_senders = 10');
 allow_output_plugin($primary);
 
 $primary->safe_psql('postgres', q{
