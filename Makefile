@@ -22,6 +22,7 @@ OBJS = \
 	src/egress_policy.o \
 	src/encoder.o \
 	src/full_refresh.o \
+	src/home.o \
 	src/http.o \
 	src/http_parse.o \
 	src/launcher.o \

@@ -28,8 +28,8 @@ SELECT p.oid::regprocedure AS executable_without_a_grant
   FROM pg_proc p
  WHERE p.pronamespace = 'calabi_push'::regnamespace
    AND has_function_privilege('cp_dest_nobody', p.oid, 'EXECUTE');
--- (but _sync_runtime(), which the sync_status view calls as the role that
--- queries it: the function itself refuses roles that may not read the view)
+-- (but _sync_runtime() and _copied(), which the sync_status view calls as
+-- the role that queries it: each refuses roles that may not read the view)
 SET ROLE cp_dest_nobody;
 SELECT count(*) FROM calabi_push._sync_runtime();
 SELECT count(*) FROM calabi_push.sync_status;

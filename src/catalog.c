@@ -224,6 +224,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	bool		missing_token = false;
 	bool		missing_client_secret = false;
 	bool		missing_client_key = false;
+	char	   *copied = NULL;
 
 	begin();
 	if (!catalog_present())
@@ -251,7 +252,9 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 /* secrets the destination was given but lacks (a restored dump) */
 		 " 'token' = ANY (d.secrets) AND sec.token IS NULL,"
 		 " 'client_secret' = ANY (d.secrets) AND sec.client_secret IS NULL,"
-		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL"
+		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL,"
+		 /* why it is a copy of a sync made elsewhere (src/home.c) */
+		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline)"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -301,6 +304,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		missing_token = int_column(row, 30) != 0;
 		missing_client_secret = int_column(row, 31) != 0;
 		missing_client_key = int_column(row, 32) != 0;
+		copied = text_column(33, mcxt);
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
@@ -330,6 +334,22 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		}
 	}
 	end();
+
+	/*
+	 * A copy of a sync made in another database, cluster or on another
+	 * timeline: under the original's id it would reuse its batch numbers,
+	 * Idempotency-Keys and slot.  Stop it (the probe does not even start
+	 * one; this catches a worker started before the copy was seen).
+	 */
+	if (sync != NULL && copied != NULL)
+	{
+		cp_worker_stop_on_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg_internal("%s", copied),
+				 errhint("Run SELECT calabi_push.adopt_sync('%s'); then SELECT calabi_push.start_sync('%s');",
+						 sync->name, sync->name)));
+	}
 
 	/*
 	 * A destination restored from a dump has no secrets (they are not
@@ -546,4 +566,65 @@ cp_catalog_stream_reread(const CpSyncDef *sync, Oid relid)
 	exec("UPDATE calabi_push.sync_stream SET phase = 'pending', checkpoint = NULL, rows_sent = 0"
 		 " WHERE sync_id = $1 AND relid = $2::regclass", 2, types, values, SPI_OK_UPDATE);
 	end();
+}
+
+bool
+cp_catalog_timeline_moved(uint64 sysid, TimeLineID tli)
+{
+	Oid			types[3] = {INT8OID, OIDOID, INT4OID};
+	Datum		values[3] = {Int64GetDatum((int64) sysid),
+		ObjectIdGetDatum(MyDatabaseId), Int32GetDatum((int32) tli)};
+	bool		moved = false;
+
+	begin();
+	if (catalog_present())
+	{
+		exec("SELECT 1 FROM calabi_push.sync WHERE home_system = $1"
+			 " AND home_database = $2 AND home_timeline > 0 AND home_timeline <> $3 LIMIT 1",
+			 3, types, values, SPI_OK_SELECT);
+		moved = SPI_processed > 0;
+	}
+	end();
+	return moved;
+}
+
+void
+cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover)
+{
+	Oid			types[4] = {INT8OID, OIDOID, INT4OID, BOOLOID};
+	Datum		values[4] = {Int64GetDatum((int64) sysid),
+		ObjectIdGetDatum(MyDatabaseId), Int32GetDatum((int32) tli),
+	BoolGetDatum(failover)};
+
+	begin();
+	exec("UPDATE calabi_push.sync SET home_timeline = CASE WHEN $4 THEN $3 ELSE 0 END"
+		 " WHERE home_system = $1 AND home_database = $2"
+		 " AND home_timeline > 0 AND home_timeline <> $3",
+		 4, types, values, SPI_OK_UPDATE);
+	end();
+}
+
+int
+cp_catalog_stop_copied(void)
+{
+	int			stopped = 0;
+
+	begin();
+	if (catalog_present())
+	{
+		exec("UPDATE calabi_push.sync s SET enabled = false, error_stopped = true,"
+			 " last_error = c.why, last_error_redacted = c.why, last_error_at = now()"
+			 " FROM (SELECT id, calabi_push._copied(name, home_system, home_database,"
+			 "  home_timeline) AS why FROM calabi_push.sync) c"
+			 " WHERE c.id = s.id AND s.enabled AND c.why IS NOT NULL"
+			 " RETURNING c.why",
+			 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			ereport(LOG,
+					(errmsg("calabi_push stopped a sync: %s",
+							SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1))));
+		stopped = (int) SPI_processed;
+	}
+	end();
+	return stopped;
 }

@@ -123,4 +123,19 @@ extern void cp_catalog_record_error(const pg_uuid_t *id, const char *message,
  */
 extern void cp_catalog_stream_reread(const CpSyncDef *sync, Oid relid);
 
+/*
+ * Probe, on a server whose timeline moved (src/home.c): whether a sync of
+ * this database, created in this cluster, was bound to another timeline;
+ * then settle them: a failover binds them to tli, a copy beside a live
+ * server of the same system marks them copies for good (timeline 0).
+ */
+extern bool cp_catalog_timeline_moved(uint64 sysid, TimeLineID tli);
+extern void cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover);
+
+/*
+ * Probe: stop the enabled syncs that are copies of syncs made elsewhere
+ * (sync_status says why); returns how many.
+ */
+extern int	cp_catalog_stop_copied(void);
+
 #endif							/* CALABI_PUSH_CATALOG_H */

@@ -39,6 +39,7 @@
 #include "catalog.h"
 #include "cdc_slot.h"
 #include "compat.h"
+#include "worker.h"
 
 #define PLUGIN_NAME "calabi_push"
 /* how long a probe waits for a stopping worker to release a slot */
@@ -140,7 +141,7 @@ find_slot(const char *name, ReplicationSlot *copy)
 }
 
 XLogRecPtr
-cp_cdc_slot_create(const char *name)
+cp_cdc_slot_create(const char *name, const char *sync_name)
 {
 	ReplicationSlot existing;
 	LogicalDecodingContext *ctx;
@@ -153,9 +154,32 @@ cp_cdc_slot_create(const char *name)
 	cp_cdc_check_server();
 	CheckLogicalDecodingRequirements();
 
-	/* a slot from an earlier, abandoned start (or before a resync) */
+	/*
+	 * A slot of this name in this database, decoding with our plugin, is
+	 * this sync's own, left from an earlier, abandoned start (or from before
+	 * a resync): the name holds the sync's id, unique in the database.  One
+	 * in another database (or with another plugin) is not ours: most likely
+	 * the slot of the sync this one was copied from (a restored dump in the
+	 * same cluster).  Never drop or take it over.
+	 */
 	if (find_slot(name, &existing))
+	{
+		if (existing.data.database != MyDatabaseId ||
+			strcmp(NameStr(existing.data.plugin), PLUGIN_NAME) != 0)
+		{
+			/* retrying would meet it again: stop the sync */
+			cp_worker_stop_on_error();
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("replication slot \"%s\" belongs to another database or plugin, not to sync \"%s\"",
+							name, sync_name),
+					 errdetail("It decodes with plugin \"%s\" in database %u; this sync is probably a copy of the sync that owns it.",
+							   NameStr(existing.data.plugin), existing.data.database),
+					 errhint("Do not drop that slot. Give this sync an identity and a slot of its own with SELECT calabi_push.adopt_sync('%s');",
+							 sync_name)));
+		}
 		ReplicationSlotDrop(name, true);
+	}
 
 	/*
 	 * As pg_create_logical_replication_slot: ephemeral until the start
@@ -190,6 +214,14 @@ cp_cdc_slot_validate(const char *name, const char *sync_name, XLogRecPtr checkpo
 				 errdetail("Changes made since %X/%X may be lost with it.", LSN_FORMAT_ARGS(checkpoint)),
 				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot.",
 						 sync_name)));
+	if (slot.data.database != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replication slot \"%s\" of sync \"%s\" belongs to another database (OID %u)",
+						name, sync_name, slot.data.database),
+				 errdetail("This sync is probably a copy of a sync of that database (a restored dump), which owns the slot."),
+				 errhint("Do not drop that slot. Give this sync an identity and a slot of its own with SELECT calabi_push.adopt_sync('%s');",
+						 sync_name)));
 	if (cp_slot_invalidated(&slot))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -198,13 +230,12 @@ cp_cdc_slot_validate(const char *name, const char *sync_name, XLogRecPtr checkpo
 						   LSN_FORMAT_ARGS(checkpoint)),
 				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot, and consider raising max_slot_wal_keep_size.",
 						 sync_name)));
-	if (slot.data.database != MyDatabaseId ||
-		strcmp(NameStr(slot.data.plugin), PLUGIN_NAME) != 0)
+	if (strcmp(NameStr(slot.data.plugin), PLUGIN_NAME) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the replication slot \"%s\" does not belong to sync \"%s\"", name, sync_name),
-				 errdetail("It decodes with plugin \"%s\" in database %u.",
-						   NameStr(slot.data.plugin), slot.data.database),
+				 errdetail("It decodes with plugin \"%s\" in this database.",
+						   NameStr(slot.data.plugin)),
 				 errhint("Drop that slot with pg_drop_replication_slot('%s'), then run SELECT calabi_push.resync('%s');.",
 						 name, sync_name)));
 	if (slot.data.confirmed_flush > checkpoint)

@@ -26,10 +26,11 @@ extern void cp_cdc_slot_name(const pg_uuid_t *sync_id, char *name);
 extern void cp_cdc_check_server(void);
 
 /*
- * Create the slot (dropping a leftover of the same name first) and return
- * the position from which its changes are complete.  No transaction open.
+ * Create the slot (dropping this sync's own leftover of the same name first,
+ * never a slot of another database or plugin) and return the position from
+ * which its changes are complete.  No transaction open.
  */
-extern XLogRecPtr cp_cdc_slot_create(const char *name);
+extern XLogRecPtr cp_cdc_slot_create(const char *name, const char *sync_name);
 
 /*
  * Check that the slot can continue the sync from checkpoint (the position

@@ -566,7 +566,7 @@ cp_cdc_run(CpRun *run)
 
 	if (run->sync->cdc_lsn == InvalidXLogRecPtr)
 	{
-		XLogRecPtr	start = cp_cdc_slot_create(cdc->slot_name);
+		XLogRecPtr	start = cp_cdc_slot_create(cdc->slot_name, run->sync->name);
 
 		cp_catalog_set_cdc_lsn(run->sync, start, true);
 		run->sync->cdc_lsn = start;

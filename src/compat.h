@@ -200,4 +200,36 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 	pg_tablespace_aclcheck((spcoid), (roleid), (mode))
 #endif
 
+/*
+ * The timeline WAL is written on now (a server not in recovery): PG15 added
+ * GetWALInsertionTimeLine(); PG14 keeps it in ThisTimeLineID, which
+ * RecoveryInProgress() sets in a backend once recovery is over.
+ */
+#include "access/xlog.h"
+#if PG_VERSION_NUM >= 150000
+#define cp_insertion_timeline() GetWALInsertionTimeLine()
+#else
+static inline TimeLineID
+cp_insertion_timeline(void)
+{
+	(void) RecoveryInProgress();
+	return ThisTimeLineID;
+}
+#endif
+
+/*
+ * A physical replication connection through libpqwalreceiver: PG16 added
+ * must_use_password, PG17 the replication flag.
+ */
+#if PG_VERSION_NUM >= 170000
+#define cp_walrcv_connect_physical(conninfo, appname, err) \
+	walrcv_connect((conninfo), true, false, false, (appname), (err))
+#elif PG_VERSION_NUM >= 160000
+#define cp_walrcv_connect_physical(conninfo, appname, err) \
+	walrcv_connect((conninfo), false, false, (appname), (err))
+#else
+#define cp_walrcv_connect_physical(conninfo, appname, err) \
+	walrcv_connect((conninfo), false, (appname), (err))
+#endif
+
 #endif							/* CALABI_PUSH_COMPAT_H */

@@ -32,6 +32,7 @@
 
 #include "cdc_slot.h"
 #include "compressor.h"
+#include "home.h"
 #include "launcher.h"
 #include "worker.h"
 
@@ -179,8 +180,12 @@ cp_worker_stop_refused(CpRun *run, const char *message,
 static void
 probe_database(void)
 {
-	List	   *ids = cp_catalog_enabled_syncs();
+	List	   *ids;
 	ListCell   *lc;
+
+	/* copies of syncs made elsewhere are stopped, never started */
+	cp_home_check_syncs();
+	ids = cp_catalog_enabled_syncs();
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	foreach(lc, ids)

@@ -73,12 +73,24 @@ CREATE TABLE sync (
     -- NULL until the worker created the sync's replication slot (and again
     -- after a resync of every table, which starts over with a new slot)
     cdc_lsn         pg_lsn,
+    -- Where the sync belongs: the cluster (its system identifier), the
+    -- database (its OID) and the timeline it was created or adopted on.
+    -- These are dumped with the row and copied with a data directory, but
+    -- the server that reads them elsewhere differs: a sync found in a copy
+    -- (a restored dump, CREATE DATABASE ... TEMPLATE, a promoted clone
+    -- beside its live primary) does not run under the original's identity
+    -- until adopt_sync() gives it one of its own (src/home.c;
+    -- docs/operations.md, "Copies of a database").
+    home_system     bigint NOT NULL,
+    home_database   oid NOT NULL,
+    home_timeline   integer NOT NULL,
     created_by      name NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE TABLE sync_stream (
-    sync_id         uuid NOT NULL REFERENCES sync (id) ON DELETE CASCADE,
+    -- ON UPDATE: adopt_sync() gives a copied sync a new id
+    sync_id         uuid NOT NULL REFERENCES sync (id) ON DELETE CASCADE ON UPDATE CASCADE,
     relid           regclass NOT NULL,
     ordinal         int NOT NULL,           -- read order within the sync
     -- pending: to be read; reading: a read is under way (checkpoint says

@@ -219,6 +219,26 @@ BEGIN
 END
 $$;
 
+-- Refuses a sync that is a copy of one made elsewhere (22_home.sql): it
+-- would run under the original's identity.
+CREATE FUNCTION _refuse_copied(s sync)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    why text := _copied(s.name, s.home_system, s.home_database, s.home_timeline);
+BEGIN
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION '%', why
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A copy would send under the original''s sync id: the same batch numbers, Idempotency-Keys and replication slot name.',
+                  HINT = format('Run SELECT calabi_push.adopt_sync(%L); (a new identity, every table read again), then SELECT calabi_push.start_sync(%L); or drop it with calabi_push.drop_sync(%L).',
+                                s.name, s.name, s.name);
+    END IF;
+END
+$$;
+
 -- Checks that the role s reads as still exists and can still read each of
 -- its relations: start_sync checks again what create_sync checked, as
 -- relations may have been dropped and privileges revoked since.
@@ -514,10 +534,13 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- bound to this cluster, database and timeline (22_home.sql)
     INSERT INTO sync (name, destination, method, destination_sync_mode, options,
-                      run_as, created_by)
-    VALUES (_create_sync.name, _create_sync.destination, _create_sync.method,
-            mode, opts.r_options, run_as, caller)
+                      run_as, created_by, home_system, home_database, home_timeline)
+    SELECT _create_sync.name, _create_sync.destination, _create_sync.method,
+           mode, opts.r_options, run_as, caller,
+           h.system_identifier, h.database, h.timeline
+      FROM _here() h
     RETURNING id INTO new_id;
     INSERT INTO sync_stream (sync_id, relid, ordinal)
     SELECT new_id, t.rel, t.ordinal
@@ -548,6 +571,7 @@ DECLARE
     rel regclass;
 BEGIN
     s := _sync_for_update(_start_sync.name);
+    PERFORM _refuse_copied(s);
     IF _sync_is_running(s) THEN
         RAISE EXCEPTION 'sync "%" is already running', s.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -651,6 +675,7 @@ DECLARE
     listed text;
 BEGIN
     s := _sync_for_update(_resync.name);
+    PERFORM _refuse_copied(s);
     IF _resync.rel IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.relid = _resync.rel) THEN
         SELECT string_agg(t.relid::text, ', ' ORDER BY t.ordinal) INTO listed
@@ -695,7 +720,84 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION resync(text, regclass) IS
 'reads a sync''s relations (or one of them) again from the start';
 
+CREATE FUNCTION _adopt_sync(name text, keep_identity boolean DEFAULT false)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    s sync;
+    h record;
+    new_id uuid;
+BEGIN
+    s := _sync_for_update(_adopt_sync.name);
+    IF _adopt_sync.keep_identity IS NULL THEN
+        RAISE EXCEPTION 'keep_identity must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out (false: a new identity), or pass true.';
+    END IF;
+    IF _copied(s.name, s.home_system, s.home_database, s.home_timeline) IS NULL THEN
+        RAISE EXCEPTION 'sync "%" is not a copy: it belongs to this database', s.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('There is nothing to adopt; calabi_push.resync(%L) reads its tables again.', s.name);
+    END IF;
+    SELECT * INTO h FROM _here();
+
+    IF _adopt_sync.keep_identity THEN
+        -- "this is the original now": the server it ran on is gone (a
+        -- failover, a move by dump and restore, pg_upgrade).  If it is not,
+        -- both send under one identity: a superuser's call, not a sync
+        -- owner's.
+        IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = _caller()), false) THEN
+            RAISE EXCEPTION 'permission denied to adopt sync "%" with its identity', s.name
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Only a superuser may declare that the server the sync ran on is gone.',
+                      HINT = format('Leave keep_identity out to give it an identity of its own: SELECT calabi_push.adopt_sync(%L);', s.name);
+        END IF;
+        UPDATE sync y
+           SET home_system = h.system_identifier, home_database = h.database,
+               home_timeline = h.timeline,
+               enabled = false, error_stopped = false,
+               last_error = NULL, last_error_redacted = NULL, last_error_at = NULL
+         WHERE y.id = s.id;
+        RETURN s.id;
+    END IF;
+
+    -- A new identity: a new id (so new Idempotency-Keys, batch numbers from
+    -- 1 and a slot name of its own) and a fresh start, since what the
+    -- endpoint acknowledged, and the checkpoints that record it, belong to
+    -- the original.  Stopped: start_sync starts it.
+    new_id := gen_random_uuid();
+    UPDATE sync y
+       SET id = new_id,
+           home_system = h.system_identifier, home_database = h.database,
+           home_timeline = h.timeline,
+           enabled = false, error_stopped = false,
+           run_started_at = NULL, run_completed_at = NULL, next_batch_seq = 1,
+           batches_sent = 0, records_sent = 0, bytes_sent = 0, retries = 0,
+           last_ack_at = NULL, last_error = NULL, last_error_redacted = NULL,
+           last_error_at = NULL, cdc_lsn = NULL
+     WHERE y.id = s.id;
+    UPDATE sync_stream t      -- (its sync_id followed: ON UPDATE CASCADE)
+       SET phase = 'pending', checkpoint = NULL, rows_sent = 0,
+           read_started_at = NULL, read_finished_at = NULL
+     WHERE t.sync_id = new_id;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION adopt_sync(name text, keep_identity boolean DEFAULT false)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'calabi_push_manage'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION adopt_sync(text, boolean) IS
+'makes a sync copied from another database, cluster or timeline this database''s own: a new identity and a fresh start (or, keep_identity, for a superuser whose original server is gone: the same one); it stays stopped';
+
 REVOKE ALL ON FUNCTION
+    adopt_sync(text, boolean),
+    _adopt_sync(text, boolean),
+    _refuse_copied(sync),
     create_sync(text, text, regclass[], text, text, jsonb),
     start_sync(text),
     stop_sync(text),

@@ -9,6 +9,10 @@ SELECT s.name,
        s.destination_sync_mode,
        s.destination,
        CASE
+           -- made elsewhere (a restored dump, a promoted clone beside its
+           -- primary): it does not run here until adopt_sync(); last_error
+           -- says why and how
+           WHEN c.why IS NOT NULL THEN 'copied'
            WHEN NOT s.enabled AND s.error_stopped THEN 'error'
            WHEN NOT s.enabled THEN 'stopped'
            -- a hot standby runs no sync: its primary does (a promoted
@@ -32,7 +36,8 @@ SELECT s.name,
        -- keeps secret: shown to the destination's owner (members of its
        -- created_by role) and superusers only, the others see the message
        -- without it
-       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles u
+       CASE WHEN c.why IS NOT NULL THEN c.why
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles u
                           WHERE u.rolname = current_user AND u.rolsuper)
                  OR EXISTS (SELECT 1
                               FROM calabi_push.destination d
@@ -58,10 +63,13 @@ SELECT s.name,
            coalesce(now() - r.cdc_pending_since, interval '0')
        END AS lag_time
   FROM calabi_push.sync s
+  -- why the sync is a copy of one made elsewhere (NULL: it belongs here)
+  CROSS JOIN LATERAL (SELECT calabi_push._copied(s.name, s.home_system, s.home_database,
+                                                 s.home_timeline) AS why) c
   LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id;
 
 COMMENT ON VIEW sync_status IS
-'one row per sync: state (starting, running, retrying, idle, stopped, error), worker, progress counters and the last error';
+'one row per sync: state (starting, running, retrying, idle, stopped, error, copied), worker, progress counters and the last error';
 
 CREATE VIEW stream_status AS
 WITH streams AS (
