@@ -503,6 +503,32 @@ cp_catalog_run_completed(const CpSyncDef *sync)
 	end();
 }
 
+TimestampTz
+cp_catalog_last_run(const CpSyncDef *sync, bool *completed)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {uuid_datum(&sync->id)};
+	TimestampTz started = 0;
+
+	*completed = false;
+	begin();
+	exec("SELECT run_started_at, run_completed_at IS NOT NULL FROM calabi_push.sync"
+		 " WHERE id = $1", 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		/* int64, by value: it outlives SPI_finish */
+		if (!isnull)
+			started = DatumGetTimestampTz(d);
+		*completed = int_column(SPI_tuptable->vals[0], 2) != 0;
+	}
+	end();
+	return started;
+}
+
 void
 cp_catalog_run_begins(const CpSyncDef *sync)
 {

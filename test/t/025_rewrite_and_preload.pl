@@ -2,7 +2,8 @@
 # TRUNCATE give it a new relfilenode), or whose columns change, is read
 # again from the start under a new generation, announced with refresh_start
 # (and a new STREAM); the destination ends equal to the source.  A scheduled
-# sync's second run reads everything again.  A view read through a held
+# sync's second run reads everything again; after a server restart it waits
+# for its next run without claiming one.  A view read through a held
 # cursor runs as the sync's role.  Without shared_preload_libraries,
 # CREATE EXTENSION warns at once (a preloaded library does not), and
 # preview works while starting a sync says what to change.
@@ -111,6 +112,27 @@ ok($node->poll_query_until('postgres', q{
 is($node->safe_psql('postgres', q{SELECT pid FROM calabi_push.sync_status WHERE name = 'sched'}),
 	$worker, 'schedule: by the same worker, which stays idle in between');
 assert_dest_equals_source($node, 'public', 'sched', 'schedule: the second run');
+
+# a server restart after a complete scheduled run: the worker waits for the
+# next run (due a minute after the last one started), and neither marks nor
+# logs a run it did not make
+ok($node->poll_query_until('postgres', q{
+	SELECT state = 'idle' AND completed_at IS NOT NULL FROM calabi_push.sync_status WHERE name = 'sched'}),
+	'schedule: the second run is recorded complete');
+my $before = $node->safe_psql('postgres', q{
+	SELECT started_at || ' ' || completed_at || ' ' || batches_sent
+	  FROM calabi_push.sync_status WHERE name = 'sched'});
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok($node->poll_query_until('postgres', q{
+	SELECT state = 'idle' AND pid IS NOT NULL FROM calabi_push.sync_status WHERE name = 'sched'}),
+	'schedule, after a restart: the worker waits, idle');
+is($node->safe_psql('postgres', q{
+	SELECT started_at || ' ' || completed_at || ' ' || batches_sent
+	  FROM calabi_push.sync_status WHERE name = 'sched'}),
+	$before, 'schedule, after a restart: no run is marked, nothing sent');
+unlike(slurp_file($node->logfile, $log_offset), qr/calabi_push sync "sched" completed a run/,
+	'schedule, after a restart: no "completed a run" in the log');
 
 # a preloaded library: CREATE EXTENSION is silent
 $node->safe_psql('postgres', 'CREATE DATABASE preloaded');
