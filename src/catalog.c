@@ -276,7 +276,6 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		sync->chunk_rows = (int) int_column(row, 9);
 		sync->schedule_ms = int_column(row, 10);
 		sync->max_backoff_ms = int_column(row, 11);
-		sync->dest.name = NULL;
 		sync->dest.url = text_column(12, mcxt);
 		sync->dest.ca_file = text_column(13, mcxt);
 		sync->dest.ca_pem = text_column(14, mcxt);
@@ -298,6 +297,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		MemoryContextSwitchTo(oldcontext);
 		sync->cdc_lsn = (XLogRecPtr) int_column(row, 28);
 		dest_name = text_column(29, mcxt);
+		/* messages about the destination name it (http.c) */
+		sync->dest.name = dest_name;
 		missing_token = int_column(row, 30) != 0;
 		missing_client_secret = int_column(row, 31) != 0;
 		missing_client_key = int_column(row, 32) != 0;
