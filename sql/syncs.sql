@@ -176,6 +176,23 @@ SELECT calabi_push.create_sync('x-fr', 'sync-dest', ARRAY['cp_sync_test.orders']
 SELECT calabi_push.create_sync('x-cdc', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => NULL) IS NOT NULL AS created;
 SELECT name, method, destination_sync_mode FROM calabi_push.sync_status WHERE name IN ('x-fr', 'x-cdc') ORDER BY name;
 SELECT calabi_push.drop_sync('x-fr'), calabi_push.drop_sync('x-cdc');
+-- every replication slot in use: a cdc sync that has no slot yet cannot get
+-- one, and create_sync and start_sync say so (and how to fix it); slots are
+-- made and dropped by the superuser
+RESET ROLE;
+SELECT calabi_push.create_sync('x-cdc', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc') IS NOT NULL AS created;
+SELECT count(pg_create_physical_replication_slot('cp_sync_fill_' || g)) > 0 AS filled
+  FROM generate_series(1, current_setting('max_replication_slots')::int
+                          - (SELECT count(*)::int FROM pg_replication_slots)) g;
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc');
+SELECT calabi_push.start_sync('x-cdc');
+SELECT name, state FROM calabi_push.sync_status WHERE name = 'x-cdc';
+-- a full refresh needs no slot
+SELECT calabi_push.create_sync('x-fr', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[]) IS NOT NULL AS created;
+SELECT count(pg_drop_replication_slot(slot_name)) > 0 AS freed
+  FROM pg_replication_slots WHERE slot_name LIKE 'cp_sync_fill_%';
+SELECT calabi_push.drop_sync('x-fr'), calabi_push.drop_sync('x-cdc');
+SET ROLE cp_sync_admin;
 -- relations
 SELECT calabi_push.create_sync('x', 'sync-dest', NULL);
 SELECT calabi_push.create_sync('x', 'sync-dest', '{}');

@@ -279,7 +279,6 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		sync->chunk_rows = (int) int_column(row, 9);
 		sync->schedule_ms = int_column(row, 10);
 		sync->max_backoff_ms = int_column(row, 11);
-		sync->dest.name = NULL;
 		sync->dest.url = text_column(12, mcxt);
 		sync->dest.ca_file = text_column(13, mcxt);
 		sync->dest.ca_pem = text_column(14, mcxt);
@@ -301,6 +300,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		MemoryContextSwitchTo(oldcontext);
 		sync->cdc_lsn = (XLogRecPtr) int_column(row, 28);
 		dest_name = text_column(29, mcxt);
+		/* messages about the destination name it (http.c) */
+		sync->dest.name = dest_name;
 		missing_token = int_column(row, 30) != 0;
 		missing_client_secret = int_column(row, 31) != 0;
 		missing_client_key = int_column(row, 32) != 0;
@@ -521,6 +522,32 @@ cp_catalog_run_completed(const CpSyncDef *sync)
 	exec("UPDATE calabi_push.sync SET run_completed_at = now() WHERE id = $1",
 		 1, types, values, SPI_OK_UPDATE);
 	end();
+}
+
+TimestampTz
+cp_catalog_last_run(const CpSyncDef *sync, bool *completed)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {uuid_datum(&sync->id)};
+	TimestampTz started = 0;
+
+	*completed = false;
+	begin();
+	exec("SELECT run_started_at, run_completed_at IS NOT NULL FROM calabi_push.sync"
+		 " WHERE id = $1", 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		/* int64, by value: it outlives SPI_finish */
+		if (!isnull)
+			started = DatumGetTimestampTz(d);
+		*completed = int_column(SPI_tuptable->vals[0], 2) != 0;
+	}
+	end();
+	return started;
 }
 
 void

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 #include "utils/uuid.h"
 
@@ -109,6 +110,11 @@ extern List *cp_catalog_cdc_syncs(void);
 /* A run read every stream to the end / a scheduled run begins. */
 extern void cp_catalog_run_completed(const CpSyncDef *sync);
 extern void cp_catalog_run_begins(const CpSyncDef *sync);
+/*
+ * When the sync's current or last run started (run_started_at; 0 if never
+ * recorded), and whether it completed (run_completed_at is set).
+ */
+extern TimestampTz cp_catalog_last_run(const CpSyncDef *sync, bool *completed);
 
 /*
  * Record an error for sync_status; refused = the endpoint refused a batch:

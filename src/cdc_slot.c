@@ -110,13 +110,57 @@ cp_cdc_check_server(void)
 						 setting, setting[0] ? ", " : "")));
 }
 
+static bool find_slot(const char *name, ReplicationSlot *copy);
+
+/*
+ * A sync that has no slot yet needs a free one: a slot in use by anyone
+ * (any database, physical or logical) counts against max_replication_slots.
+ * Checked by create_sync and start_sync, so that the DBA hears it then, and
+ * not only from the worker's retries (whose slot creation fails with core's
+ * "all replication slots are in use" until one is free).  Two syncs created
+ * at once may both see the same free slot: the second one's worker says so.
+ */
+static void
+check_free_slot(const char *sync_name)
+{
+	int			used = 0;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+		if (ReplicationSlotCtl->replication_slots[i].in_use)
+			used++;
+	LWLockRelease(ReplicationSlotControlLock);
+
+	if (used >= max_replication_slots)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("sync \"%s\" needs a replication slot of its own, but all %d allowed by max_replication_slots are in use",
+						sync_name, max_replication_slots),
+				 errdetail("Each CDC sync owns one replication slot, on top of the slots the server already uses (pg_replication_slots lists them)."),
+				 errhint("Drop a slot that is no longer needed with pg_drop_replication_slot(), or raise the limit: ALTER SYSTEM SET max_replication_slots = %d; and restart the server.",
+						 max_replication_slots + 1)));
+}
+
 PG_FUNCTION_INFO_V1(calabi_push_check_cdc_server);
 
-/* calabi_push._check_cdc_server(), for create_sync and start_sync */
+/*
+ * calabi_push._check_cdc_server(sync_name, slot_name), for create_sync and
+ * start_sync: the server settings, and a free slot unless the sync's slot
+ * (slot_name; NULL: a new sync) already exists.
+ */
 Datum
 calabi_push_check_cdc_server(PG_FUNCTION_ARGS)
 {
 	cp_cdc_check_server();
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *sync_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		ReplicationSlot existing;
+
+		if (PG_ARGISNULL(1) ||
+			!find_slot(text_to_cstring(PG_GETARG_TEXT_PP(1)), &existing))
+			check_free_slot(sync_name);
+	}
 	PG_RETURN_VOID();
 }
 

@@ -117,14 +117,34 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 	pending_tail++;
 }
 
-/* Report to sync_status what was sent, acknowledged, and the oldest pending. */
+/*
+ * What the lag is counted from (sync_status.lag_time is now() minus this).
+ * The oldest committed change of the sync not yet acknowledged is either
+ * decoded, then it is the first of pending[] and its commit time is known;
+ * or, with nothing pending, it may sit in WAL not decoded yet.  Of that WAL
+ * we know only that it was flushed after the start of the last decoding
+ * round that reached the end of the WAL (caught_up_at): every commit flushed
+ * before that is decoded.  So while the decoder is behind (a round under
+ * way, or one that stopped short of the end), the lag is counted from
+ * caught_up_at, which never understates it by more than the commit-to-flush
+ * delay (synchronous_commit = off: up to wal_writer_delay, see docs/cdc.md).
+ * Caught up and nothing pending: no lag.
+ */
+static TimestampTz caught_up_at = 0;
+static bool decoder_behind = true;
+
+/* Report to sync_status what was sent, acknowledged, and the lag. */
 static void
 report_progress(CpRun *run)
 {
 	CpCdcRun   *cdc = run->cdc;
+	TimestampTz lag_since = 0;
 
-	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn,
-						 pending_head < pending_tail ? pending[pending_head].commit_time : 0);
+	if (pending_head < pending_tail)
+		lag_since = pending[pending_head].commit_time;
+	else if (decoder_behind)
+		lag_since = caught_up_at;
+	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn, lag_since);
 }
 
 int
@@ -592,6 +612,15 @@ cp_cdc_run(CpRun *run)
 	cdc->decoded_lsn = cdc->acked_lsn = run->sync->cdc_lsn;
 	cdc->last_idle_save = GetCurrentTimestamp();
 
+	/*
+	 * Until the first round reaches the end of the WAL, what the sync has
+	 * to catch up on counts from the worker's start: the commit times of
+	 * what was written while no worker ran are known only once decoded (the
+	 * first transaction decoded then gives the true lag).
+	 */
+	caught_up_at = cdc->last_idle_save;
+	decoder_behind = true;
+
 	cp_delivery_reserve(run, SEQ_AHEAD);
 	cp_cdc_sink = &cdc->sink;
 	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
@@ -604,6 +633,7 @@ cp_cdc_run(CpRun *run)
 		int			nrecords;
 		bool		at_end;
 		bool		worked = false;
+		TimestampTz round_start;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -620,9 +650,30 @@ cp_cdc_run(CpRun *run)
 			worked = true;
 		}
 
+		/*
+		 * WAL to decode: behind from now on until a round reaches its end,
+		 * and said so before the round, which may take long (a large
+		 * transaction).  Nothing to decode: the round is empty and the
+		 * sync stays caught up.
+		 */
+		round_start = GetCurrentTimestamp();
+		if (!decoder_behind &&
+			cp_flush_rec_ptr() > cp_decoder_position(cdc->decoder))
+		{
+			decoder_behind = true;
+			report_progress(run);
+		}
 		run->in_decoding = true;
 		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
 		run->in_decoding = false;
+		if (at_end)
+		{
+			/* every commit flushed before round_start is decoded */
+			caught_up_at = round_start;
+			decoder_behind = false;
+		}
+		/* what was decoded and waits for the endpoint counts now */
+		report_progress(run);
 		cp_delivery_commit_deferred(run);
 		if (nrecords > 0)
 			worked = true;

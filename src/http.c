@@ -315,6 +315,7 @@ describe_status(CpHttpResult *result, const char *prefix, long status,
 }
 
 static CpHttpOutcome classify_curl_error(CURLcode rc);
+static bool is_certificate_error(CURLcode rc);
 
 /*
  * A transport failure: curl's own text, which names no secret; or, when the
@@ -333,6 +334,23 @@ describe_transfer_error(CpHttpClient *client, CpHttpResult *result,
 		return;
 	}
 	result->outcome = classify_curl_error(rc);
+	if (is_certificate_error(rc))
+	{
+		/*
+		 * The endpoint's certificate is not one this destination trusts:
+		 * the CA it names is missing, wrong, or unreadable, or the URL's
+		 * host is not the certificate's.  No retry changes that; the way
+		 * out is the destination's configuration, so the message says how.
+		 */
+		snprintf(result->message, sizeof(result->message),
+				 "%s%s: the endpoint's TLS certificate cannot be verified with %s, and no retry can change that: give the CA that signed it with the destination's option \"ca_file\" or \"ca_pem\" (SELECT calabi_push.alter_destination('%s', options => '{\"ca_file\": \"/path/to/ca.pem\"}')), or a URL with the host name the certificate names; then calabi_push.start_sync() the sync",
+				 prefix, errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc),
+				 client->cfg.ca_file != NULL ? "the CA file of option \"ca_file\"" :
+				 client->cfg.ca_pem != NULL ? "the CAs of option \"ca_pem\"" :
+				 "the system's CAs",
+				 dest_name(&client->cfg));
+		return;
+	}
 	snprintf(result->message, sizeof(result->message), "%s%s", prefix,
 			 errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
 }
@@ -383,8 +401,10 @@ classify_status(long status)
  * no retry can cure: a URL or protocol libcurl will not use, a client
  * certificate or key it cannot load, a CA file it cannot read.  Those stop
  * the sync with the message, as a refusal does, instead of retrying forever.
- * A server certificate that fails verification stays transient: it is the
- * endpoint's to fix (an expired certificate, say), and nothing is sent.
+ * A server certificate that fails verification is one of those: a missing
+ * or wrong CA (ca_file, ca_pem) or a URL naming a host the certificate does
+ * not are by far the usual causes, and retrying them forever hid the fix;
+ * an endpoint that deploys a bad certificate needs an operator as well.
  */
 static CpHttpOutcome
 classify_curl_error(CURLcode rc)
@@ -396,10 +416,31 @@ classify_curl_error(CURLcode rc)
 		case CURLE_NOT_BUILT_IN:
 		case CURLE_BAD_FUNCTION_ARGUMENT:
 		case CURLE_SSL_CERTPROBLEM:
-		case CURLE_SSL_CACERT_BADFILE:
 			return CP_HTTP_REFUSED;
 		default:
-			return CP_HTTP_TRANSIENT;
+			return is_certificate_error(rc) ? CP_HTTP_REFUSED : CP_HTTP_TRANSIENT;
+	}
+}
+
+/*
+ * The endpoint's certificate could not be verified against the CAs this
+ * destination trusts (CURLE_SSL_CACERT is the same code as
+ * CURLE_PEER_FAILED_VERIFICATION, which also covers a host name the
+ * certificate does not name), or those CAs could not be loaded.
+ */
+static bool
+is_certificate_error(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_CRL_BADFILE:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+			return true;
+		default:
+			return false;
 	}
 }
 

@@ -9,6 +9,7 @@
 
 #include <signal.h>
 
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -88,6 +89,27 @@ cp_shmem_attach(void)
 				 errmsg("calabi_push is not loaded at server start"),
 				 errdetail("Syncs run in background workers that only a library loaded through shared_preload_libraries can start."),
 				 errhint("Add \"calabi_push\" to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * Called by the install script: CREATE EXTENSION in a server that did not
+ * preload the library warns at once, instead of the first start_sync
+ * failing later.  The library knows: only a preloaded library has attached
+ * the shared state (cp_shmem_startup runs in the postmaster, and every
+ * backend inherits it), while this call just loaded it into this backend.
+ */
+PG_FUNCTION_INFO_V1(calabi_push_warn_unless_preloaded);
+
+Datum
+calabi_push_warn_unless_preloaded(PG_FUNCTION_ARGS)
+{
+	if (cp_shared == NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("calabi_push is not loaded at server start: preview() works, but no sync can run"),
+				 errdetail("Syncs run in background workers that only a library loaded through shared_preload_libraries can start."),
+				 errhint("Add \"calabi_push\" to shared_preload_libraries in postgresql.conf and restart the server.")));
+	PG_RETURN_VOID();
 }
 
 CpSyncSlot *

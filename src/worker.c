@@ -289,6 +289,9 @@ static void
 run_sync(void)
 {
 	CpRun	   *run = build_run();
+	TimestampTz started;		/* the current or last run's start */
+	bool		completed;
+	bool		skip_run;		/* that run is complete: wait for the next */
 
 	/* static: it stays on the stack of contexts for the rest of the run */
 	static ErrorContextCallback errcallback;
@@ -323,7 +326,13 @@ run_sync(void)
 
 	/*
 	 * A completed run-once sync restarted by a server restart has nothing
-	 * to do until start_sync or resync.
+	 * to do until start_sync or resync.  A scheduled one restarted after a
+	 * complete run (server start, worker restart) has nothing to read until
+	 * its next run is due: it neither marks nor logs a run it did not make.
+	 * Runs are due every schedule from the start of the previous one, as
+	 * the catalog records it (run_started_at), not from this process's
+	 * start: a restart does not shift the schedule, and a run overdue
+	 * (the server was down) starts at once.  A run cut short resumes now.
 	 */
 	{
 		bool		all_done = true;
@@ -336,38 +345,45 @@ run_sync(void)
 			my_exit = CP_EXIT_DONE;
 			return;
 		}
+		started = cp_catalog_last_run(run->sync, &completed);
+		if (started == 0)
+			started = GetCurrentTimestamp();
+		skip_run = all_done && completed;
 	}
 
 	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
 	if (run->sync->gzip)
 		run->compressor = cp_compressor_create();
-	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+	cp_worker_set_state(run, skip_run ? CP_RUN_IDLE : CP_RUN_RUNNING, 0);
 
 	for (;;)
 	{
-		TimestampTz started = GetCurrentTimestamp();
-
-		for (int i = 0; i < run->nstreams; i++)
+		if (!skip_run)
 		{
-			if (strcmp(run->streams[i].def->phase, "done") == 0)
-				continue;
-			cp_full_refresh_stream(run, i);
-		}
-		cp_delivery_flush(run, true);
-		cp_catalog_run_completed(run->sync);
-		ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
-							 run->sync->name)));
+			for (int i = 0; i < run->nstreams; i++)
+			{
+				if (strcmp(run->streams[i].def->phase, "done") == 0)
+					continue;
+				cp_full_refresh_stream(run, i);
+			}
+			cp_delivery_flush(run, true);
+			cp_catalog_run_completed(run->sync);
+			ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
+								 run->sync->name)));
 
-		if (run->sync->schedule_ms <= 0)
-		{
-			my_exit = CP_EXIT_DONE;
-			return;
+			if (run->sync->schedule_ms <= 0)
+			{
+				my_exit = CP_EXIT_DONE;
+				return;
+			}
 		}
+		skip_run = false;
 
 		/* wait for the next run */
 		cp_worker_set_state(run, CP_RUN_IDLE, 0);
 		cp_worker_wait_until(TimestampTzPlusMilliseconds(started, run->sync->schedule_ms));
 		cp_catalog_run_begins(run->sync);
+		started = GetCurrentTimestamp();
 		for (int i = 0; i < run->nstreams; i++)
 			run->streams[i].def->phase = "pending";
 		cp_worker_set_state(run, CP_RUN_RUNNING, 0);

@@ -23,3 +23,14 @@ LANGUAGE C STRICT VOLATILE;
 -- role may execute it; the function itself refuses roles without SELECT on
 -- sync_status (src/status.c).
 GRANT EXECUTE ON FUNCTION _sync_runtime() TO PUBLIC;
+
+-- CREATE EXTENSION in a server without calabi_push in
+-- shared_preload_libraries warns now (with how to fix it) rather than
+-- leaving the first start_sync to fail.  Called once here, then dropped:
+-- it is no part of the API.
+CREATE FUNCTION _warn_unless_preloaded()
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_warn_unless_preloaded'
+LANGUAGE C STRICT VOLATILE;
+SELECT _warn_unless_preloaded();
+DROP FUNCTION _warn_unless_preloaded();

@@ -340,8 +340,10 @@ END
 $$;
 
 -- Checks the server can decode for a cdc sync: wal_level, slots, and the
--- output_plugin_libraries allow-list (src/cdc_slot.c).
-CREATE FUNCTION _check_cdc_server()
+-- output_plugin_libraries allow-list; and, given the sync's name, that a
+-- replication slot is free for it unless its slot slot_name exists
+-- (src/cdc_slot.c).
+CREATE FUNCTION _check_cdc_server(sync_name text DEFAULT NULL, slot_name text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'calabi_push_check_cdc_server'
 LANGUAGE C VOLATILE;
@@ -421,7 +423,7 @@ BEGIN
                   HINT = 'With cdc, use append_dedup (the default) or append.';
     END IF;
     IF _create_sync.method = 'cdc' THEN
-        PERFORM _check_cdc_server();
+        PERFORM _check_cdc_server(_create_sync.name);
     END IF;
 
     SELECT * INTO opts FROM _sync_options(_create_sync.options);
@@ -580,7 +582,7 @@ BEGIN
     END IF;
     PERFORM _check_sync_streams(s);
     IF s.method = 'cdc' THEN
-        PERFORM _check_cdc_server();
+        PERFORM _check_cdc_server(s.name, 'calabi_push_' || replace(s.id::text, '-', ''));
         -- what create_sync checked may have changed since (row-level
         -- security, replica identity, persistence, key): the worker checks
         -- again too, at start and whenever a table's definition changes
@@ -810,7 +812,7 @@ REVOKE ALL ON FUNCTION
     _resync(text, regclass),
     _check_stream_relation(regclass, oid),
     _check_cdc_table(regclass, oid, text),
-    _check_cdc_server(),
+    _check_cdc_server(text, text),
     _sync_options(jsonb),
     _integer_option(text, text, jsonb, bigint, bigint, bigint),
     _sync_is_running(sync),

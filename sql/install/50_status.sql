@@ -59,8 +59,13 @@ SELECT s.name,
                                            ELSE pg_catalog.pg_current_wal_lsn() END,
                                       coalesce(r.cdc_acked_lsn, s.cdc_lsn))::int8
        END AS lag_bytes,
+       -- the age of the oldest committed change not yet acknowledged:
+       -- its commit time when decoded, else the last time the decoder had
+       -- read all the WAL flushed (cdc_sync.c, report_progress); 0 when
+       -- caught up.  now() may precede a commit seen after this statement
+       -- began: never negative.
        CASE WHEN s.method = 'cdc' AND r.pid IS NOT NULL THEN
-           coalesce(now() - r.cdc_pending_since, interval '0')
+           greatest(coalesce(now() - r.cdc_pending_since, interval '0'), interval '0')
        END AS lag_time
   FROM calabi_push.sync s
   -- why the sync is a copy of one made elsewhere (NULL: it belongs here)

@@ -1,7 +1,8 @@
 # TLS and authentication, as a user sees them: certificate verification is
 # always on (no CA configured: the system CAs do not know the test CA, the
-# sync retries and delivers nothing; a wrong CA fails the same way; ca_pem of
-# the right CA delivers); mutual TLS (no client certificate, or one of
+# sync stops in error with a last_error naming ca_file/ca_pem and delivers
+# nothing; a wrong CA fails the same way; ca_pem of the right CA, then
+# start_sync, delivers); mutual TLS (no client certificate, or one of
 # another CA: the handshake fails; the right one, set by alter_destination
 # on the running sync, delivers); a wrong static token is a 401 that stops
 # the sync in error until the token is fixed; OAuth2 client credentials
@@ -62,16 +63,6 @@ sub create_sync
 
 sub db_now { sql('SELECT now()') }
 
-# the sync failed again since $since (a timestamptz text) and is retrying:
-# a transient failure, no batch acknowledged
-sub wait_retrying_since
-{
-	my ($sync, $since) = @_;
-	return $node->poll_query_until('postgres', qq{
-		SELECT state = 'retrying' AND last_error_at > '$since' AND batches_sent = 0
-		  FROM calabi_push.sync_status WHERE name = '$sync'});
-}
-
 sub wait_run_complete
 {
 	my ($sync) = @_;
@@ -94,34 +85,38 @@ sub accepted { my $s = shift->{status} // 0; return $s == 200 || $s == 409 }
 make_table('t_ca', 30);
 sql("SELECT calabi_push.create_destination('noca', " . lit($recv->url) . ", token => " . lit($TOKEN) . ")");
 create_sync('ca_s', 'noca', 't_ca');
-my $t0 = db_now();
 sql(q{SELECT calabi_push.start_sync('ca_s')});
-ok($node->poll_query_until('postgres', q{
-	SELECT state = 'retrying' AND retries >= 2 AND last_error IS NOT NULL
-	       AND next_attempt_at IS NOT NULL
-	  FROM calabi_push.sync_status WHERE name = 'ca_s'}),
-	'no CA configured: the sync retries (a transport failure is transient)');
-like(sync_status($node, 'ca_s', 'last_error'), qr/certificate/i,
-	'no CA configured: last_error is about the certificate');
+# a certificate the destination cannot verify is its configuration's fault:
+# no retry cures it, so the sync stops in error with the way out
+ok(wait_for_state($node, 'ca_s', 'error'),
+	'no CA configured: the sync stops in error (a certificate error is not transient)');
+my $ca_error = sync_status($node, 'ca_s', 'last_error');
+like($ca_error, qr/certificate/i, 'no CA configured: last_error is about the certificate');
+like($ca_error, qr/the system's CAs/, 'no CA configured: last_error says the system CAs were used');
+like($ca_error, qr/"ca_file" or "ca_pem".*calabi_push\.alter_destination\('noca'/,
+	'no CA configured: last_error names ca_file, ca_pem and the alter_destination call');
+is(sync_status($node, 'ca_s', 'retries'), '0', 'no CA configured: not retried');
 is(sync_status($node, 'ca_s', 'batches_sent || \' \' || records_sent'), '0 0',
 	'no CA configured: nothing delivered');
 is(scalar(@{ ingest_requests($recv, 'ca_s') }), 0,
 	'no CA configured: no HTTP request reached the endpoint');
 ok(dest_table_absent('calabi_dest', 't_ca'), 'no CA configured: nothing landed');
+ok($node->log_contains(qr/calabi_push sync "ca_s" stopped: .*certificate/),
+	'no CA configured: the server log says the sync stopped');
 
 # a CA that did not sign the server's certificate: just as refused
-sql(q{SELECT calabi_push.stop_sync('ca_s')});
 sql("SELECT calabi_push.alter_destination('noca', options => " . jsonb({ ca_pem => $other_ca_pem }) . ")");
-$t0 = db_now();
+my $t0 = db_now();
 sql(q{SELECT calabi_push.start_sync('ca_s')});
-ok(wait_retrying_since('ca_s', $t0), 'an unrelated CA: the handshake fails again, retrying');
-like(sync_status($node, 'ca_s', 'last_error'), qr/certificate/i,
-	'an unrelated CA: last_error is about the certificate');
+ok($node->poll_query_until('postgres', qq{
+	SELECT state = 'error' AND last_error_at > '$t0'
+	  FROM calabi_push.sync_status WHERE name = 'ca_s'}),
+	'an unrelated CA: the handshake fails again, the sync stops in error');
+like(sync_status($node, 'ca_s', 'last_error'), qr/certificate.*the CAs of option "ca_pem"/i,
+	'an unrelated CA: last_error is about the certificate and the ca_pem given');
 is(scalar(@{ ingest_requests($recv, 'ca_s') }), 0, 'an unrelated CA: no HTTP request');
 
-# the right CA as PEM text
-sql(q{SELECT calabi_push.stop_sync('ca_s')});
-is(sync_status($node, 'ca_s', 'state'), 'stopped', 'stop_sync stops the retrying sync');
+# the right CA as PEM text: alter_destination, start_sync, and it delivers
 sql("SELECT calabi_push.alter_destination('noca', options => " . jsonb({ ca_pem => $ca_pem }) . ")");
 is(sql(q{SELECT options->>'ca_pem' = } . lit($ca_pem) . q{ FROM calabi_push.destinations WHERE name = 'noca'}),
 	't', 'ca_pem is stored as given');

@@ -2,8 +2,10 @@
 # TRUNCATE give it a new relfilenode), or whose columns change, is read
 # again from the start under a new generation, announced with refresh_start
 # (and a new STREAM); the destination ends equal to the source.  A scheduled
-# sync's second run reads everything again.  A view read through a held
+# sync's second run reads everything again; after a server restart it waits
+# for its next run without claiming one.  A view read through a held
 # cursor runs as the sync's role.  Without shared_preload_libraries,
+# CREATE EXTENSION warns at once (a preloaded library does not), and
 # preview works while starting a sync says what to change.
 use strict;
 use warnings;
@@ -111,6 +113,33 @@ is($node->safe_psql('postgres', q{SELECT pid FROM calabi_push.sync_status WHERE 
 	$worker, 'schedule: by the same worker, which stays idle in between');
 assert_dest_equals_source($node, 'public', 'sched', 'schedule: the second run');
 
+# a server restart after a complete scheduled run: the worker waits for the
+# next run (due a minute after the last one started), and neither marks nor
+# logs a run it did not make
+ok($node->poll_query_until('postgres', q{
+	SELECT state = 'idle' AND completed_at IS NOT NULL FROM calabi_push.sync_status WHERE name = 'sched'}),
+	'schedule: the second run is recorded complete');
+my $before = $node->safe_psql('postgres', q{
+	SELECT started_at || ' ' || completed_at || ' ' || batches_sent
+	  FROM calabi_push.sync_status WHERE name = 'sched'});
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok($node->poll_query_until('postgres', q{
+	SELECT state = 'idle' AND pid IS NOT NULL FROM calabi_push.sync_status WHERE name = 'sched'}),
+	'schedule, after a restart: the worker waits, idle');
+is($node->safe_psql('postgres', q{
+	SELECT started_at || ' ' || completed_at || ' ' || batches_sent
+	  FROM calabi_push.sync_status WHERE name = 'sched'}),
+	$before, 'schedule, after a restart: no run is marked, nothing sent');
+unlike(slurp_file($node->logfile, $log_offset), qr/calabi_push sync "sched" completed a run/,
+	'schedule, after a restart: no "completed a run" in the log');
+
+# a preloaded library: CREATE EXTENSION is silent
+$node->safe_psql('postgres', 'CREATE DATABASE preloaded');
+my ($pret, $pout, $perr) = $node->psql('preloaded', q{CREATE EXTENSION calabi_push});
+is($pret, 0, 'with shared_preload_libraries, CREATE EXTENSION succeeds');
+unlike($perr, qr/WARNING/, 'with shared_preload_libraries, CREATE EXTENSION does not warn');
+
 $recv->stop;
 $node->stop;
 
@@ -118,8 +147,17 @@ $node->stop;
 my $plain = PostgreSQL::Test::Cluster->new('no_preload');
 $plain->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
 $plain->start;
+# CREATE EXTENSION says at once that syncs cannot run, and how to fix it
+my ($cret, $cout, $cerr) = $plain->psql('postgres', q{CREATE EXTENSION calabi_push},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+is($cret, 0, 'without shared_preload_libraries, CREATE EXTENSION succeeds');
+like($cerr, qr/WARNING:  55000: calabi_push is not loaded at server start/,
+	'CREATE EXTENSION without shared_preload_libraries warns at once');
+like($cerr, qr/HINT:  Add "calabi_push" to shared_preload_libraries/,
+	'the warning says how to fix it');
+is($plain->safe_psql('postgres', q{SELECT count(*) FROM pg_proc WHERE proname = '_warn_unless_preloaded'}),
+	'0', 'the check leaves no function behind');
 $plain->safe_psql('postgres', q{
-	CREATE EXTENSION calabi_push;
 	CREATE TABLE t (id int PRIMARY KEY);
 	INSERT INTO t VALUES (1);
 });

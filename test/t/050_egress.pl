@@ -150,12 +150,16 @@ ok(wait_error_like('s_named',
 	'a name resolving to loopback: refused after resolution')
   or diag(last_error('s_named'));
 # a name entry allows what the name resolves to: the connection is made (and
-# fails TLS host name verification: the certificate names localhost only)
+# fails TLS host name verification: the certificate names localhost only),
+# which is the destination's configuration to fix: the sync stops in error
 set_allowed_hosts('egress-test.localhost');
 ok(wait_error_like('s_named', qr/certificate|SSL/i),
 	'a name entry allows what that name resolves to')
   or diag(last_error('s_named'));
-sql(q{SELECT calabi_push.stop_sync('s_named')});
+is(sync_status($node, 's_named', 'state'), 'error',
+	'a host name the certificate does not name: the sync stops in error');
+like(last_error('s_named'), qr/host name the certificate names/,
+	'a host name the certificate does not name: last_error says how to fix it');
 
 # --- a proxy at a forbidden address -----------------------------------------
 set_allowed_hosts('');
