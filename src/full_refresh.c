@@ -550,15 +550,26 @@ record_head(CpStreamRun *s, StringInfo head)
 void
 cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values)
 {
-	MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
+	MemoryContext oldcontext;
+	char	   *texts[INDEX_MAX_KEYS];
 
+	/*
+	 * The output functions run in the caller's per-chunk context: whatever
+	 * they allocate besides their result (a detoasted value, numeric's
+	 * digits) goes with the chunk, and only the texts are kept for the run.
+	 */
+	Assert(s->nkeys <= INDEX_MAX_KEYS);
+	for (int k = 0; k < s->nkeys; k++)
+		texts[k] = OutputFunctionCall(&s->key_out[k], values[s->key_columns[k] - 1]);
+
+	oldcontext = MemoryContextSwitchTo(run->mcxt);
 	list_free_deep(s->after);
 	s->after = NIL;
 	for (int k = 0; k < s->nkeys; k++)
-		s->after = lappend(s->after,
-						   OutputFunctionCall(&s->key_out[k],
-											  values[s->key_columns[k] - 1]));
+		s->after = lappend(s->after, pstrdup(texts[k]));
 	MemoryContextSwitchTo(oldcontext);
+	for (int k = 0; k < s->nkeys; k++)
+		pfree(texts[k]);
 }
 
 /* the longest a key value is shown in a message */

@@ -189,6 +189,10 @@ is(rsql(q{SELECT string_agg(name || ':' || has_token || has_client_secret || has
 	'mtls:falsefalsefalse:{client_key} oauth:falsefalsefalse:{client_secret} recv:falsefalsefalse:{token}',
 	'restored: the destinations view lists the secrets to enter again');
 
+# a restored sync is a copy (docs/operations.md, "Copies of a database"):
+# it takes an identity of its own before it may start
+is(sync_status_in($node, 'restored', 's', 'state'), 'copied', 'restored: the sync is a copy');
+rsql(q{SELECT calabi_push.adopt_sync('s')});
 my $log_offset = -s $node->logfile;
 rsql(q{SELECT calabi_push.start_sync('s')});
 ok(wait_for_state_in($node, 'restored', 's', 'error', 'idle'), 'restored: the sync started ends its run');

@@ -153,7 +153,9 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 
 # --- the crash between the endpoint's 2xx and the checkpoint's commit ---
 {
-	my $before = $node->safe_psql('postgres', q{SELECT cdc_lsn FROM calabi_push.sync WHERE name = 's'});
+	# the changes of the stalled batch are all after this position; an idle
+	# sync may still record its position up to here meanwhile
+	my $before = $node->safe_psql('postgres', q{SELECT pg_current_wal_lsn()});
 	my $nreq = scalar(@{ ingest_requests($recv, 's') });
 	# the endpoint commits the batch, then takes 4 s to say so
 	$recv->fault({ kind => 'stall', seconds => 4, count => 1 });
@@ -161,8 +163,8 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 	ok(wait_until(sub {
 		$node->safe_psql('calabi_dest', q{SELECT count(*) FROM public.t WHERE v = 'upd 401'}) eq '1' }),
 		'2xx lost: the endpoint applied the batch');
-	is($node->safe_psql('postgres', q{SELECT cdc_lsn FROM calabi_push.sync WHERE name = 's'}), $before,
-		'2xx lost: the checkpoint did not move');
+	is($node->safe_psql('postgres', qq{SELECT cdc_lsn <= '$before' FROM calabi_push.sync WHERE name = 's'}), 't',
+		'2xx lost: the checkpoint did not move past the unacknowledged batch');
 	kill_worker();
 	$recv->clear_faults;
 	ok(caught_up(), '2xx lost: caught up after recovery');
