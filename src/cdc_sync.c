@@ -57,6 +57,7 @@
 #include "cdc_slot.h"
 #include "cdc_sync.h"
 #include "compat.h"
+#include "test_point.h"
 
 /* a watermark or the WAL's end is polled this often when there is nothing */
 #define NAP_MS 10
@@ -475,11 +476,13 @@ cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
 {
 	CpCdcRun   *cdc = run->cdc;
 
+	cp_test_point("after_checkpoint");
 	if (position > cdc->acked_lsn)
 		cdc->acked_lsn = position;
 	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
 		pending_head++;
 	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	cp_test_point("after_confirm");
 	report_progress(run);
 }
 
