@@ -438,8 +438,18 @@ sink_commit(void *arg, ReorderBufferTXN *txn)
 		}
 	if (any)
 	{
+		bool		was_empty = pending_head == pending_tail;
+
 		cp_batch_set_position(run->batch, cdc->txn_end);
 		pending_push(cdc->txn_end, cdc->txn_commit_time);
+
+		/*
+		 * The oldest pending commit is lag_time's origin: show it now, not
+		 * after the delivery, which an endpoint that is down can hold for
+		 * hours (sync_status would show no lag meanwhile).
+		 */
+		if (was_empty)
+			report_progress(run);
 	}
 }
 
