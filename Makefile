@@ -32,6 +32,7 @@ OBJS = \
 	src/shmem.o \
 	src/status.o \
 	src/stream.o \
+	src/test_point.o \
 	src/worker.o
 
 # The install script is built from sql/install/*.sql, one file per concern,

@@ -17,6 +17,7 @@
 #include "egress.h"
 #include "launcher.h"
 #include "shmem.h"
+#include "test_point.h"
 
 PG_MODULE_MAGIC;
 
@@ -44,6 +45,9 @@ _PG_init(void)
 	 * loads us (the management functions check destinations against it).
 	 */
 	cp_egress_define_setting();
+
+	/* for the TAP tests only: a crash at a named point (test_point.c) */
+	cp_test_point_define_setting();
 
 	/*
 	 * Every setting of ours is named calabi_push.*; reserving the prefix

@@ -57,6 +57,7 @@
 #include "cdc_slot.h"
 #include "cdc_sync.h"
 #include "compat.h"
+#include "test_point.h"
 
 /* a watermark or the WAL's end is polled this often when there is nothing */
 #define NAP_MS 10
@@ -457,8 +458,18 @@ sink_commit(void *arg, ReorderBufferTXN *txn)
 		}
 	if (any)
 	{
+		bool		was_empty = pending_head == pending_tail;
+
 		cp_batch_set_position(run->batch, cdc->txn_end);
 		pending_push(cdc->txn_end, cdc->txn_commit_time);
+
+		/*
+		 * The oldest pending commit is lag_time's origin: show it now, not
+		 * after the delivery, which an endpoint that is down can hold for
+		 * hours (sync_status would show no lag meanwhile).
+		 */
+		if (was_empty)
+			report_progress(run);
 	}
 }
 
@@ -495,11 +506,13 @@ cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
 {
 	CpCdcRun   *cdc = run->cdc;
 
+	cp_test_point("after_checkpoint");
 	if (position > cdc->acked_lsn)
 		cdc->acked_lsn = position;
 	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
 		pending_head++;
 	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	cp_test_point("after_confirm");
 	report_progress(run);
 }
 

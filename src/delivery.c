@@ -36,6 +36,7 @@
 
 #include "compat.h"
 #include "compressor.h"
+#include "test_point.h"
 #include "worker.h"
 
 /* batch numbers reserved per catalog round trip */
@@ -299,6 +300,7 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 		switch (result.outcome)
 		{
 			case CP_HTTP_ACCEPTED:
+				cp_test_point("before_checkpoint");
 				commit_ack(run, batch, from, to, records,
 						   req.body_len + req.tail_len, retries);
 				cp_worker_acknowledged();
