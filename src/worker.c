@@ -168,7 +168,7 @@ cp_worker_stop_refused(CpRun *run, const char *message,
 	if (message_redacted != NULL)
 		refused_redacted = MemoryContextStrdup(TopMemoryContext, message_redacted);
 	ereport(LOG,
-			(errmsg("calabi_push sync \"%s\" stopped: the endpoint refused a batch: %s",
+			(errmsg("calabi_push sync \"%s\" stopped, no retry can help: %s",
 					run->sync->name, message),
 			 errhint("Fix the cause, then run SELECT calabi_push.start_sync('%s').",
 					 run->sync->name)));

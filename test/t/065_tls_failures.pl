@@ -1,10 +1,11 @@
 # TLS failures toward the endpoint: a certificate for another host name, an
 # expired certificate, a self-signed certificate with no ca_file.  Each
-# fails the handshake: the sync says why in last_error (the cause named, as
-# libcurl reports it), retries with backoff as for any transport failure,
-# and nothing is sent: no HTTP request reaches the endpoint, no batch is
+# fails the handshake: the sync stops in 'error' (no retry can change a
+# certificate; docs/operations.md) and says why in last_error (the cause
+# named, as libcurl reports it, and the ca_file / ca_pem way out), and
+# nothing is sent: no HTTP request reaches the endpoint, no batch is
 # counted.  Once the endpoint presents a valid certificate, the same sync
-# delivers.
+# delivers after start_sync.
 use strict;
 use warnings;
 
@@ -84,18 +85,17 @@ for my $case (@cases)
 		SELECT calabi_push.start_sync('$name');
 	});
 	ok($node->poll_query_until('postgres', qq{
-		SELECT state = 'retrying' AND retries >= 2 AND next_attempt_at IS NOT NULL
-		  FROM calabi_push.sync_status WHERE name = '$name'}),
-		"$name: the handshake fails, the sync retries with backoff");
+		SELECT state = 'error' FROM calabi_push.sync_status WHERE name = '$name'}),
+		"$name: the handshake fails, the sync stops in error");
 	my $error = sync_status($node, $name, 'last_error');
 	like($error, $cause, "$name: last_error names the cause");
+	like($error, qr/"ca_file" or "ca_pem"/, "$name: ... and the way out");
 	unlike($error, qr/\Q$token\E/, "$name: ... and not the token");
 	is(sync_status($node, $name, 'batches_sent || \' \' || records_sent'), '0 0', "$name: nothing delivered");
 	is(scalar(grep { ($_->{path} // '') eq '/ingest' } @{ $recv->requests }), 0,
 		"$name: no HTTP request reached the endpoint");
-	like(slurp_file($node->logfile), qr/calabi_push sync "$name": batch \d+ not delivered, retrying in \d+ ms: [^\n]*$cause/,
+	like(slurp_file($node->logfile), qr/calabi_push sync "$name" stopped, no retry can help: [^\n]*$cause/,
 		"$name: the server log says the same");
-	$node->safe_psql('postgres', qq{SELECT calabi_push.stop_sync('$name')});
 	$recv->stop;
 }
 
