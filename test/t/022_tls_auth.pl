@@ -101,7 +101,7 @@ is(sync_status($node, 'ca_s', 'batches_sent || \' \' || records_sent'), '0 0',
 is(scalar(@{ ingest_requests($recv, 'ca_s') }), 0,
 	'no CA configured: no HTTP request reached the endpoint');
 ok(dest_table_absent('calabi_dest', 't_ca'), 'no CA configured: nothing landed');
-ok($node->log_contains(qr/calabi_push sync "ca_s" stopped: .*certificate/),
+ok($node->log_contains(qr/calabi_push sync "ca_s" stopped, no retry can help: .*certificate/),
 	'no CA configured: the server log says the sync stopped');
 
 # a CA that did not sign the server's certificate: just as refused
