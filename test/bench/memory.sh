@@ -86,7 +86,7 @@ for _ in $(seq 600); do
 	[ "$(cp_psql -At -c "SELECT state = 'running' AND lsn_acknowledged IS NOT NULL FROM calabi_push.sync_status WHERE name = 'cdc'")" = t ] && break
 	sleep 0.1
 done
-cp_psql -q -v n="$txn_rows" -c "INSERT INTO txn SELECT g, 'label ' || g, g * 1.25 FROM generate_series(1, :n) g"
+cp_psql -q -c "INSERT INTO txn SELECT g, 'label ' || g, g * 1.25 FROM generate_series(1, $txn_rows) g"
 end_lsn=$(cp_psql -At -c "SELECT pg_current_wal_lsn()")
 read -r cdc_anon cdc_hwm cdc_s < <(measure cdc \
 	"SELECT lsn_acknowledged >= '$end_lsn' FROM calabi_push.sync_status WHERE name = 'cdc'")
