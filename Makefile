@@ -58,6 +58,14 @@ SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS)) -pthread
 # PostgreSQL's own headers trip -Wunused-parameter and -Wsign-compare under
 # -Wextra; everything else is an error.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare
+# SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build for
+# test/run sanitize (docs/testing.md).  Every finding aborts the process
+# (-fno-sanitize-recover); frame pointers keep the reports' stacks whole.
+ifdef SANITIZE
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
+SHLIB_LINK += -fsanitize=address,undefined
+endif
 
 EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
 

@@ -16,6 +16,8 @@ CP_PACKAGES=(
 	python3 python3-psycopg2 openssl libio-socket-ssl-perl
 	# the libFuzzer targets (test/fuzz): clang and its fuzzer/sanitizer runtimes
 	clang libclang-rt-14-dev
+	# the sanitizer pass (test/run sanitize): gcc 12's ASan and UBSan runtimes
+	libasan8 libubsan1
 )
 # Locales the money tests switch lc_monetary to.
 CP_LOCALES=(de_DE.UTF-8 ja_JP.UTF-8)
@@ -158,4 +160,60 @@ cp_allow_output_plugins() {
 cp_cluster_stop() {
 	cp_run_as_server_user "$(cp_pg_bindir)/pg_ctl" -D "$CP_CLUSTER_DIR/data" \
 		-m fast -w stop >/dev/null
+}
+
+# The sanitizer pass (test/run sanitize, docs/testing.md): calabi_push built
+# with AddressSanitizer and UndefinedBehaviorSanitizer into a copy of the
+# tree, installed in place of the normal build, and tested with gcc's ASan
+# runtime preloaded into every process of the test (PostgreSQL itself is not
+# instrumented, so the runtime cannot come from its link line).
+CP_SANITIZE_TAP=(test/t/020_full_refresh.pl test/t/021_endpoint_faults.pl
+	test/t/030_output_plugin.pl test/t/040_cdc.pl)
+
+cp_sanitize_build_and_install() {
+	local pgc
+	pgc="$(cp_pg_bindir)/pg_config"
+	CP_SANITIZE_TREE=$(mktemp -d /tmp/calabi_push-sanitize.XXXXXX)
+	cp -a "$CP_ROOT/." "$CP_SANITIZE_TREE/"
+	cp_log "building calabi_push with ASan and UBSan in $CP_SANITIZE_TREE"
+	# with_llvm=no: the JIT bitcode is not instrumented anyway; the normal
+	# build's stays installed.
+	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" clean
+	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 with_llvm=no
+	cp_as_root make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 \
+		with_llvm=no install
+}
+
+# LD_PRELOAD for the sanitizer pass.  libasan must initialise before any
+# library constructor takes a glibc lock: preloaded first (the usual way),
+# it initialises last, lazily inside p11-kit's constructor (newlocale()),
+# and the locale locks of every PostgreSQL program are left wedged (postgres
+# -V, and so initdb, hangs in bindtextdomain).  So the shared libraries of
+# the PostgreSQL programs come first and libasan last, which makes it
+# initialise first; it still precedes libc in symbol lookup, so its malloc
+# and interceptors are the ones used (verify_asan_link_order=0 silences its
+# check that it is first).
+cp_sanitize_preload() {
+	local asan b
+	asan=$(readlink -f "$(gcc -print-file-name=libasan.so)")
+	for b in postgres psql initdb pg_ctl; do
+		ldd "$(cp_pg_bindir)/$b"
+	done | awk '/=> \//{print $3}' |
+		grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' |
+		sort -u | tr '\n' ' '
+	echo "$asan"
+}
+
+# The environment of the sanitizer pass, as NAME=VALUE words for env(1);
+# $1 is the directory the runtimes write their reports to.
+cp_sanitize_env() {
+	local dir=$1
+	echo "LD_PRELOAD=$(cp_sanitize_preload)"
+	# detect_leaks=0: PostgreSQL frees nothing at exit on purpose (memory
+	# contexts die with the process), and LeakSanitizer would report that
+	# from every process, not leaks of ours.
+	# detect_stack_use_after_return=0: a fake stack confuses PostgreSQL's
+	# stack depth check (max_stack_depth).
+	echo "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:log_path=$dir/asan"
+	echo "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$dir/ubsan"
 }
