@@ -63,6 +63,7 @@
 #include "catalog.h"
 #include "compat.h"
 #include "home.h"
+#include "status.h"
 
 /* how long the probe waits for the server at primary_conninfo */
 #define CONNECT_TIMEOUT_MS 10000
@@ -138,18 +139,7 @@ calabi_push_copied(PG_FUNCTION_ARGS)
 {
 	char	   *why;
 
-	{
-		Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
-		Oid			view = get_relname_relid("sync_status", nsp);
-
-		if (!OidIsValid(view) ||
-			pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for function _copied"),
-					 errdetail("Only roles allowed to read the view sync_status may call it."),
-					 errhint("Query calabi_push.sync_status; a superuser grants it with GRANT SELECT ON calabi_push.sync_status TO the role.")));
-	}
+	cp_require_status_reader(fcinfo);
 
 	why = copied_reason(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 						PG_GETARG_OID(2), PG_GETARG_INT32(3));

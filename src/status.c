@@ -26,6 +26,7 @@
 
 #include "compat.h"
 #include "shmem.h"
+#include "status.h"
 
 PG_FUNCTION_INFO_V1(calabi_push_sync_runtime);
 
@@ -69,6 +70,27 @@ exit_name(CpExitKind kind)
 	return NULL;
 }
 
+/*
+ * The functions sync_status calls are executable by PUBLIC, since a view
+ * checks EXECUTE as the role querying it; they answer exactly the roles
+ * that may read the view.
+ */
+void
+cp_require_status_reader(FunctionCallInfo fcinfo)
+{
+	Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+	Oid			view = get_relname_relid("sync_status", nsp);
+
+	if (!OidIsValid(view) ||
+		pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s",
+						get_func_name(fcinfo->flinfo->fn_oid)),
+				 errdetail("Only roles allowed to read the view sync_status may call it."),
+				 errhint("Query calabi_push.sync_status; a superuser grants it with GRANT SELECT ON calabi_push.sync_status TO the role.")));
+}
+
 #define RUNTIME_COLUMNS 12
 
 Datum
@@ -79,18 +101,7 @@ calabi_push_sync_runtime(PG_FUNCTION_ARGS)
 	Tuplestorestate *store;
 	MemoryContext oldcontext;
 
-	{
-		Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
-		Oid			view = get_relname_relid("sync_status", nsp);
-
-		if (!OidIsValid(view) ||
-			pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for function _sync_runtime"),
-					 errdetail("Only roles allowed to read the view sync_status may call it."),
-					 errhint("Query calabi_push.sync_status; a superuser grants it with GRANT SELECT ON calabi_push.sync_status TO the role.")));
-	}
+	cp_require_status_reader(fcinfo);
 
 	cp_shmem_attach();
 

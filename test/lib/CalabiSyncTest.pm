@@ -21,7 +21,7 @@ our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
   sql_error wait_until ingest_requests start_connect_proxy sent_messages
-  grant_sync_management);
+  grant_sync_management cdc_caught_up);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -113,6 +113,18 @@ sub assert_dest_equals_source_in
 	my $dst = stream_rows_dest_in($node, $dest_db, $schema, $table, \@columns);
 	is(scalar(@$dst), scalar(@$src), "$name: row count");
 	is_deeply($dst, $src, "$name: destination equals source, value for value");
+}
+
+# Waits until CDC sync $sync (of database "postgres") acknowledged
+# everything committed so far and every table's backfill is done.
+sub cdc_caught_up
+{
+	my ($node, $sync) = @_;
+	my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	return $node->poll_query_until('postgres', qq{
+		SELECT lsn_acknowledged >= '$lsn' AND
+		       (SELECT bool_and(phase = 'done') FROM calabi_push.stream_status WHERE sync = '$sync')
+		  FROM calabi_push.sync_status WHERE name = '$sync'});
 }
 
 # The grants docs/syncs.md tells a DBA to give a role that manages syncs

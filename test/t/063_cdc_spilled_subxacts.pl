@@ -24,14 +24,7 @@ $node->safe_psql('postgres', q{
 	SELECT calabi_push.start_sync('s');
 });
 
-sub caught_up
-{
-	my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-	return $node->poll_query_until('postgres', qq{
-		SELECT lsn_acknowledged >= '$lsn' AND
-		       (SELECT bool_and(phase = 'done') FROM calabi_push.stream_status WHERE sync = 's')
-		  FROM calabi_push.sync_status WHERE name = 's'});
-}
+sub caught_up { return cdc_caught_up($node, 's') }
 
 ok(caught_up(), 'backfilled');
 my $slot = sync_status($node, 's', 'slot_name');
