@@ -64,12 +64,15 @@ cp_pg_bindir() {
 	echo "/usr/lib/postgresql/$CP_PG_MAJOR/bin"
 }
 
+# CP_WERROR=1 (test/run and test/valgrind set it): the project's own builds
+# treat every warning as an error; the demo and the benchmarks build as a
+# DBA would, warnings shown but not fatal.
 cp_build_and_install() {
 	local pgc
 	pgc="$(cp_pg_bindir)/pg_config"
 	cp_log "building calabi_push against $("$pgc" --version)"
-	make -C "$CP_ROOT" -s PG_CONFIG="$pgc"
-	cp_as_root make -C "$CP_ROOT" -s PG_CONFIG="$pgc" install
+	make -C "$CP_ROOT" -s PG_CONFIG="$pgc" CP_WERROR="${CP_WERROR:-}"
+	cp_as_root make -C "$CP_ROOT" -s PG_CONFIG="$pgc" CP_WERROR="${CP_WERROR:-}" install
 }
 
 # Where the unprivileged user works: a copy of the tree owned by it when we
@@ -179,9 +182,10 @@ cp_sanitize_build_and_install() {
 	# with_llvm=no: the JIT bitcode is not instrumented anyway; the normal
 	# build's stays installed.
 	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" clean
-	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 with_llvm=no
+	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 with_llvm=no \
+		CP_WERROR=1
 	cp_as_root make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 \
-		with_llvm=no install
+		with_llvm=no CP_WERROR=1 install
 }
 
 # LD_PRELOAD for the sanitizer pass.  libasan must initialise before any
