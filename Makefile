@@ -18,21 +18,28 @@ OBJS = \
 	src/cdc_sync.o \
 	src/compressor.o \
 	src/delivery.o \
+	src/destination.o \
 	src/egress.o \
 	src/egress_policy.o \
 	src/encoder.o \
 	src/full_refresh.o \
 	src/home.o \
 	src/http.o \
+	src/http_answer.o \
+	src/http_egress.o \
 	src/http_parse.o \
+	src/http_sender.o \
+	src/http_transport.o \
 	src/launcher.o \
 	src/management.o \
+	src/oauth.o \
 	src/output_plugin.o \
 	src/preview.o \
 	src/shmem.o \
 	src/status.o \
 	src/stream.o \
 	src/test_point.o \
+	src/thread.o \
 	src/worker.o
 
 # The install script is built from sql/install/*.sql, one file per concern,
@@ -53,7 +60,7 @@ PKG_CONFIG ?= pkg-config
 DEP_PKGS = libcurl libcjson zlib
 PG_CPPFLAGS = -Isrc $(shell $(PKG_CONFIG) --cflags $(DEP_PKGS)) \
 	-DCALABI_PUSH_VERSION=\"$(EXTVERSION)\"
-# -pthread: the gzip and sending helper threads (src/compressor.c, src/http.c)
+# -pthread: the gzip and sending helper threads (src/thread.c starts them)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs $(DEP_PKGS)) -pthread
 # PostgreSQL's own headers trip -Wunused-parameter and -Wsign-compare under
 # -Wextra.  A plain make warns and builds: another compiler or PostgreSQL
