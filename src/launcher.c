@@ -13,7 +13,9 @@
  *
  * A worker that fails is restarted after a delay that doubles with each
  * consecutive failure (1 s up to 5 min); one that finished a run without a
- * schedule, or whose batch the endpoint refused, waits for start_sync.
+ * schedule, or whose batch the endpoint refused, waits for start_sync (the
+ * life of a slot: shmem.h).  A worker that should stop is sent SIGTERM by
+ * the transaction that stopped its sync, at commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,39 +47,33 @@
 #include "launcher.h"
 #include "shmem.h"
 
-/* restart delays of a failing sync worker */
-#define RESTART_DELAY_MIN_MS	1000
-#define RESTART_DELAY_MAX_MS	(5 * 60 * 1000)
 /* at most this many database probes at a time */
 #define MAX_CONCURRENT_PROBES	2
 
 PGDLLEXPORT void calabi_push_launcher_main(Datum main_arg);
 
-/* the launcher's own handles, by slot; lost (harmlessly) if it restarts */
-static BackgroundWorkerHandle **handles = NULL;
-static uint64 *handle_generations = NULL;
+/*
+ * The handle of the worker last launched from a slot, and that launch's
+ * generation; freed once the worker has exited, however it did.  Lost
+ * (harmlessly) if the launcher restarts.
+ */
+typedef struct LaunchedWorker
+{
+	BackgroundWorkerHandle *handle;
+	uint64		generation;
+} LaunchedWorker;
+
+static LaunchedWorker *sync_workers = NULL; /* by sync slot */
+static LaunchedWorker probe_workers[CP_PROBE_SLOTS];
+
+/* what outlives a pass: the handles, the probe queue */
+static MemoryContext launcher_context = NULL;
 
 /* the last attempt to start a worker found max_worker_processes used up */
 static bool workers_exhausted = false;
 
 /* databases still to be probed */
 static List *probe_queue = NIL;
-
-/*
- * Delay before the n-th consecutive restart.  Called with the lock held by
- * whoever notices the failure.
- */
-void
-cp_schedule_restart(CpSyncSlot *slot)
-{
-	int64		delay = RESTART_DELAY_MIN_MS;
-
-	slot->failures++;
-	for (int i = 1; i < slot->failures && delay < RESTART_DELAY_MAX_MS; i++)
-		delay *= 2;
-	delay = Min(delay, RESTART_DELAY_MAX_MS);
-	slot->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-}
 
 void
 cp_register_launcher(void)
@@ -125,7 +121,7 @@ queue_all_databases(void)
 
 		if (!db->datallowconn || db->datistemplate)
 			continue;
-		oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+		oldcontext = MemoryContextSwitchTo(launcher_context);
 		probe_queue = lappend_oid(probe_queue, db->oid);
 		MemoryContextSwitchTo(oldcontext);
 	}
@@ -135,216 +131,194 @@ queue_all_databases(void)
 	CommitTransactionCommand();
 }
 
-/* Register the worker of a slot (lock held exclusively). */
+/*
+ * Register the worker of a sync slot or a probe slot (lock held
+ * exclusively); false when no background worker is free.  The caller
+ * records the launch in the slot.
+ */
 static bool
-launch(int slotno)
+launch(CpProcSlot *proc, LaunchedWorker *launched, int index, bool probe)
 {
-	CpSyncSlot *slot = &cp_shared->slots[slotno];
+	uint64		generation = cp_slot_launching(proc);
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
+	MemoryContext oldcontext;
+	bool		registered;
 
-	slot->generation++;
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
 	bgw.bgw_notify_pid = MyProcPid;
-	bgw.bgw_main_arg = Int32GetDatum(slotno);
-	memcpy(bgw.bgw_extra, &slot->generation, sizeof(uint64));
+	bgw.bgw_main_arg = Int32GetDatum(index);
+	memcpy(bgw.bgw_extra, &generation, sizeof(uint64));
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "calabi_push");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_worker_main");
-	if (slot->probe)
+	if (probe)
 	{
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_probe_main");
 		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push probe of database %u",
-				 slot->dboid);
+				 proc->dboid);
 		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push probe");
 	}
 	else
 	{
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_worker_main");
 		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push sync worker");
 		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push sync");
 	}
 
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	/* the handle outlives this pass */
+	oldcontext = MemoryContextSwitchTo(launcher_context);
+	registered = RegisterDynamicBackgroundWorker(&bgw, &handle);
+	MemoryContextSwitchTo(oldcontext);
+	if (!registered)
 		return false;
 
-	handles[slotno] = handle;
-	handle_generations[slotno] = slot->generation;
-	slot->launched = true;
-	slot->signalled = false;
-	slot->pid = 0;
-	slot->last_exit = CP_EXIT_UNKNOWN;
-	slot->state = CP_RUN_STARTING;
-	slot->started_at = GetCurrentTimestamp();
-	slot->retries = 0;
+	/* the previous worker exited (the slot was not FREE otherwise) */
+	if (launched->handle != NULL)
+		pfree(launched->handle);
+	launched->handle = handle;
+	launched->generation = generation;
 	return true;
 }
 
 /*
- * A launched worker that exited before it could attach (or without its exit
- * callback) is noticed through our handle.  Lock held exclusively.
+ * Whether the worker last launched from a slot has exited without telling
+ * its slot: before it attached, or without its exit callback.  Its handle
+ * is freed as soon as it has exited, however it did.
  */
-static void
-reap(int slotno)
+static bool
+reap(CpProcSlot *proc, LaunchedWorker *launched)
 {
-	CpSyncSlot *slot = &cp_shared->slots[slotno];
 	pid_t		pid;
 
-	if (!slot->launched || handles[slotno] == NULL ||
-		handle_generations[slotno] != slot->generation)
-		return;
-	if (GetBackgroundWorkerPid(handles[slotno], &pid) != BGWH_STOPPED)
-		return;
-	/* stopped: the exit callback cleared launched unless it never ran */
-	if (slot->launched)
+	if (launched->handle == NULL ||
+		GetBackgroundWorkerPid(launched->handle, &pid) != BGWH_STOPPED)
+		return false;
+	pfree(launched->handle);
+	launched->handle = NULL;
+	return launched->generation == proc->generation && cp_slot_has_worker(proc);
+}
+
+/* Milliseconds from now until t, at least 1. */
+static long
+ms_until(TimestampTz now, TimestampTz t)
+{
+	return Max(TimestampDifferenceMilliseconds(now, t), 1);
+}
+
+/*
+ * The sync slots: start the workers that are due.  *out_of_workers is set
+ * when no background worker was free; a slot that found none waits in
+ * state waiting_for_worker, and is tried again at the next pass.
+ */
+static void
+reconcile_syncs(TimestampTz now, long *sleep_ms, bool *out_of_workers,
+				bool *launched_sync)
+{
+	for (int i = 0; i < cp_shared->nslots; i++)
 	{
-		slot->launched = false;
-		slot->pid = 0;
-		slot->state = CP_RUN_NONE;
-		if (!slot->probe)
-			cp_schedule_restart(slot);
+		CpSyncSlot *slot = &cp_shared->slots[i];
+
+		if (reap(&slot->proc, &sync_workers[i]))
+			cp_sync_slot_exited(slot, CP_EXIT_UNKNOWN);
+
+		switch (slot->proc.life)
+		{
+			case CP_SLOT_FREE:
+			case CP_SLOT_WAITING:	/* for start_sync or resync */
+			case CP_SLOT_STARTING:
+			case CP_SLOT_RUNNING:
+			case CP_SLOT_STOPPING:	/* its worker's exit moves it on */
+				break;
+			case CP_SLOT_BACKOFF:
+				if (slot->next_start > now)
+				{
+					*sleep_ms = Min(*sleep_ms, ms_until(now, slot->next_start));
+					break;
+				}
+				/* FALLTHROUGH */
+			case CP_SLOT_REQUESTED:
+				if (!*out_of_workers &&
+					launch(&slot->proc, &sync_workers[i], i, false))
+				{
+					cp_sync_slot_launched(slot);
+					*launched_sync = true;
+				}
+				else
+				{
+					cp_sync_slot_no_worker(slot);
+					*out_of_workers = true;
+				}
+				break;
+		}
 	}
-	pfree(handles[slotno]);
-	handles[slotno] = NULL;
+}
+
+/*
+ * The probe slots: ask for probes of the databases still queued while
+ * fewer than MAX_CONCURRENT_PROBES run, and start those asked for (those
+ * asked for at commit by drop_sync or DROP EXTENSION too).
+ */
+static void
+reconcile_probes(bool *out_of_workers)
+{
+	int			probes = 0;
+
+	for (int i = 0; i < CP_PROBE_SLOTS; i++)
+	{
+		CpProbeSlot *probe = &cp_shared->probes[i];
+
+		if (reap(&probe->proc, &probe_workers[i]))
+			cp_probe_slot_exited(probe);
+		if (probe->proc.life != CP_SLOT_FREE)
+			probes++;
+	}
+	while (probe_queue != NIL && probes < MAX_CONCURRENT_PROBES &&
+		   cp_probe_slot_request(linitial_oid(probe_queue)))
+	{
+		probes++;
+		probe_queue = list_delete_first(probe_queue);
+	}
+
+	for (int i = 0; i < CP_PROBE_SLOTS; i++)
+	{
+		CpProbeSlot *probe = &cp_shared->probes[i];
+
+		switch (probe->proc.life)
+		{
+			case CP_SLOT_REQUESTED:
+				if (!*out_of_workers &&
+					launch(&probe->proc, &probe_workers[i], i, true))
+					cp_slot_launched(&probe->proc);
+				else
+					*out_of_workers = true;
+				break;
+			case CP_SLOT_FREE:
+			case CP_SLOT_STARTING:
+			case CP_SLOT_RUNNING:	/* its exit frees it, or asks again */
+				break;
+			case CP_SLOT_WAITING:
+			case CP_SLOT_BACKOFF:
+			case CP_SLOT_STOPPING:
+				Assert(false);	/* a probe is never in these */
+				break;
+		}
+	}
 }
 
 /* One pass over the slots; returns how long to sleep at most. */
 static long
 reconcile(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	long		sleep_ms = 10000;
-	int			probes = 0;
 	bool		out_of_workers = false;
 	bool		launched_sync = false;
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-
-	for (int i = 0; i < cp_shared->nslots; i++)
-	{
-		CpSyncSlot *slot = &cp_shared->slots[i];
-
-		if (!slot->in_use)
-			continue;
-		reap(i);
-
-		if (slot->probe)
-		{
-			if (slot->launched)
-				probes++;
-			else if (slot->kick && !out_of_workers)
-			{
-				slot->kick = false;
-				if (launch(i))
-					probes++;
-				else
-				{
-					slot->kick = true;
-					out_of_workers = true;
-				}
-			}
-			else if (!slot->kick)
-				slot->in_use = false;	/* probe done */
-			continue;
-		}
-
-		if (!slot->should_run)
-		{
-			if (slot->launched)
-			{
-				if (!slot->signalled && slot->pid != 0)
-				{
-					kill(slot->pid, SIGTERM);
-					slot->signalled = true;
-				}
-			}
-			else
-				slot->in_use = false;
-			continue;
-		}
-
-		if (slot->launched)
-		{
-			if (slot->restart && !slot->signalled && slot->pid != 0)
-			{
-				kill(slot->pid, SIGTERM);
-				slot->signalled = true;
-			}
-			continue;
-		}
-
-		/* should run, no worker */
-		if (slot->restart)
-		{
-			slot->restart = false;
-			slot->kick = true;
-		}
-		if (slot->kick)
-		{
-			slot->failures = 0;
-			slot->next_start = 0;
-		}
-		else if (slot->last_exit == CP_EXIT_DONE ||
-				 slot->last_exit == CP_EXIT_REFUSED ||
-				 slot->last_exit == CP_EXIT_GONE)
-			continue;			/* waits for start_sync or resync */
-		else if (slot->next_start > now)
-		{
-			long		ms = TimestampDifferenceMilliseconds(now, slot->next_start);
-
-			sleep_ms = Min(sleep_ms, Max(ms, 1));
-			continue;
-		}
-
-		if (out_of_workers)
-		{
-			slot->state = CP_RUN_NO_WORKER;
-			continue;
-		}
-		slot->kick = false;
-		if (!launch(i))
-		{
-			slot->kick = true;
-			slot->state = CP_RUN_NO_WORKER;
-			out_of_workers = true;
-		}
-		else
-			launched_sync = true;
-	}
-
-	/* probe more databases while there is room */
-	while (probe_queue != NIL && probes < MAX_CONCURRENT_PROBES && !out_of_workers)
-	{
-		Oid			dboid = linitial_oid(probe_queue);
-		CpSyncSlot *slot = NULL;
-
-		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			if (!cp_shared->slots[i].in_use)
-			{
-				uint64		generation = cp_shared->slots[i].generation;
-
-				slot = &cp_shared->slots[i];
-				memset(slot, 0, sizeof(*slot));
-				slot->generation = generation;
-				slot->in_use = true;
-				slot->probe = true;
-				slot->dboid = dboid;
-				if (!launch(i))
-				{
-					slot->in_use = false;
-					out_of_workers = true;
-					slot = NULL;
-				}
-				break;
-			}
-		}
-		if (slot == NULL)
-			break;
-		probes++;
-		probe_queue = list_delete_first(probe_queue);
-	}
-
+	reconcile_syncs(GetCurrentTimestamp(), &sleep_ms, &out_of_workers,
+					&launched_sync);
+	reconcile_probes(&out_of_workers);
 	LWLockRelease(cp_shared->lock);
 
 	/*
@@ -374,16 +348,22 @@ reconcile(void)
 void
 calabi_push_launcher_main(Datum main_arg)
 {
+	MemoryContext pass_context;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
-	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * cp_shared->nslots);
-	handle_generations = MemoryContextAllocZero(TopMemoryContext,
-												sizeof(uint64) * cp_shared->nslots);
+	launcher_context = AllocSetContextCreate(TopMemoryContext,
+											 "calabi_push launcher",
+											 ALLOCSET_DEFAULT_SIZES);
+	pass_context = AllocSetContextCreate(TopMemoryContext,
+										 "calabi_push launcher pass",
+										 ALLOCSET_DEFAULT_SIZES);
+	sync_workers = MemoryContextAllocZero(launcher_context,
+										  sizeof(LaunchedWorker) * cp_shared->nslots);
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	cp_shared->launcher_pid = MyProcPid;
@@ -392,6 +372,8 @@ calabi_push_launcher_main(Datum main_arg)
 
 	queue_all_databases();
 
+	/* whatever a pass allocates is gone at the next */
+	MemoryContextSwitchTo(pass_context);
 	for (;;)
 	{
 		long		sleep_ms = reconcile();
@@ -405,6 +387,7 @@ calabi_push_launcher_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		MemoryContextReset(pass_context);
 	}
 }
 
@@ -443,15 +426,12 @@ calabi_push_sync_changed(PG_FUNCTION_ARGS)
 	/* refuse now, not silently at commit, when no slot can take it */
 	if (should_run)
 	{
-		int			free = 0;
+		bool		available;
 
 		LWLockAcquire(cp_shared->lock, LW_SHARED);
-		if (cp_slot_find(MyDatabaseId, sync_id) == NULL)
-			for (int i = 0; i < cp_shared->nslots; i++)
-				if (!cp_shared->slots[i].in_use)
-					free++;
+		available = cp_slot_available(MyDatabaseId, sync_id);
 		LWLockRelease(cp_shared->lock);
-		if (free == 0 && cp_slot_find(MyDatabaseId, sync_id) == NULL)
+		if (!available)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("too many syncs are running in this cluster"),
@@ -477,6 +457,7 @@ apply_pending_changes(void)
 	ListCell   *lc;
 	bool		wake = false;
 	bool		probe = pending_stop_database;
+	bool		probe_lost = false;
 
 	if (cp_shared == NULL)
 		return;
@@ -484,22 +465,24 @@ apply_pending_changes(void)
 	foreach(lc, pending_changes)
 	{
 		PendingChange *change = lfirst(lc);
-		CpSyncSlot *slot;
 
 		if (change->dropped)
 			probe = true;
-
-		slot = change->should_run ?
-			cp_slot_claim(MyDatabaseId, &change->sync_id) :
-			cp_slot_find(MyDatabaseId, &change->sync_id);
-		if (slot == NULL)
-			continue;			/* checked when asked; a race lost: the
-								 * next probe finds it */
-		slot->should_run = change->should_run;
 		if (change->should_run)
-			slot->kick = true;
-		if (change->restart)
-			slot->restart = true;
+		{
+			/* checked when asked; a race lost: the next probe finds it */
+			if (cp_sync_slot_start(MyDatabaseId, &change->sync_id,
+								   change->restart) == NULL)
+				continue;
+		}
+		else
+		{
+			CpSyncSlot *slot = cp_slot_find(MyDatabaseId, &change->sync_id);
+
+			if (slot == NULL)
+				continue;
+			cp_sync_slot_stop(slot);
+		}
 		wake = true;
 	}
 	if (pending_stop_database)
@@ -508,9 +491,9 @@ apply_pending_changes(void)
 		{
 			CpSyncSlot *slot = &cp_shared->slots[i];
 
-			if (slot->in_use && !slot->probe && slot->dboid == MyDatabaseId)
+			if (slot->proc.life != CP_SLOT_FREE && slot->proc.dboid == MyDatabaseId)
 			{
-				slot->should_run = false;
+				cp_sync_slot_stop(slot);
 				wake = true;
 			}
 		}
@@ -522,28 +505,21 @@ apply_pending_changes(void)
 	 */
 	if (probe)
 	{
-		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			CpSyncSlot *slot = &cp_shared->slots[i];
-
-			if (!slot->in_use)
-			{
-				uint64		generation = slot->generation;
-
-				memset(slot, 0, sizeof(*slot));
-				slot->generation = generation;
-				slot->in_use = true;
-				slot->probe = true;
-				slot->dboid = MyDatabaseId;
-				slot->kick = true;
-				wake = true;
-				break;
-			}
-		}
+		if (cp_probe_slot_request(MyDatabaseId))
+			wake = true;
+		else
+			probe_lost = true;
 	}
 	LWLockRelease(cp_shared->lock);
 	if (wake)
 		cp_wake_launcher();
+	if (probe_lost)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("calabi_push could not send a probe into this database: all %d probe slots are in use",
+						CP_PROBE_SLOTS),
+				 errdetail("The replication slots of CDC syncs dropped here are dropped by the next probe of this database, at the latest at the next server start; until then they keep WAL."),
+				 errhint("Restart the server to drop them sooner.")));
 }
 
 static void

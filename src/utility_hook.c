@@ -43,7 +43,7 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /*
  * Stop the database's sync workers: mark them not to run and return the ids
  * of the syncs that were running, so that resume_database can start them
- * again even after the launcher freed their slots meanwhile.
+ * again even after their slots were freed meanwhile.
  */
 static List *
 pause_database(Oid dboid)
@@ -55,22 +55,28 @@ pause_database(Oid dboid)
 	{
 		CpSyncSlot *slot = &cp_shared->slots[i];
 
-		if (slot->in_use && slot->dboid == dboid && !slot->probe && slot->should_run)
+		if (slot->proc.life != CP_SLOT_FREE && slot->proc.dboid == dboid &&
+			slot->should_run)
 		{
 			pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
 			*id = slot->sync_id;
-			slot->should_run = false;
+			cp_sync_slot_stop(slot);
 			paused = lappend(paused, id);
 		}
 	}
 	LWLockRelease(cp_shared->lock);
-	if (paused != NIL)
-		cp_wake_launcher();
 	return paused;
 }
 
-/* Wait (10 s at most) until the database's workers have exited. */
+/* Whether a worker of a slot is connected to the database (lock held). */
+static bool
+worker_in_database(const CpProcSlot *proc, Oid dboid)
+{
+	return proc->dboid == dboid && cp_slot_has_worker(proc);
+}
+
+/* Wait (10 s at most) until the database's workers and probe have exited. */
 static void
 wait_for_database_workers(Oid dboid)
 {
@@ -82,12 +88,11 @@ wait_for_database_workers(Oid dboid)
 
 		LWLockAcquire(cp_shared->lock, LW_SHARED);
 		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			CpSyncSlot *slot = &cp_shared->slots[i];
-
-			if (slot->in_use && slot->dboid == dboid && slot->launched)
+			if (worker_in_database(&cp_shared->slots[i].proc, dboid))
 				alive = true;
-		}
+		for (int i = 0; i < CP_PROBE_SLOTS; i++)
+			if (worker_in_database(&cp_shared->probes[i].proc, dboid))
+				alive = true;
 		LWLockRelease(cp_shared->lock);
 		if (!alive || GetCurrentTimestamp() >= deadline)
 			break;
@@ -108,13 +113,9 @@ resume_database(Oid dboid, List *paused)
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	foreach(lc, paused)
 	{
-		CpSyncSlot *slot = cp_slot_claim(dboid, lfirst(lc));
-
-		if (slot == NULL)
+		if (cp_sync_slot_start(dboid, lfirst(lc), false) == NULL)
 			break;				/* all slots taken meanwhile: the next
 								 * start_sync or server start finds it */
-		slot->should_run = true;
-		slot->kick = true;
 	}
 	LWLockRelease(cp_shared->lock);
 	cp_wake_launcher();
