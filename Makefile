@@ -35,11 +35,13 @@ OBJS = \
 	src/oauth.o \
 	src/output_plugin.o \
 	src/preview.o \
+	src/probe.o \
 	src/shmem.o \
 	src/status.o \
 	src/stream.o \
 	src/test_point.o \
 	src/thread.o \
+	src/utility_hook.o \
 	src/worker.o
 
 # The install script is built from sql/install/*.sql, one file per concern,

@@ -18,6 +18,7 @@
 #include "launcher.h"
 #include "shmem.h"
 #include "test_point.h"
+#include "utility_hook.h"
 
 PG_MODULE_MAGIC;
 
@@ -67,4 +68,5 @@ _PG_init(void)
 		cp_register_launcher();
 	}
 	cp_launcher_init_backend_hooks();
+	cp_utility_hook_init();
 }

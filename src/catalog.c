@@ -17,8 +17,10 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -48,9 +50,13 @@ static Oid	session_role;
 static int	session_sec_context;
 
 void
-cp_catalog_set_role(Oid role)
+cp_catalog_connect(Oid dboid)
 {
-	catalog_role = role;
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	catalog_role = GetUserId();
+
+	/* our queries name every object with its schema */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 }
 
 /*
