@@ -33,7 +33,8 @@ OBJS = \
 	src/status.o \
 	src/stream.o \
 	src/test_point.o \
-	src/worker.o
+	src/worker.o \
+	src/xact.o
 
 # The install script is built from sql/install/*.sql, one file per concern,
 # concatenated in name order.

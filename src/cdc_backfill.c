@@ -67,6 +67,7 @@
 #include "cdc_sync.h"
 #include "compat.h"
 #include "stream.h"
+#include "xact.h"
 
 /*
  * Changes of the backfilled table noted before the notes overflow (about
@@ -88,7 +89,7 @@ void
 cp_cdc_backfill_init(CpRun *run)
 {
 	CpCdcRun   *cdc = run->cdc;
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller;
 
 	cdc->touchcxt = AllocSetContextCreate(run->mcxt, "calabi_push backfill notes",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -96,7 +97,7 @@ cp_cdc_backfill_init(CpRun *run)
 										   ALLOCSET_DEFAULT_SIZES);
 	cdc->chunk.state = CP_CHUNK_NONE;
 
-	StartTransactionCommand();
+	caller = cp_xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int i = 0; i < run->nstreams; i++)
 	{
@@ -116,8 +117,7 @@ cp_cdc_backfill_init(CpRun *run)
 		relation_close(rel, NoLock);
 	}
 	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	cp_xact_commit(caller);
 }
 
 /* Whether the acknowledged read of s used the key it has now. */

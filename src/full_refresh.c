@@ -53,30 +53,10 @@
 
 #include "stream.h"
 #include "worker.h"
+#include "xact.h"
 
 /* rows fetched from a held cursor at a time, so a byte limit can stop us */
 #define CURSOR_PIECE_ROWS 100
-
-/*
- * A transaction of our own; committing one leaves CurrentMemoryContext at
- * TopMemoryContext, so give the caller its context back (else whatever it
- * allocates next lives as long as the process).
- */
-static MemoryContext
-xact_start(void)
-{
-	MemoryContext caller = CurrentMemoryContext;
-
-	StartTransactionCommand();
-	return caller;
-}
-
-static void
-xact_commit(MemoryContext caller)
-{
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
-}
 
 static Oid
 current_relfilenode(Oid relid)
@@ -503,7 +483,7 @@ prepare_stream(CpRun *run, int idx)
 	s->too_large = NULL;
 	batch = run->batch;			/* after the flush: it swaps the buffers */
 
-	caller = xact_start();
+	caller = cp_xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = cp_stream_run_open(run, s);
 	cp_stream_run_describe(run, idx, rel);
@@ -531,7 +511,7 @@ prepare_stream(CpRun *run, int idx)
 
 	relation_close(rel, NoLock);
 	PopActiveSnapshot();
-	xact_commit(caller);
+	cp_xact_commit(caller);
 	MemoryContextReset(run->chunkcxt);
 }
 
@@ -829,7 +809,7 @@ open_cursor(CpRun *run, CpStreamRun *s)
 	options.cursorOptions = CURSOR_OPT_HOLD | CURSOR_OPT_NO_SCROLL;
 	options.read_only = true;
 
-	caller = xact_start();
+	caller = cp_xact_start();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
@@ -838,7 +818,7 @@ open_cursor(CpRun *run, CpStreamRun *s)
 		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
 	SPI_finish();
 	PopActiveSnapshot();
-	xact_commit(caller);		/* an error here aborts and restores the user */
+	cp_xact_commit(caller);		/* an error here aborts and restores the user */
 	SetUserIdAndSecContext(save_userid, save_sec);
 	s->cursor_open = true;
 }
@@ -895,11 +875,11 @@ close_cursor(CpStreamRun *s)
 
 	if (!s->cursor_open)
 		return;
-	caller = xact_start();
+	caller = cp_xact_start();
 	portal = GetPortalByName(s->cursor_name);
 	if (PortalIsValid(portal))
 		PortalDrop(portal, false);
-	xact_commit(caller);
+	cp_xact_commit(caller);
 	s->cursor_open = false;
 }
 
@@ -930,10 +910,10 @@ begin_read(CpRun *run, int idx)
 	s->after = NIL;
 	if (s->keyset)
 	{
-		MemoryContext caller = xact_start();
+		MemoryContext caller = cp_xact_start();
 
 		s->relfilenode = current_relfilenode(s->def->relid);
-		xact_commit(caller);
+		cp_xact_commit(caller);
 	}
 	emit_control(run, idx, "refresh_start", "reading");
 }
@@ -977,7 +957,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		if (!s->keyset && !s->cursor_open)
 			open_cursor(run, s);
 
-		caller = xact_start();
+		caller = cp_xact_start();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		nestlevel = cp_encoder_pin_settings();
@@ -992,7 +972,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		cp_encoder_unpin_settings(nestlevel);
 		SPI_finish();
 		PopActiveSnapshot();
-		xact_commit(caller);
+		cp_xact_commit(caller);
 		MemoryContextReset(run->chunkcxt);
 
 		if (s->too_large != NULL)
