@@ -29,6 +29,7 @@ OBJS = \
 	src/management.o \
 	src/output_plugin.o \
 	src/preview.o \
+	src/protocol.o \
 	src/shmem.o \
 	src/status.o \
 	src/stream.o \

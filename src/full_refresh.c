@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "protocol.h"
 #include "stream.h"
 #include "worker.h"
 #include "xact.h"
@@ -87,38 +88,6 @@ cp_stream_run_open(CpRun *run, CpStreamRun *s)
 	return cp_stream_open(s->def->relid, run->sync->run_as);
 }
 
-static void
-append_state(StringInfo buf, CpStreamRun *s, const char *phase)
-{
-	ListCell   *lc;
-
-	appendStringInfo(buf, "{\"method\":\"full_refresh\",\"generation\":" INT64_FORMAT
-					 ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
-					 s->generation, phase, s->rows);
-	if (s->keyset && strcmp(phase, "reading") == 0)
-	{
-		/* the key's columns: a resumed read must use the same key */
-		appendStringInfoString(buf, ",\"key\":[");
-		for (int k = 0; k < s->nkeys; k++)
-		{
-			if (k > 0)
-				appendStringInfoChar(buf, ',');
-			cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
-		}
-		appendStringInfo(buf, "],\"relfilenode\":%u,\"after\":[", s->relfilenode);
-		foreach(lc, s->after)
-		{
-			const char *value = lfirst(lc);
-
-			if (foreach_current_index(lc) > 0)
-				appendStringInfoChar(buf, ',');
-			cp_append_json_string(buf, value, strlen(value));
-		}
-		appendStringInfoChar(buf, ']');
-	}
-	appendStringInfoChar(buf, '}');
-}
-
 /* A line that moves the stream's state: a CONTROL, or nothing (append). */
 static void
 emit_control(CpRun *run, int idx, const char *kind, const char *phase)
@@ -128,14 +97,13 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	StringInfoData state;
 
 	initStringInfo(&state);
-	append_state(&state, s, phase);
+	cp_protocol_full_refresh_state(&state, s, phase);
 	if (run->overwrite)
 	{
 		int			start = cp_batch_line_begin(batch);
 
-		appendStringInfo(&batch->lines,
-						 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
-						 INT64_FORMAT "}}", kind, s->control_names, s->generation);
+		cp_protocol_append_control(&batch->lines, kind, s->control_names,
+								   s->generation, InvalidXLogRecPtr);
 		cp_batch_line_end(batch, start, idx, false);
 		cp_batch_set_state(batch, state.data, state.len);
 	}
@@ -381,7 +349,6 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 {
 	CpStreamRun *s = &run->streams[idx];
 	List	   *pk;
-	StringInfoData buf;
 	MemoryContext oldcontext;
 
 	if (s->mcxt == NULL)
@@ -393,25 +360,10 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 	s->relname = pstrdup(RelationGetRelationName(rel));
 	s->select_query = cp_stream_select_query(rel);
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"namespace\":");
-	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
-	appendStringInfoString(&buf, ",\"name\":");
-	cp_append_json_string(&buf, s->relname, strlen(s->relname));
-	s->names_json = pstrdup(buf.data);
+	s->names_json = cp_protocol_state_names(s->nspname, s->relname);
 	run->stream_names[idx] = s->names_json;
-
-	/* CONTROL and RECORD messages name it "stream", STATE and STREAM "name" */
-	resetStringInfo(&buf);
-	appendStringInfoString(&buf, "\"namespace\":");
-	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
-	appendStringInfoString(&buf, ",\"stream\":");
-	cp_append_json_string(&buf, s->relname, strlen(s->relname));
-	s->control_names = pstrdup(buf.data);
-
-	s->record_prefix = psprintf("{\"type\":\"RECORD\",\"record\":{%s,\"emitted_at\":",
-								s->control_names);
-	pfree(buf.data);
+	s->control_names = cp_protocol_message_names(s->nspname, s->relname);
+	s->record_prefix = cp_protocol_record_prefix(s->control_names);
 
 	/* keyset needs a key and a relation that has rows of its own */
 	pk = (rel->rd_rel->relkind == RELKIND_RELATION ||
@@ -494,18 +446,8 @@ prepare_stream(CpRun *run, int idx)
 	/* the STREAM message, sent in every run before the stream's records */
 	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
 	start = cp_batch_line_begin(batch);
-	appendStringInfoString(&batch->lines, "{\"type\":\"STREAM\",\"stream\":");
-	{
-		StringInfoData extra;
-
-		initStringInfo(&extra);
-		appendStringInfo(&extra,
-						 "\"sync_mode\":\"full_refresh\",\"destination_sync_mode\":\"%s\","
-						 "\"method\":\"full_refresh\"", run->sync->mode);
-		cp_stream_append_object(&batch->lines, rel, schema_enc, extra.data);
-		pfree(extra.data);
-	}
-	appendStringInfoChar(&batch->lines, '}');
+	cp_protocol_append_stream(&batch->lines, rel, schema_enc, "full_refresh",
+							  run->sync->mode, NULL);
 	cp_batch_line_end(batch, start, idx, false);
 	MemoryContextSwitchTo(oldcontext);
 
@@ -523,8 +465,7 @@ static void
 record_head(CpStreamRun *s, StringInfo head)
 {
 	initStringInfo(head);
-	appendStringInfo(head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-					 cp_unix_ms(GetCurrentTimestamp()));
+	cp_protocol_record_head(head, s->record_prefix, GetCurrentTimestamp());
 }
 
 void
@@ -651,7 +592,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	if (s->keyset)
 		cp_stream_run_remember_key(run, s, values);
 	resetStringInfo(state);
-	append_state(state, s, "reading");
+	cp_protocol_full_refresh_state(state, s, "reading");
 	cp_batch_set_state(batch, state->data, state->len);
 	return true;
 }
