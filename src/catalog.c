@@ -28,6 +28,7 @@
 
 #include "catalog.h"
 #include "worker.h"
+#include "xact.h"
 
 /* Defaults for options a sync or destination left out. */
 #define DEFAULT_BATCH_ROWS			10000
@@ -38,11 +39,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS	10000
 #define DEFAULT_REQUEST_TIMEOUT_MS	60000
 
-/*
- * Each function here runs one transaction.  Committing leaves
- * CurrentMemoryContext at TopMemoryContext: end() gives the caller its own
- * back, so that what it allocates next is not kept for the process's life.
- */
+/* Each function here runs one transaction: the caller's context, for end(). */
 static MemoryContext caller_context = NULL;
 
 static Oid	catalog_role = InvalidOid;
@@ -66,9 +63,8 @@ cp_catalog_connect(Oid dboid)
 static void
 begin(void)
 {
-	caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	caller_context = cp_xact_start();
 	GetUserIdAndSecContext(&session_role, &session_sec_context);
 	if (OidIsValid(catalog_role))
 		SetUserIdAndSecContext(catalog_role,
@@ -85,8 +81,7 @@ end(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	SetUserIdAndSecContext(session_role, session_sec_context);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller_context);
+	cp_xact_commit(caller_context);
 	pgstat_report_stat(false);
 }
 

@@ -66,7 +66,9 @@
 #include "cdc_relcache.h"
 #include "cdc_sync.h"
 #include "compat.h"
+#include "protocol.h"
 #include "stream.h"
+#include "xact.h"
 
 /*
  * Changes of the backfilled table noted before the notes overflow (about
@@ -88,7 +90,7 @@ void
 cp_cdc_backfill_init(CpRun *run)
 {
 	CpCdcRun   *cdc = run->cdc;
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller;
 
 	cdc->touchcxt = AllocSetContextCreate(run->mcxt, "calabi_push backfill notes",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -96,7 +98,7 @@ cp_cdc_backfill_init(CpRun *run)
 										   ALLOCSET_DEFAULT_SIZES);
 	cdc->chunk.state = CP_CHUNK_NONE;
 
-	StartTransactionCommand();
+	caller = cp_xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int i = 0; i < run->nstreams; i++)
 	{
@@ -116,8 +118,7 @@ cp_cdc_backfill_init(CpRun *run)
 		relation_close(rel, NoLock);
 	}
 	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	cp_xact_commit(caller);
 }
 
 /* Whether the acknowledged read of s used the key it has now. */
@@ -139,12 +140,9 @@ append_control(CpRun *run, int idx, const char *kind)
 	CpBatch    *batch = run->batch;
 	int			start = cp_batch_line_begin(batch);
 
-	appendStringInfo(&batch->lines,
-					 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
-					 INT64_FORMAT, kind, s->control_names, s->generation);
-	if (strcmp(kind, "refresh_start") == 0)
-		appendStringInfo(&batch->lines, ",\"lsn\":" UINT64_FORMAT, (uint64) s->refresh_lsn);
-	appendStringInfoString(&batch->lines, "}}");
+	cp_protocol_append_control(&batch->lines, kind, s->control_names, s->generation,
+							   strcmp(kind, "refresh_start") == 0 ?
+							   s->refresh_lsn : InvalidXLogRecPtr);
 	cp_batch_line_end(batch, start, idx, false);
 }
 
@@ -211,35 +209,8 @@ cp_cdc_backfill_wants_chunk(CpRun *run)
 void
 cp_cdc_backfill_state(CpRun *run, int idx, StringInfo buf)
 {
-	CpStreamRun *s = &run->streams[idx];
-	const char *phase = s->def->phase;
-	ListCell   *lc;
-
-	appendStringInfo(buf, "{\"method\":\"cdc\",\"lsn\":" UINT64_FORMAT
-					 ",\"generation\":" INT64_FORMAT ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
-					 (uint64) run->cdc->decoded_lsn, s->generation, phase, s->rows);
-	if (strcmp(phase, "reading") != 0)
-	{
-		appendStringInfoChar(buf, '}');
-		return;
-	}
-	appendStringInfoString(buf, ",\"key\":[");
-	for (int k = 0; k < s->nkeys; k++)
-	{
-		if (k > 0)
-			appendStringInfoChar(buf, ',');
-		cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
-	}
-	appendStringInfoString(buf, "],\"after\":[");
-	foreach(lc, s->after)
-	{
-		const char *value = lfirst(lc);
-
-		if (foreach_current_index(lc) > 0)
-			appendStringInfoChar(buf, ',');
-		cp_append_json_string(buf, value, strlen(value));
-	}
-	appendStringInfo(buf, "],\"refresh_lsn\":" UINT64_FORMAT "}", (uint64) s->refresh_lsn);
+	cp_protocol_cdc_state(buf, &run->streams[idx], run->streams[idx].def->phase,
+						  run->cdc->decoded_lsn);
 }
 
 void
@@ -483,8 +454,7 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 						key_idx[k] = i;
 		}
 		initStringInfo(&head);
-		appendStringInfo(&head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-						 cp_unix_ms(chunk->read_at));
+		cp_protocol_record_head(&head, s->record_prefix, chunk->read_at);
 		initStringInfo(&key);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
@@ -740,9 +710,9 @@ cp_cdc_backfill_place_chunk(CpRun *run)
 
 	/* what closes each row: its position, the read time, not deleted */
 	initStringInfo(&members);
-	appendStringInfo(&members, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":%s"
-					 ",\"_calabi_cdc_deleted_at\":null}}}",
-					 (uint64) chunk->watermark_lsn, chunk->read_at_text);
+	cp_protocol_cdc_members(&members, chunk->watermark_lsn, chunk->read_at_text,
+							strlen(chunk->read_at_text));
+	appendStringInfoString(&members, "null}}}");
 
 	for (int r = 0; r < chunk->nrows; r++)
 	{

@@ -35,6 +35,7 @@
 #include "cdc_relcache.h"
 #include "compat.h"
 #include "encoder.h"
+#include "protocol.h"
 #include "stream.h"
 
 /* The encoder of _calabi_cdc_updated_at/_deleted_at values, made once. */
@@ -82,19 +83,20 @@ prepare_members(CpCdcTxn *txn)
 	txn->time_len = buf.len;
 
 	resetStringInfo(&buf);
-	appendStringInfo(&buf, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":",
-					 (uint64) txn->end_lsn);
-	appendBinaryStringInfo(&buf, txn->time, txn->time_len);
-	appendStringInfoString(&buf, ",\"_calabi_cdc_deleted_at\":");
+	cp_protocol_cdc_members(&buf, txn->end_lsn, txn->time, txn->time_len);
 	if (buf.len >= (int) sizeof(txn->members))
 		elog(ERROR, "CDC members text too long: %s", buf.data);
 	memcpy(txn->members, buf.data, buf.len);
 	txn->members_len = buf.len;
-	pfree(buf.data);
 
 	/* read when the transaction is replayed: one clock reading for all */
-	txn->emitted_len = snprintf(txn->emitted, sizeof(txn->emitted),
-								INT64_FORMAT ",\"data\":", cp_unix_ms(GetCurrentTimestamp()));
+	resetStringInfo(&buf);
+	cp_protocol_record_emitted(&buf, GetCurrentTimestamp());
+	if (buf.len >= (int) sizeof(txn->emitted))
+		elog(ERROR, "emitted_at text too long: %s", buf.data);
+	memcpy(txn->emitted, buf.data, buf.len);
+	txn->emitted_len = buf.len;
+	pfree(buf.data);
 	txn->members_ready = true;
 }
 
@@ -321,7 +323,7 @@ report_key(CpCdcTxn *txn, const CpCdcRelation *entry, const Datum *values,
 
 int
 cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
-					 ReorderBufferChange *change)
+					 ReorderBufferChange *change, int *nrecords)
 {
 	CpCdcRelation *entry;
 	TupleDesc	desc;
@@ -332,7 +334,9 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 	Datum	   *oldvals;
 	bool	   *oldnulls;
 	int			nlines;
+	int			nstream;
 
+	*nrecords = 0;
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
@@ -364,7 +368,7 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 						RelationGetRelationName(rel))));
 
 	pin_settings_for(txn, entry);
-	nlines = append_stream_if_owed(out, entry);
+	nstream = nlines = append_stream_if_owed(out, entry);
 
 	switch (change->action)
 	{
@@ -425,6 +429,7 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 		default:
 			break;
 	}
+	*nrecords = nlines - nstream;
 	return nlines;
 }
 
@@ -445,6 +450,6 @@ cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
 	if (txn->on_key != NULL && txn->watch_relid == entry->relid)
 		txn->on_key(txn->on_key_arg, NULL, 0, false);
 	appendBinaryStringInfo(out, entry->truncate_prefix, entry->truncate_prefix_len);
-	appendStringInfo(out, UINT64_FORMAT "}}\n", (uint64) txn->end_lsn);
+	cp_protocol_append_truncate_end(out, txn->end_lsn);
 	return nlines + 1;
 }

@@ -94,10 +94,11 @@ extern void cp_cdc_txn_end(CpCdcTxn *txn);
 /*
  * Append the lines of one insert, update or delete of rel (any other action,
  * or a relation the session does not emit, appends nothing).  Returns the
- * number of lines appended.
+ * number of lines appended; *nrecords says how many of them, the last
+ * ones, are RECORDs (a STREAM line may precede them).
  */
 extern int	cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
-								 ReorderBufferChange *change);
+								 ReorderBufferChange *change, int *nrecords);
 
 /*
  * A timestamptz as the _calabi_cdc_* members carry it.  The first call

@@ -34,6 +34,7 @@
 #include "cdc_decoder.h"
 #include "cdc_relcache.h"
 #include "compat.h"
+#include "xact.h"
 
 struct CpDecoder
 {
@@ -113,16 +114,14 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 	 */
 	if (decoder->catalog_used)
 	{
-		MemoryContext caller = CurrentMemoryContext;
-
 		/* rebuilding the nailed relcache entries needs a transaction */
-		StartTransactionCommand();
+		MemoryContext caller = cp_xact_start();
+
 		/* a reset, not a change: it asks the sync for no check */
 		cp_cdc_relcache_ignore_resets(true);
 		InvalidateSystemCaches();
 		cp_cdc_relcache_ignore_resets(false);
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(caller);
+		cp_xact_commit(caller);
 		decoder->catalog_used = false;
 	}
 

@@ -376,7 +376,7 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 }
 
 static void
-sink_lines(void *arg, Oid relid, StringInfo buf, int start)
+sink_lines(void *arg, Oid relid, StringInfo buf, int start, int nlines, int nrecords)
 {
 	CpRun	   *run = arg;
 	CpCdcRun   *cdc = run->cdc;
@@ -384,6 +384,7 @@ sink_lines(void *arg, Oid relid, StringInfo buf, int start)
 	CpBatch    *batch = run->batch;
 	const char *p = buf->data + start;
 	const char *end = buf->data + buf->len;
+	int			line = 0;
 
 	Assert(buf == &batch->lines);
 	if (idx < 0)
@@ -398,14 +399,13 @@ sink_lines(void *arg, Oid relid, StringInfo buf, int start)
 	{
 		const char *nl = memchr(p, '\n', end - p);
 		const char *next = nl != NULL ? nl + 1 : end;
-		static const char record[] = "{\"type\":\"RECORD\"";
 
 		Assert(nl != NULL);
 		cp_batch_line_written(batch, p - buf->data, next - p, idx,
-							  next - p > (int) sizeof(record) &&
-							  memcmp(p, record, sizeof(record) - 1) == 0);
+							  line++ >= nlines - nrecords);
 		p = next;
 	}
+	Assert(line == nlines);
 	cdc->txn_touched[idx] = true;
 
 	if (cp_delivery_batch_at_limit(run))

@@ -51,32 +51,13 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "protocol.h"
 #include "stream.h"
 #include "worker.h"
+#include "xact.h"
 
 /* rows fetched from a held cursor at a time, so a byte limit can stop us */
 #define CURSOR_PIECE_ROWS 100
-
-/*
- * A transaction of our own; committing one leaves CurrentMemoryContext at
- * TopMemoryContext, so give the caller its context back (else whatever it
- * allocates next lives as long as the process).
- */
-static MemoryContext
-xact_start(void)
-{
-	MemoryContext caller = CurrentMemoryContext;
-
-	StartTransactionCommand();
-	return caller;
-}
-
-static void
-xact_commit(MemoryContext caller)
-{
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
-}
 
 static Oid
 current_relfilenode(Oid relid)
@@ -107,38 +88,6 @@ cp_stream_run_open(CpRun *run, CpStreamRun *s)
 	return cp_stream_open(s->def->relid, run->sync->run_as);
 }
 
-static void
-append_state(StringInfo buf, CpStreamRun *s, const char *phase)
-{
-	ListCell   *lc;
-
-	appendStringInfo(buf, "{\"method\":\"full_refresh\",\"generation\":" INT64_FORMAT
-					 ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
-					 s->generation, phase, s->rows);
-	if (s->keyset && strcmp(phase, "reading") == 0)
-	{
-		/* the key's columns: a resumed read must use the same key */
-		appendStringInfoString(buf, ",\"key\":[");
-		for (int k = 0; k < s->nkeys; k++)
-		{
-			if (k > 0)
-				appendStringInfoChar(buf, ',');
-			cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
-		}
-		appendStringInfo(buf, "],\"relfilenode\":%u,\"after\":[", s->relfilenode);
-		foreach(lc, s->after)
-		{
-			const char *value = lfirst(lc);
-
-			if (foreach_current_index(lc) > 0)
-				appendStringInfoChar(buf, ',');
-			cp_append_json_string(buf, value, strlen(value));
-		}
-		appendStringInfoChar(buf, ']');
-	}
-	appendStringInfoChar(buf, '}');
-}
-
 /* A line that moves the stream's state: a CONTROL, or nothing (append). */
 static void
 emit_control(CpRun *run, int idx, const char *kind, const char *phase)
@@ -148,14 +97,13 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	StringInfoData state;
 
 	initStringInfo(&state);
-	append_state(&state, s, phase);
+	cp_protocol_full_refresh_state(&state, s, phase);
 	if (run->overwrite)
 	{
 		int			start = cp_batch_line_begin(batch);
 
-		appendStringInfo(&batch->lines,
-						 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
-						 INT64_FORMAT "}}", kind, s->control_names, s->generation);
+		cp_protocol_append_control(&batch->lines, kind, s->control_names,
+								   s->generation, InvalidXLogRecPtr);
 		cp_batch_line_end(batch, start, idx, false);
 		cp_batch_set_state(batch, state.data, state.len);
 	}
@@ -401,7 +349,6 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 {
 	CpStreamRun *s = &run->streams[idx];
 	List	   *pk;
-	StringInfoData buf;
 	MemoryContext oldcontext;
 
 	if (s->mcxt == NULL)
@@ -413,25 +360,10 @@ cp_stream_run_describe(CpRun *run, int idx, Relation rel)
 	s->relname = pstrdup(RelationGetRelationName(rel));
 	s->select_query = cp_stream_select_query(rel);
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"namespace\":");
-	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
-	appendStringInfoString(&buf, ",\"name\":");
-	cp_append_json_string(&buf, s->relname, strlen(s->relname));
-	s->names_json = pstrdup(buf.data);
+	s->names_json = cp_protocol_state_names(s->nspname, s->relname);
 	run->stream_names[idx] = s->names_json;
-
-	/* CONTROL and RECORD messages name it "stream", STATE and STREAM "name" */
-	resetStringInfo(&buf);
-	appendStringInfoString(&buf, "\"namespace\":");
-	cp_append_json_string(&buf, s->nspname, strlen(s->nspname));
-	appendStringInfoString(&buf, ",\"stream\":");
-	cp_append_json_string(&buf, s->relname, strlen(s->relname));
-	s->control_names = pstrdup(buf.data);
-
-	s->record_prefix = psprintf("{\"type\":\"RECORD\",\"record\":{%s,\"emitted_at\":",
-								s->control_names);
-	pfree(buf.data);
+	s->control_names = cp_protocol_message_names(s->nspname, s->relname);
+	s->record_prefix = cp_protocol_record_prefix(s->control_names);
 
 	/* keyset needs a key and a relation that has rows of its own */
 	pk = (rel->rd_rel->relkind == RELKIND_RELATION ||
@@ -503,7 +435,7 @@ prepare_stream(CpRun *run, int idx)
 	s->too_large = NULL;
 	batch = run->batch;			/* after the flush: it swaps the buffers */
 
-	caller = xact_start();
+	caller = cp_xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = cp_stream_run_open(run, s);
 	cp_stream_run_describe(run, idx, rel);
@@ -514,24 +446,14 @@ prepare_stream(CpRun *run, int idx)
 	/* the STREAM message, sent in every run before the stream's records */
 	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
 	start = cp_batch_line_begin(batch);
-	appendStringInfoString(&batch->lines, "{\"type\":\"STREAM\",\"stream\":");
-	{
-		StringInfoData extra;
-
-		initStringInfo(&extra);
-		appendStringInfo(&extra,
-						 "\"sync_mode\":\"full_refresh\",\"destination_sync_mode\":\"%s\","
-						 "\"method\":\"full_refresh\"", run->sync->mode);
-		cp_stream_append_object(&batch->lines, rel, schema_enc, extra.data);
-		pfree(extra.data);
-	}
-	appendStringInfoChar(&batch->lines, '}');
+	cp_protocol_append_stream(&batch->lines, rel, schema_enc, "full_refresh",
+							  run->sync->mode, NULL);
 	cp_batch_line_end(batch, start, idx, false);
 	MemoryContextSwitchTo(oldcontext);
 
 	relation_close(rel, NoLock);
 	PopActiveSnapshot();
-	xact_commit(caller);
+	cp_xact_commit(caller);
 	MemoryContextReset(run->chunkcxt);
 }
 
@@ -543,8 +465,7 @@ static void
 record_head(CpStreamRun *s, StringInfo head)
 {
 	initStringInfo(head);
-	appendStringInfo(head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-					 cp_unix_ms(GetCurrentTimestamp()));
+	cp_protocol_record_head(head, s->record_prefix, GetCurrentTimestamp());
 }
 
 void
@@ -671,7 +592,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	if (s->keyset)
 		cp_stream_run_remember_key(run, s, values);
 	resetStringInfo(state);
-	append_state(state, s, "reading");
+	cp_protocol_full_refresh_state(state, s, "reading");
 	cp_batch_set_state(batch, state->data, state->len);
 	return true;
 }
@@ -829,7 +750,7 @@ open_cursor(CpRun *run, CpStreamRun *s)
 	options.cursorOptions = CURSOR_OPT_HOLD | CURSOR_OPT_NO_SCROLL;
 	options.read_only = true;
 
-	caller = xact_start();
+	caller = cp_xact_start();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
@@ -838,7 +759,7 @@ open_cursor(CpRun *run, CpStreamRun *s)
 		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
 	SPI_finish();
 	PopActiveSnapshot();
-	xact_commit(caller);		/* an error here aborts and restores the user */
+	cp_xact_commit(caller);		/* an error here aborts and restores the user */
 	SetUserIdAndSecContext(save_userid, save_sec);
 	s->cursor_open = true;
 }
@@ -895,11 +816,11 @@ close_cursor(CpStreamRun *s)
 
 	if (!s->cursor_open)
 		return;
-	caller = xact_start();
+	caller = cp_xact_start();
 	portal = GetPortalByName(s->cursor_name);
 	if (PortalIsValid(portal))
 		PortalDrop(portal, false);
-	xact_commit(caller);
+	cp_xact_commit(caller);
 	s->cursor_open = false;
 }
 
@@ -930,10 +851,10 @@ begin_read(CpRun *run, int idx)
 	s->after = NIL;
 	if (s->keyset)
 	{
-		MemoryContext caller = xact_start();
+		MemoryContext caller = cp_xact_start();
 
 		s->relfilenode = current_relfilenode(s->def->relid);
-		xact_commit(caller);
+		cp_xact_commit(caller);
 	}
 	emit_control(run, idx, "refresh_start", "reading");
 }
@@ -977,7 +898,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		if (!s->keyset && !s->cursor_open)
 			open_cursor(run, s);
 
-		caller = xact_start();
+		caller = cp_xact_start();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		nestlevel = cp_encoder_pin_settings();
@@ -992,7 +913,7 @@ cp_full_refresh_stream(CpRun *run, int idx)
 		cp_encoder_unpin_settings(nestlevel);
 		SPI_finish();
 		PopActiveSnapshot();
-		xact_commit(caller);
+		cp_xact_commit(caller);
 		MemoryContextReset(run->chunkcxt);
 
 		if (s->too_large != NULL)

@@ -30,7 +30,7 @@ typedef struct CpStreamRun
 	char	   *relname;
 	char	   *names_json;		/* "namespace":..,"name":.. */
 	char	   *control_names;	/* "namespace":..,"stream":.. */
-	char	   *record_prefix;	/* {"type":"RECORD","record":{...,"emitted_at": */
+	char	   *record_prefix;	/* a RECORD up to its emitted_at (protocol.h) */
 	char	   *select_query;	/* SELECT * FROM [ONLY] rel */
 
 	/* how it is read: keyset pagination on a key, or a held cursor */
