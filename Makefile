@@ -28,6 +28,7 @@ OBJS = \
 	src/launcher.o \
 	src/management.o \
 	src/output_plugin.o \
+	src/oversize.o \
 	src/preview.o \
 	src/shmem.o \
 	src/status.o \
