@@ -631,7 +631,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	heap_deform_tuple(tuple, desc, values, isnull);
 	appendBinaryStringInfo(&batch->lines, head->data, head->len);
 	/* the line: head, row, "}}\n" */
-	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull,
+	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull, NULL,
 							   run->sync->batch_bytes - head->len - 3))
 	{
 		batch->lines.len = start;
