@@ -462,7 +462,7 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 
 			heap_deform_tuple(SPI_tuptable->vals[r], desc, values, isnull);
 			appendBinaryStringInfo(&chunk->rows, head.data, head.len);
-			if (!cp_encode_row_bounded(enc, &chunk->rows, values, isnull,
+			if (!cp_encode_row_bounded(enc, &chunk->rows, values, isnull, NULL,
 									   run->sync->batch_bytes - head.len - PLACED_MEMBERS_MAX))
 			{
 				chunk->rows.len = start;

@@ -349,6 +349,66 @@ sink_violation(void *arg, Relation rel, int violation)
 					(CpCdcViolation) violation);
 }
 
+/* ---- a change too large to send ---- */
+
+/*
+ * A decoded change whose record would exceed batch_bytes: cdc_change.c sent
+ * nothing of it, nor sends anything after it in its transaction.  Noted
+ * here (names under the catalog of the change), and decoding stops after
+ * that transaction's commit, which is not counted as decoded: its position
+ * is never reached.
+ */
+static void
+sink_too_large(void *arg, Relation rel, XLogRecPtr lsn, const char *key,
+			   int64 bytes)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	MemoryContext oldcxt;
+	const char *nspname = get_namespace_name(RelationGetNamespace(rel));
+	CpCdcTooLarge *t;
+
+	if (cdc->too_large != NULL)
+		return;					/* the first one is the one to report */
+	oldcxt = MemoryContextSwitchTo(run->mcxt);
+	t = palloc0(sizeof(CpCdcTooLarge));
+	t->nspname = pstrdup(nspname != NULL ? nspname : "?");
+	t->relname = pstrdup(RelationGetRelationName(rel));
+	t->key = pstrdup(key);
+	t->bytes = bytes;
+	t->lsn = lsn;
+	t->xid = cdc->txn_xid;
+	t->txn_end = cdc->txn_end;
+	MemoryContextSwitchTo(oldcxt);
+	cdc->too_large = t;
+}
+
+/*
+ * Decoding stopped after the transaction of a change too large to send:
+ * deliver and checkpoint what came before it (the slot's position stays
+ * before that transaction, which is decoded again at the next start), then
+ * stop the sync.  Retrying could only meet the same change again.
+ */
+static void
+stop_too_large(CpRun *run)
+{
+	const CpCdcTooLarge *t = run->cdc->too_large;
+	const char *sync = run->sync->name;
+
+	cp_delivery_flush(run, true);
+	cp_worker_stop_on_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s%s of \"%s\".\"%s\" at %X/%X is too large to send: its record would exceed batch_bytes (%d bytes); its values take " INT64_FORMAT " bytes before encoding",
+					t->key[0] != '\0' ? "change " : "a change", t->key,
+					t->nspname, t->relname, LSN_FORMAT_ARGS(t->lsn),
+					run->sync->batch_bytes, t->bytes),
+			 errdetail("A record is never split across batches; text escapes up to six times its size in JSON, bytea to twice.  Every change before it was delivered; the sync's position stays before its transaction (xid %u, ending at %X/%X), so start_sync meets it again.",
+					   t->xid, LSN_FORMAT_ARGS(t->txn_end)),
+			 errhint("Create the sync again with a larger batch_bytes (at most 256MB), which reads every table again; or make the value smaller (or drop its column), then SELECT calabi_push.resync('%s'); which reads every table again through a new slot that begins after the change.",
+					 sync)));
+}
+
 /* ---- the sink: called by the output plugin while decoding ---- */
 
 static void
@@ -365,6 +425,9 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 
 	ctxn->on_violation = sink_violation;
 	ctxn->on_violation_arg = run;
+	ctxn->max_record_bytes = run->sync->batch_bytes;
+	ctxn->on_too_large = sink_too_large;
+	ctxn->on_too_large_arg = run;
 
 	/* a backfill watches the keys its table's changes touch */
 	if (cdc->backfill_stream >= 0)
@@ -449,6 +512,9 @@ sink_commit(void *arg, ReorderBufferTXN *txn)
 	CpCdcRun   *cdc = run->cdc;
 	bool		any = false;
 
+	/* not reached: a change of it was too large (what it sent is partial) */
+	if (cdc->too_large != NULL)
+		return;
 	cdc->decoded_lsn = cdc->txn_end;
 	for (int i = 0; i < run->nstreams; i++)
 		if (cdc->txn_touched[i])
@@ -496,7 +562,8 @@ stop_decoding(void *arg)
 {
 	CpRun	   *run = arg;
 
-	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending;
+	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending ||
+		run->cdc->too_large != NULL;
 }
 
 /* ---- the loop ---- */
@@ -688,6 +755,8 @@ cp_cdc_run(CpRun *run)
 		/* what was decoded and waits for the endpoint counts now */
 		report_progress(run);
 		cp_delivery_commit_deferred(run);
+		if (cdc->too_large != NULL)
+			stop_too_large(run);
 		if (nrecords > 0)
 			worked = true;
 

@@ -29,7 +29,6 @@
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -41,7 +40,6 @@
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -51,6 +49,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "oversize.h"
 #include "protocol.h"
 #include "stream.h"
 #include "worker.h"
@@ -493,51 +492,27 @@ cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values)
 		pfree(texts[k]);
 }
 
-/* the longest a key value is shown in a message */
-#define KEY_VALUE_SHOWN 64
-
 void
 cp_stream_run_note_too_large(CpRun *run, CpStreamRun *s, TupleDesc desc,
 							 const Datum *values, const bool *isnull)
 {
 	MemoryContext oldcontext = MemoryContextSwitchTo(run->mcxt);
 	StringInfoData key;
-	int64		bytes = 0;
 
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute attr = TupleDescAttr(desc, i);
-
-		if (attr->attisdropped || isnull[i])
-			continue;
-		/* a TOASTed value by its size uncompressed, without reading it */
-		bytes += attr->attlen == -1 ? (int64) toast_raw_datum_size(values[i]) :
-			attr->attlen > 0 ? attr->attlen :
-			(int64) strlen(DatumGetCString(values[i])) + 1;
-	}
-
-	/* "(a, b)=(1, x)" as unique violations show a key, values cut short */
 	initStringInfo(&key);
 	if (s->keyset)
 	{
-		appendStringInfoChar(&key, '(');
-		for (int k = 0; k < s->nkeys; k++)
-			appendStringInfo(&key, "%s%s", k ? ", " : "", s->key_quoted[k]);
-		appendStringInfoString(&key, ")=(");
-		for (int k = 0; k < s->nkeys; k++)
-		{
-			char	   *text = OutputFunctionCall(&s->key_out[k],
-												  values[s->key_columns[k] - 1]);
-			int			len = strlen(text);
-			int			shown = pg_mbcliplen(text, len, KEY_VALUE_SHOWN);
+		const char *texts[INDEX_MAX_KEYS];
 
-			appendStringInfo(&key, "%s%.*s%s", k ? ", " : "", shown, text,
-							 shown < len ? "..." : "");
-		}
-		appendStringInfoChar(&key, ')');
+		Assert(s->nkeys <= INDEX_MAX_KEYS);
+		for (int k = 0; k < s->nkeys; k++)
+			texts[k] = OutputFunctionCall(&s->key_out[k],
+										  values[s->key_columns[k] - 1]);
+		cp_oversize_append_key(&key, s->nkeys, (const char *const *) s->key_quoted,
+							   texts);
 	}
 	s->too_large = key.data;
-	s->too_large_bytes = bytes;
+	s->too_large_bytes = cp_oversize_values_bytes(desc, values, isnull);
 	MemoryContextSwitchTo(oldcontext);
 }
 
@@ -577,7 +552,7 @@ add_record(CpRun *run, int idx, HeapTuple tuple, TupleDesc desc,
 	heap_deform_tuple(tuple, desc, values, isnull);
 	appendBinaryStringInfo(&batch->lines, head->data, head->len);
 	/* the line: head, row, "}}\n" */
-	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull,
+	if (!cp_encode_row_bounded(s->enc, &batch->lines, values, isnull, NULL,
 							   run->sync->batch_bytes - head->len - 3))
 	{
 		batch->lines.len = start;
