@@ -33,6 +33,7 @@ OBJS = \
 	src/status.o \
 	src/stream.o \
 	src/test_point.o \
+	src/wakeup.o \
 	src/worker.o
 
 # The install script is built from sql/install/*.sql, one file per concern,

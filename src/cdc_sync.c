@@ -13,7 +13,9 @@
  *	  writes a watermark into the WAL; when the decoder reaches it, the
  *	  chunk takes its place in the stream (cdc_backfill.c);
  *	- when decoding has caught up with the WAL, what is batched is sent at
- *	  once (latency); while it has not, batches go when full (throughput).
+ *	  once (latency); while it has not, batches go when full (throughput);
+ *	- with nothing to do, it sleeps until a commit in its database wakes it
+ *	  (wakeup.c), or a slow fallback poll.
  *
  * Checkpoints: a batch's items carry the WAL position the sync reaches once
  * they are delivered (the end of each transaction's commit record).  When
@@ -43,6 +45,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/reorderbuffer.h"
 #include "storage/latch.h"
@@ -58,8 +61,12 @@
 #include "cdc_sync.h"
 #include "compat.h"
 #include "test_point.h"
+#include "wakeup.h"
 
-/* a watermark or the WAL's end is polled this often when there is nothing */
+/*
+ * Something under way that no commit announces (a watermark to reach, a
+ * commit announced but not yet flushed, a delivery) is looked at this often.
+ */
 #define NAP_MS 10
 /*
  * Batch numbers kept reserved before each decoding round: one transaction
@@ -89,6 +96,7 @@ typedef struct Pending
 } Pending;
 
 static Pending *pending = NULL;
+static MemoryContext pending_cxt = NULL;
 static int	pending_head = 0;
 static int	pending_tail = 0;
 static int	pending_size = 0;
@@ -109,7 +117,7 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 		{
 			pending_size = Max(pending_size * 2, 1024);
 			pending = pending == NULL ?
-				MemoryContextAlloc(TopMemoryContext, sizeof(Pending) * pending_size) :
+				MemoryContextAlloc(pending_cxt, sizeof(Pending) * pending_size) :
 				repalloc(pending, sizeof(Pending) * pending_size);
 		}
 	}
@@ -134,10 +142,18 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 static TimestampTz caught_up_at = 0;
 static bool decoder_behind = true;
 
-/* Report to sync_status what was sent, acknowledged, and the lag. */
+/*
+ * Report to sync_status what was sent, acknowledged, and the lag.  The
+ * shared slots' lock is taken only when one of them changed: an idle sync
+ * reports at every pass.
+ */
 static void
 report_progress(CpRun *run)
 {
+	static bool reported = false;
+	static XLogRecPtr last_sent;
+	static XLogRecPtr last_acked;
+	static TimestampTz last_lag_since;
 	CpCdcRun   *cdc = run->cdc;
 	TimestampTz lag_since = 0;
 
@@ -145,7 +161,14 @@ report_progress(CpRun *run)
 		lag_since = pending[pending_head].commit_time;
 	else if (decoder_behind)
 		lag_since = caught_up_at;
+	if (reported && run->sent_lsn == last_sent && cdc->acked_lsn == last_acked &&
+		lag_since == last_lag_since)
+		return;
 	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn, lag_since);
+	reported = true;
+	last_sent = run->sent_lsn;
+	last_acked = cdc->acked_lsn;
+	last_lag_since = lag_since;
 }
 
 int
@@ -544,6 +567,39 @@ save_idle_position(CpRun *run)
 	cp_cdc_acknowledged(run, position);
 }
 
+/*
+ * Nothing was done in this pass: sleep until there may be something to do.
+ * While something is under way that no commit announces, that is a short
+ * nap: decoding stopped short of the end (or was stopped), a delivery or a
+ * chunk is in progress, or a commit was announced beyond the WAL flushed
+ * when the round began (synchronous_commit off: the WAL writer flushes it
+ * soon).  Otherwise a commit in this database sets our latch (wakeup.c);
+ * the fallback poll finds WAL that none announced.  A catalog check due
+ * is never missed.  CHECK_FOR_INTERRUPTS and the reload of the
+ * configuration follow at the top of the loop (a signal sets the latch).
+ */
+static void
+wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
+{
+	CpCdcRun   *cdc = run->cdc;
+	long		timeout;
+
+	if (!caught_up || cp_delivery_pending(run) ||
+		cdc->chunk.state != CP_CHUNK_NONE || cdc->backfill_stream >= 0 ||
+		cp_wakeup_announced() > flushed)
+		timeout = NAP_MS;
+	else
+		timeout = cp_wakeup_fallback_ms();
+	if (cdc->recheck_at != 0)
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															   cdc->recheck_at));
+	if (timeout <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 /* The output plugin's options for this sync. */
 static List *
 plugin_options(CpRun *run)
@@ -568,6 +624,7 @@ void
 cp_cdc_run(CpRun *run)
 {
 	CpCdcRun   *cdc;
+	MemoryContext passcxt;
 	MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
 
 	cdc = palloc0(sizeof(CpCdcRun));
@@ -582,6 +639,17 @@ cp_cdc_run(CpRun *run)
 	cdc->sink.commit = sink_commit;
 	cdc->sink.message = sink_message;
 	MemoryContextSwitchTo(oldcxt);
+	pending = NULL;
+	pending_cxt = run->mcxt;
+	pending_head = pending_tail = pending_size = 0;
+
+	/*
+	 * What one pass of the loop allocates in the current context: gone at
+	 * the next.  What lives longer says where (run->mcxt, the chunk's and
+	 * the delivery's contexts, the decoding context).
+	 */
+	passcxt = AllocSetContextCreate(run->mcxt, "calabi_push CDC pass",
+									ALLOCSET_DEFAULT_SIZES);
 
 	cp_cdc_slot_name(&run->sync->id, cdc->slot_name);
 	cp_cdc_check_server();
@@ -635,6 +703,12 @@ cp_cdc_run(CpRun *run)
 	decoder_behind = true;
 
 	cp_delivery_reserve(run, SEQ_AHEAD);
+
+	/*
+	 * Woken by commits from now on: before the first round, so that a
+	 * commit is either read by it or announced (see wakeup.c).
+	 */
+	cp_wakeup_subscribe();
 	cp_cdc_sink = &cdc->sink;
 	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
 								   plugin_options(run), run->mcxt);
@@ -647,7 +721,10 @@ cp_cdc_run(CpRun *run)
 		bool		at_end;
 		bool		worked = false;
 		TimestampTz round_start;
+		XLogRecPtr	flushed;
 
+		MemoryContextReset(passcxt);
+		MemoryContextSwitchTo(passcxt);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -670,8 +747,8 @@ cp_cdc_run(CpRun *run)
 		 * sync stays caught up.
 		 */
 		round_start = GetCurrentTimestamp();
-		if (!decoder_behind &&
-			cp_flush_rec_ptr() > cp_decoder_position(cdc->decoder))
+		flushed = cp_flush_rec_ptr();
+		if (!decoder_behind && flushed > cp_decoder_position(cdc->decoder))
 		{
 			decoder_behind = true;
 			report_progress(run);
@@ -742,6 +819,6 @@ cp_cdc_run(CpRun *run)
 		report_progress(run);
 
 		if (!worked)
-			cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NAP_MS));
+			wait_for_work(run, at_end && cdc->chunk.state != CP_CHUNK_REACHED, flushed);
 	}
 }
