@@ -73,8 +73,17 @@
  * may need that many batches (a billion rows at the default batch_rows).
  */
 #define SEQ_AHEAD 100000
-/* an idle sync records its position at most this often */
+/*
+ * An idle sync records its position (see save_idle_position) at most this
+ * often after it delivered or its database wrote, so that whoever waits for
+ * lsn_acknowledged to pass a write sees it soon; and at most every
+ * IDLE_SAVE_QUIET_MS while only other databases write.  Each record is a
+ * commit, and moves the slot, which PostgreSQL then saves to disk: these
+ * fsyncs would otherwise be most of the wake-ups of a sync whose database
+ * is quiet beside a busy one.
+ */
 #define IDLE_SAVE_MS 1000
+#define IDLE_SAVE_QUIET_MS 30000
 /*
  * After an invalidation asked for a check of the present catalog, check
  * once more this much later: a change decoded from the WAL may not yet be
@@ -524,8 +533,13 @@ stop_decoding(void *arg)
 
 /* ---- the loop ---- */
 
-void
-cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+/*
+ * position is checkpointed: confirm it to the slot.  save: the slot is
+ * saved to disk too (at most once a second), so that a crash does not make
+ * the restart read again the WAL of what was delivered.
+ */
+static void
+acknowledge(CpRun *run, XLogRecPtr position, bool save)
 {
 	CpCdcRun   *cdc = run->cdc;
 
@@ -534,9 +548,15 @@ cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
 		cdc->acked_lsn = position;
 	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
 		pending_head++;
-	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn, save);
 	cp_test_point("after_confirm");
 	report_progress(run);
+}
+
+void
+cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+{
+	acknowledge(run, position, true);
 }
 
 /*
@@ -551,20 +571,26 @@ save_idle_position(CpRun *run)
 	CpCdcRun   *cdc = run->cdc;
 	XLogRecPtr	position = cp_decoder_position(cdc->decoder);
 	TimestampTz now = GetCurrentTimestamp();
+	bool		quiet;
 
 	/*
 	 * The record of the last save is WAL too: beyond it, only a write by
 	 * someone else is worth a save, or an idle server would never rest.
 	 */
 	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
-		cp_delivery_pending(run) ||
-		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
+		cp_delivery_pending(run))
+		return;
+	/* nothing delivered, and no commit here, since the last save */
+	quiet = Max(cdc->acked_lsn, cp_wakeup_announced()) <= cdc->idle_floor;
+	if (!TimestampDifferenceExceeds(cdc->last_idle_save, now,
+									quiet ? IDLE_SAVE_QUIET_MS : IDLE_SAVE_MS))
 		return;
 	cp_catalog_set_cdc_lsn(run->sync, position, false);
 	cdc->idle_floor = GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
-	cp_cdc_acknowledged(run, position);
+	/* the slot is saved by the next checkpoint: nothing here to re-send */
+	acknowledge(run, position, false);
 }
 
 /*
