@@ -43,6 +43,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "shmem.h"
 #include "wakeup.h"
 
@@ -225,7 +226,7 @@ unsubscribe(int code, Datum arg)
 void
 cp_wakeup_subscribe(void)
 {
-	uint32		me = MyProc->pgprocno + 1;
+	uint32		me = cp_my_proc_number() + 1;
 
 	Assert(wakeup != NULL);
 	if (my_entry >= 0)
