@@ -161,7 +161,7 @@ cp_decoder_position(const CpDecoder *decoder)
 }
 
 void
-cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
+cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save)
 {
 	TimestampTz now;
 
@@ -169,6 +169,16 @@ cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
 		return;
 	LogicalConfirmReceivedLocation(lsn);
 	decoder->confirmed = lsn;
+
+	/*
+	 * Not saved now: the next checkpoint writes the dirty slot.  A crash
+	 * before only makes the restart read more WAL.
+	 */
+	if (!save)
+	{
+		ReplicationSlotMarkDirty();
+		return;
+	}
 
 	/*
 	 * Only a moved restart_lsn or catalog_xmin makes core save the slot:

@@ -13,7 +13,9 @@
  *	  writes a watermark into the WAL; when the decoder reaches it, the
  *	  chunk takes its place in the stream (cdc_backfill.c);
  *	- when decoding has caught up with the WAL, what is batched is sent at
- *	  once (latency); while it has not, batches go when full (throughput).
+ *	  once (latency); while it has not, batches go when full (throughput);
+ *	- with nothing to do, it sleeps until a commit in its database wakes it
+ *	  (wakeup.c), or a slow fallback poll.
  *
  * Checkpoints: a batch's items carry the WAL position the sync reaches once
  * they are delivered (the end of each transaction's commit record).  When
@@ -43,6 +45,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/reorderbuffer.h"
 #include "storage/latch.h"
@@ -58,16 +61,29 @@
 #include "cdc_sync.h"
 #include "compat.h"
 #include "test_point.h"
+#include "wakeup.h"
 
-/* a watermark or the WAL's end is polled this often when there is nothing */
+/*
+ * Something under way that no commit announces (a watermark to reach, a
+ * commit announced but not yet flushed, a delivery) is looked at this often.
+ */
 #define NAP_MS 10
 /*
  * Batch numbers kept reserved before each decoding round: one transaction
  * may need that many batches (a billion rows at the default batch_rows).
  */
 #define SEQ_AHEAD 100000
-/* an idle sync records its position at most this often */
+/*
+ * An idle sync records its position (see save_idle_position) at most this
+ * often after it delivered or its database wrote, so that whoever waits for
+ * lsn_acknowledged to pass a write sees it soon; and at most every
+ * IDLE_SAVE_QUIET_MS while only other databases write.  Each record is a
+ * commit, and moves the slot, which PostgreSQL then saves to disk: these
+ * fsyncs would otherwise be most of the wake-ups of a sync whose database
+ * is quiet beside a busy one.
+ */
 #define IDLE_SAVE_MS 1000
+#define IDLE_SAVE_QUIET_MS 30000
 /*
  * After an invalidation asked for a check of the present catalog, check
  * once more this much later: a change decoded from the WAL may not yet be
@@ -89,6 +105,7 @@ typedef struct Pending
 } Pending;
 
 static Pending *pending = NULL;
+static MemoryContext pending_cxt = NULL;
 static int	pending_head = 0;
 static int	pending_tail = 0;
 static int	pending_size = 0;
@@ -109,7 +126,7 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 		{
 			pending_size = Max(pending_size * 2, 1024);
 			pending = pending == NULL ?
-				MemoryContextAlloc(TopMemoryContext, sizeof(Pending) * pending_size) :
+				MemoryContextAlloc(pending_cxt, sizeof(Pending) * pending_size) :
 				repalloc(pending, sizeof(Pending) * pending_size);
 		}
 	}
@@ -134,10 +151,18 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 static TimestampTz caught_up_at = 0;
 static bool decoder_behind = true;
 
-/* Report to sync_status what was sent, acknowledged, and the lag. */
+/*
+ * Report to sync_status what was sent, acknowledged, and the lag.  The
+ * shared slots' lock is taken only when one of them changed: an idle sync
+ * reports at every pass.
+ */
 static void
 report_progress(CpRun *run)
 {
+	static bool reported = false;
+	static XLogRecPtr last_sent;
+	static XLogRecPtr last_acked;
+	static TimestampTz last_lag_since;
 	CpCdcRun   *cdc = run->cdc;
 	TimestampTz lag_since = 0;
 
@@ -145,7 +170,14 @@ report_progress(CpRun *run)
 		lag_since = pending[pending_head].commit_time;
 	else if (decoder_behind)
 		lag_since = caught_up_at;
+	if (reported && run->sent_lsn == last_sent && cdc->acked_lsn == last_acked &&
+		lag_since == last_lag_since)
+		return;
 	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn, lag_since);
+	reported = true;
+	last_sent = run->sent_lsn;
+	last_acked = cdc->acked_lsn;
+	last_lag_since = lag_since;
 }
 
 int
@@ -568,8 +600,13 @@ stop_decoding(void *arg)
 
 /* ---- the loop ---- */
 
-void
-cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+/*
+ * position is checkpointed: confirm it to the slot.  save: the slot is
+ * saved to disk too (at most once a second), so that a crash does not make
+ * the restart read again the WAL of what was delivered.
+ */
+static void
+acknowledge(CpRun *run, XLogRecPtr position, bool save)
 {
 	CpCdcRun   *cdc = run->cdc;
 
@@ -578,9 +615,15 @@ cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
 		cdc->acked_lsn = position;
 	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
 		pending_head++;
-	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn, save);
 	cp_test_point("after_confirm");
 	report_progress(run);
+}
+
+void
+cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+{
+	acknowledge(run, position, true);
 }
 
 /*
@@ -595,20 +638,59 @@ save_idle_position(CpRun *run)
 	CpCdcRun   *cdc = run->cdc;
 	XLogRecPtr	position = cp_decoder_position(cdc->decoder);
 	TimestampTz now = GetCurrentTimestamp();
+	bool		quiet;
 
 	/*
 	 * The record of the last save is WAL too: beyond it, only a write by
 	 * someone else is worth a save, or an idle server would never rest.
 	 */
 	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
-		cp_delivery_pending(run) ||
-		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
+		cp_delivery_pending(run))
+		return;
+	/* nothing delivered, and no commit here, since the last save */
+	quiet = Max(cdc->acked_lsn, cp_wakeup_announced()) <= cdc->idle_floor;
+	if (!TimestampDifferenceExceeds(cdc->last_idle_save, now,
+									quiet ? IDLE_SAVE_QUIET_MS : IDLE_SAVE_MS))
 		return;
 	cp_catalog_set_cdc_lsn(run->sync, position, false);
 	cdc->idle_floor = GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
-	cp_cdc_acknowledged(run, position);
+	/* the slot is saved by the next checkpoint: nothing here to re-send */
+	acknowledge(run, position, false);
+}
+
+/*
+ * Nothing was done in this pass: sleep until there may be something to do.
+ * While something is under way that no commit announces, that is a short
+ * nap: decoding stopped short of the end (or was stopped), a delivery or a
+ * chunk is in progress, or a commit was announced beyond the WAL flushed
+ * when the round began (synchronous_commit off: the WAL writer flushes it
+ * soon).  Otherwise a commit in this database sets our latch (wakeup.c);
+ * the fallback poll finds WAL that none announced.  A catalog check due
+ * is never missed.  CHECK_FOR_INTERRUPTS and the reload of the
+ * configuration follow at the top of the loop (a signal sets the latch).
+ */
+static void
+wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
+{
+	CpCdcRun   *cdc = run->cdc;
+	long		timeout;
+
+	if (!caught_up || cp_delivery_pending(run) ||
+		cdc->chunk.state != CP_CHUNK_NONE || cdc->backfill_stream >= 0 ||
+		cp_wakeup_announced() > flushed)
+		timeout = NAP_MS;
+	else
+		timeout = cp_wakeup_fallback_ms();
+	if (cdc->recheck_at != 0)
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															   cdc->recheck_at));
+	if (timeout <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
 }
 
 /* The output plugin's options for this sync. */
@@ -635,6 +717,7 @@ void
 cp_cdc_run(CpRun *run)
 {
 	CpCdcRun   *cdc;
+	MemoryContext passcxt;
 	MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
 
 	cdc = palloc0(sizeof(CpCdcRun));
@@ -649,6 +732,17 @@ cp_cdc_run(CpRun *run)
 	cdc->sink.commit = sink_commit;
 	cdc->sink.message = sink_message;
 	MemoryContextSwitchTo(oldcxt);
+	pending = NULL;
+	pending_cxt = run->mcxt;
+	pending_head = pending_tail = pending_size = 0;
+
+	/*
+	 * What one pass of the loop allocates in the current context: gone at
+	 * the next.  What lives longer says where (run->mcxt, the chunk's and
+	 * the delivery's contexts, the decoding context).
+	 */
+	passcxt = AllocSetContextCreate(run->mcxt, "calabi_push CDC pass",
+									ALLOCSET_DEFAULT_SIZES);
 
 	cp_cdc_slot_name(&run->sync->id, cdc->slot_name);
 	cp_cdc_check_server();
@@ -702,6 +796,12 @@ cp_cdc_run(CpRun *run)
 	decoder_behind = true;
 
 	cp_delivery_reserve(run, SEQ_AHEAD);
+
+	/*
+	 * Woken by commits from now on: before the first round, so that a
+	 * commit is either read by it or announced (see wakeup.c).
+	 */
+	cp_wakeup_subscribe();
 	cp_cdc_sink = &cdc->sink;
 	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
 								   plugin_options(run), run->mcxt);
@@ -714,7 +814,10 @@ cp_cdc_run(CpRun *run)
 		bool		at_end;
 		bool		worked = false;
 		TimestampTz round_start;
+		XLogRecPtr	flushed;
 
+		MemoryContextReset(passcxt);
+		MemoryContextSwitchTo(passcxt);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -737,8 +840,8 @@ cp_cdc_run(CpRun *run)
 		 * sync stays caught up.
 		 */
 		round_start = GetCurrentTimestamp();
-		if (!decoder_behind &&
-			cp_flush_rec_ptr() > cp_decoder_position(cdc->decoder))
+		flushed = cp_flush_rec_ptr();
+		if (!decoder_behind && flushed > cp_decoder_position(cdc->decoder))
 		{
 			decoder_behind = true;
 			report_progress(run);
@@ -811,6 +914,6 @@ cp_cdc_run(CpRun *run)
 		report_progress(run);
 
 		if (!worked)
-			cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NAP_MS));
+			wait_for_work(run, at_end && cdc->chunk.state != CP_CHUNK_REACHED, flushed);
 	}
 }

@@ -17,6 +17,7 @@
 #include "utils/timestamp.h"
 
 #include "shmem.h"
+#include "wakeup.h"
 
 CpShared   *cp_shared = NULL;
 int			cp_max_syncs = 64;
@@ -44,7 +45,7 @@ cp_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(cp_shmem_size());
+	RequestAddinShmemSpace(add_size(cp_shmem_size(), cp_wakeup_shmem_size()));
 	RequestNamedLWLockTranche("calabi_push", 1);
 }
 
@@ -64,6 +65,7 @@ cp_shmem_startup(void)
 		cp_shared->lock = &(GetNamedLWLockTranche("calabi_push"))->lock;
 		cp_shared->nslots = cp_max_syncs;
 	}
+	cp_wakeup_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
