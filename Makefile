@@ -28,6 +28,7 @@ OBJS = \
 	src/launcher.o \
 	src/management.o \
 	src/output_plugin.o \
+	src/reader.o \
 	src/preview.o \
 	src/protocol.o \
 	src/shmem.o \
