@@ -27,6 +27,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
+#include "reader.h"
 #include "worker.h"
 #include "xact.h"
 

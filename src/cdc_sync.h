@@ -18,6 +18,7 @@
 
 #include "cdc_decoder.h"
 #include "cdc_sink.h"
+#include "reader.h"
 #include "worker.h"
 
 /* A change to the backfilled relation, kept until a chunk is placed. */

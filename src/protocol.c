@@ -10,8 +10,8 @@
 #include "nodes/pg_list.h"
 
 #include "protocol.h"
+#include "reader.h"
 #include "stream.h"
-#include "worker.h"
 
 static char *
 names(const char *nspname, const char *relname, const char *name_member)

@@ -33,6 +33,7 @@
 #include "compressor.h"
 #include "home.h"
 #include "launcher.h"
+#include "reader.h"
 #include "worker.h"
 
 PGDLLEXPORT void calabi_push_worker_main(Datum main_arg);
