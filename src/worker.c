@@ -29,10 +29,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "cdc_slot.h"
 #include "compressor.h"
-#include "home.h"
-#include "launcher.h"
 #include "worker.h"
 
 PGDLLEXPORT void calabi_push_worker_main(Datum main_arg);
