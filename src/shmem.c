@@ -150,11 +150,21 @@ cp_slot_available(Oid dboid, const pg_uuid_t *sync_id)
 	return cp_slot_find(dboid, sync_id) != NULL || free_sync_slot() != NULL;
 }
 
-/* Take a free slot for a database, keeping its generation counter. */
+/*
+ * Take a free slot (a CpSyncSlot or a CpProbeSlot, of size bytes, whose
+ * first member is its CpProcSlot) for a database, keeping its generation
+ * counter.
+ */
+StaticAssertDecl(offsetof(CpSyncSlot, proc) == 0, "proc first in CpSyncSlot");
+StaticAssertDecl(offsetof(CpProbeSlot, proc) == 0, "proc first in CpProbeSlot");
+
 static void
-claim(CpProcSlot *proc, Size size, Oid dboid)
+claim(void *slot, Size size, Oid dboid)
 {
+	CpProcSlot *proc = (CpProcSlot *) slot;
 	uint64		generation = proc->generation;
+
+	Assert(proc->life == CP_SLOT_FREE);
 
 	memset(proc, 0, size);
 	proc->generation = generation;
@@ -188,7 +198,7 @@ cp_sync_slot_start(Oid dboid, const pg_uuid_t *sync_id, bool restart)
 		slot = free_sync_slot();
 		if (slot == NULL)
 			return NULL;
-		claim(&slot->proc, sizeof(*slot), dboid);
+		claim(slot, sizeof(*slot), dboid);
 		slot->sync_id = *sync_id;
 	}
 	slot->should_run = true;
@@ -264,7 +274,7 @@ cp_probe_slot_request(Oid dboid)
 	}
 	if (free == NULL)
 		return false;
-	claim(&free->proc, sizeof(*free), dboid);
+	claim(free, sizeof(*free), dboid);
 	free->proc.life = CP_SLOT_REQUESTED;
 	return true;
 }

@@ -29,10 +29,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "cdc_slot.h"
 #include "compressor.h"
-#include "home.h"
-#include "launcher.h"
 #include "reader.h"
 #include "worker.h"
 
