@@ -95,6 +95,14 @@ SELECT id = :'all_kinds_id' AS returned_id, name, destination, method, destinati
   FROM calabi_push.sync WHERE name = 'all-kinds';
 SELECT name, method, destination_sync_mode, run_as, created_by, enabled, options
   FROM calabi_push.sync ORDER BY name COLLATE "C";
+-- the defaults come from the library (src/catalog.h), the one place that
+-- defines them: what "orders-only" was stored with
+SELECT calabi_push._sync_defaults();
+SELECT (options->'batch_rows') = d->'batch_rows' AND (options->'batch_bytes') = d->'batch_bytes'
+       AND (options->'batch_linger_ms') = d->'batch_linger_ms' AND (options->'chunk_rows') = d->'chunk_rows'
+       AND (options->>'max_backoff')::interval = make_interval(secs => (d->>'max_backoff_ms')::numeric / 1000)
+       AS orders_only_has_the_defaults
+  FROM calabi_push.sync, calabi_push._sync_defaults() d WHERE name = 'orders-only';
 SELECT s.name, st.relid, st.ordinal, st.phase, st.generation, st.checkpoint, st.rows_sent
   FROM calabi_push.sync_stream st JOIN calabi_push.sync s ON s.id = st.sync_id
  ORDER BY s.name COLLATE "C", st.ordinal;

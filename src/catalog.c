@@ -31,12 +31,25 @@
 #include "worker.h"
 #include "xact.h"
 
-/* Defaults for options a sync left out (a destination's: destination.h). */
-#define DEFAULT_BATCH_ROWS			10000
-#define DEFAULT_BATCH_BYTES			(8 * 1024 * 1024)
-#define DEFAULT_BATCH_LINGER_MS		1000
-#define DEFAULT_CHUNK_ROWS			10000
-#define DEFAULT_MAX_BACKOFF_MS		(5 * 60 * 1000)
+PG_FUNCTION_INFO_V1(calabi_push_sync_defaults);
+
+/*
+ * calabi_push._sync_defaults(): the options a sync is stored with unless it
+ * gives them (catalog.h), for _sync_options() of 40_syncs.sql.
+ */
+Datum
+calabi_push_sync_defaults(PG_FUNCTION_ARGS)
+{
+	char	   *json;
+
+	json = psprintf("{\"batch_rows\": %d, \"batch_bytes\": %d, "
+					"\"batch_linger_ms\": %d, \"chunk_rows\": %d, "
+					"\"max_backoff_ms\": %d}",
+					CP_SYNC_DEFAULT_BATCH_ROWS, CP_SYNC_DEFAULT_BATCH_BYTES,
+					CP_SYNC_DEFAULT_BATCH_LINGER_MS, CP_SYNC_DEFAULT_CHUNK_ROWS,
+					CP_SYNC_DEFAULT_MAX_BACKOFF_MS);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
 
 /* Each function here runs one transaction: the caller's context, for end(). */
 static MemoryContext caller_context = NULL;
@@ -234,13 +247,13 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	}
 
 	exec("SELECT s.name, s.method, s.destination_sync_mode, s.run_as::oid, s.enabled,"
-		 " COALESCE((s.options->>'batch_rows')::int, " CppAsString2(DEFAULT_BATCH_ROWS) "),"
-		 " COALESCE((s.options->>'batch_bytes')::int, " CppAsString2(DEFAULT_BATCH_BYTES) "),"
-		 " COALESCE((s.options->>'batch_linger_ms')::int, " CppAsString2(DEFAULT_BATCH_LINGER_MS) "),"
-		 " COALESCE((s.options->>'chunk_rows')::int, " CppAsString2(DEFAULT_CHUNK_ROWS) "),"
+		 " COALESCE((s.options->>'batch_rows')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_ROWS) "),"
+		 " COALESCE((s.options->>'batch_bytes')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_BYTES) "),"
+		 " COALESCE((s.options->>'batch_linger_ms')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_LINGER_MS) "),"
+		 " COALESCE((s.options->>'chunk_rows')::int, " CppAsString2(CP_SYNC_DEFAULT_CHUNK_ROWS) "),"
 		 " COALESCE(extract(epoch FROM (s.options->>'schedule')::interval) * 1000, 0)::int8,"
 		 " COALESCE(extract(epoch FROM (s.options->>'max_backoff')::interval) * 1000, "
-		 CppAsString2(DEFAULT_MAX_BACKOFF_MS) ")::int8,"
+		 CppAsString2(CP_SYNC_DEFAULT_MAX_BACKOFF_MS) ")::int8,"
 		 " d.url, d.options->>'ca_file', d.options->>'ca_pem', d.options->>'client_cert',"
 		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, "
 		 CppAsString2(CP_DESTINATION_DEFAULT_ALLOW_HTTP) "),"

@@ -57,6 +57,18 @@ typedef struct CpSyncDef
 	List	   *streams;		/* CpStreamDef *, in read order */
 } CpSyncDef;
 
+
+/*
+ * The defaults of a sync's options: the one place they are defined.  The
+ * SQL functions fill them into the stored options (calabi_push.
+ * _sync_defaults()); the worker falls back on them for a row that lacks one.
+ */
+#define CP_SYNC_DEFAULT_BATCH_ROWS			10000
+#define CP_SYNC_DEFAULT_BATCH_BYTES			(8 * 1024 * 1024)
+#define CP_SYNC_DEFAULT_BATCH_LINGER_MS		1000
+#define CP_SYNC_DEFAULT_CHUNK_ROWS			10000
+#define CP_SYNC_DEFAULT_MAX_BACKOFF_MS		(5 * 60 * 1000)
+
 /*
  * Connect a background worker (a sync's, a probe) to its database, as the
  * bootstrap superuser, the role the catalog's transactions run as.  A sync

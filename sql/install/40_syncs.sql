@@ -69,6 +69,12 @@ BEGIN
 END
 $$;
 
+-- The options a sync is stored with unless it gives them (src/catalog.h).
+CREATE FUNCTION _sync_defaults()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'calabi_push_sync_defaults'
+LANGUAGE C IMMUTABLE;
+
 -- Validates and normalizes a sync's options: the stored options (defaults
 -- filled in; durations as interval texts in one unit, e.g. '90 minutes',
 -- which the worker casts to interval) and the run_as role name given (NULL:
@@ -82,11 +88,12 @@ DECLARE
         'chunk_rows', 'max_backoff', 'publication', 'run_as', 'schedule'];
     o jsonb;
     w constant text := 'sync';
-    batch_rows bigint := 10000;
-    batch_bytes bigint := 8388608;
-    batch_linger_ms bigint := 1000;
-    chunk_rows bigint := 10000;
-    max_backoff_ms bigint := 300000;
+    defaults constant jsonb := _sync_defaults();
+    batch_rows bigint := (defaults->'batch_rows')::bigint;
+    batch_bytes bigint := (defaults->'batch_bytes')::bigint;
+    batch_linger_ms bigint := (defaults->'batch_linger_ms')::bigint;
+    chunk_rows bigint := (defaults->'chunk_rows')::bigint;
+    max_backoff_ms bigint := (defaults->'max_backoff_ms')::bigint;
     schedule_ms bigint;
     publication text;
     v jsonb;
@@ -99,7 +106,7 @@ BEGIN
         schedule_ms := _duration_ms(w, 'schedule', o->'schedule', 60000, 366 * 86400000::bigint, '1 hour');
     END IF;
     IF o ? 'batch_rows' THEN
-        batch_rows := _integer_option(w, 'batch_rows', o->'batch_rows', 1, 1000000, 10000);
+        batch_rows := _integer_option(w, 'batch_rows', o->'batch_rows', 1, 1000000, batch_rows);
     END IF;
     IF o ? 'batch_bytes' THEN
         v := o->'batch_bytes';
@@ -118,13 +125,13 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Give a number of bytes, or a size such as ''8MB'' or ''512kB'' (units of 1024).';
         END IF;
-        batch_bytes := _integer_option(w, 'batch_bytes', v, 65536, 268435456, 8388608);
+        batch_bytes := _integer_option(w, 'batch_bytes', v, 65536, 268435456, batch_bytes);
     END IF;
     IF o ? 'batch_linger_ms' THEN
-        batch_linger_ms := _integer_option(w, 'batch_linger_ms', o->'batch_linger_ms', 0, 60000, 1000);
+        batch_linger_ms := _integer_option(w, 'batch_linger_ms', o->'batch_linger_ms', 0, 60000, batch_linger_ms);
     END IF;
     IF o ? 'chunk_rows' THEN
-        chunk_rows := _integer_option(w, 'chunk_rows', o->'chunk_rows', 1, 1000000, 10000);
+        chunk_rows := _integer_option(w, 'chunk_rows', o->'chunk_rows', 1, 1000000, chunk_rows);
     END IF;
     IF o ? 'max_backoff' THEN
         max_backoff_ms := _duration_ms(w, 'max_backoff', o->'max_backoff', 1000, 86400000, '5 minutes');
@@ -813,6 +820,7 @@ REVOKE ALL ON FUNCTION
     _check_stream_relation(regclass, oid),
     _check_cdc_table(regclass, oid, text),
     _check_cdc_server(text, text),
+    _sync_defaults(),
     _sync_options(jsonb),
     _integer_option(text, text, jsonb, bigint, bigint, bigint),
     _sync_is_running(sync),
