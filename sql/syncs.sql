@@ -5,7 +5,7 @@
 \set SHOW_CONTEXT never
 
 -- cdc decodes with the library's own output plugin: allow it, on servers
--- whose output_plugin_libraries lists the allowed ones (TAP test 041 checks
+-- whose output_plugin_libraries lists the allowed ones (TAP test 045 checks
 -- the error when it is not)
 SELECT count(set_config('output_plugin_libraries', 'pgoutput, test_decoding, calabi_push', false)) >= 0 AS allowed
   FROM pg_settings WHERE name = 'output_plugin_libraries';

@@ -21,7 +21,8 @@ our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
   sql_error wait_until ingest_requests start_connect_proxy sent_messages
-  grant_sync_management cdc_caught_up);
+  grant_sync_management cdc_caught_up cdc_sync_setup cdc_backfilled
+  start_slowed_read cdc_running_sync cdc_repeats);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -127,6 +128,67 @@ sub cdc_caught_up
 		  FROM calabi_push.sync_status WHERE name = '$sync'});
 }
 
+# A node and receiver from sync_setup (given its options as setup), allowed
+# to decode with calabi_push's plugin (allow_output_plugin), where sql (if
+# given) ran in database "postgres", and CDC sync $opts{sync} of the
+# relations named in $opts{relations} created with options (JSON text),
+# not started.  Returns ($node, $receiver).
+sub cdc_sync_setup
+{
+	my (%opts) = @_;
+	my ($node, $recv) = sync_setup(%{ $opts{setup} || {} });
+	allow_output_plugin($node);
+	$node->safe_psql('postgres', $opts{sql}) if defined $opts{sql};
+	my $relations = join(', ', map { "'$_'" } @{ $opts{relations} });
+	my $options = $opts{options} // '{}';
+	$node->safe_psql('postgres', qq{
+		SELECT calabi_push.create_sync('$opts{sync}', 'recv', ARRAY[$relations]::regclass[],
+		  method => 'cdc', options => '$options')});
+	return ($node, $recv);
+}
+
+# A running CDC sync "s" of table t (id, v, n; 3,000 rows), in batches and
+# chunks of 100 rows, on a node from sync_setup (%setup: its options) where
+# $sql (if given) ran too; checks that it backfilled and caught up.
+# Returns ($node, $receiver).
+sub cdc_running_sync
+{
+	my ($sql, %setup) = @_;
+	my ($node, $recv) = cdc_sync_setup(
+		setup => \%setup,
+		sql => q{
+			CREATE TABLE t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
+			INSERT INTO t SELECT g, md5(g::text), 0 FROM generate_series(1, 3000) g;
+		} . ($sql // ''),
+		sync => 's', relations => ['t'], options => '{"batch_rows": 100, "chunk_rows": 100}');
+	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+	ok(cdc_caught_up($node, 's'), 'sync s backfilled its table and caught up');
+	return ($node, $recv);
+}
+
+# Waits until the backfill of every table of CDC sync $sync (of database
+# "postgres") is done; false if it does not end in time.
+sub cdc_backfilled
+{
+	my ($node, $sync) = @_;
+	return $node->poll_query_until('postgres', qq{
+		SELECT bool_and(phase = 'done') FROM calabi_push.stream_status WHERE sync = '$sync'});
+}
+
+# Starts sync $sync (of database "postgres") with every request held a
+# second by the receiver, and checks, as test $name, that its read gets
+# under way with at least $rows rows acknowledged.  The caller clears the
+# receiver's fault.
+sub start_slowed_read
+{
+	my ($node, $recv, $sync, $rows, $name) = @_;
+	$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
+	$node->safe_psql('postgres', "SELECT calabi_push.start_sync('$sync')");
+	return ok($node->poll_query_until('postgres', qq{
+			SELECT rows_sent >= $rows AND phase = 'reading'
+			  FROM calabi_push.stream_status WHERE sync = '$sync'}), $name);
+}
+
 # The grants docs/syncs.md tells a DBA to give a role that manages syncs
 # (in database "postgres").
 sub grant_sync_management
@@ -191,6 +253,23 @@ sub sent_messages
 		push @messages, map { JSON::PP::decode_json($_) } split /\n/, $req->{body};
 	}
 	return \@messages;
+}
+
+# The row versions (key "id", position, kind) that a receiver started with
+# log_bodies accepted (2xx) more than once from CDC sync $sync.
+sub cdc_repeats
+{
+	my ($recv, $sync) = @_;
+	my %seen;
+	my $n = 0;
+	for my $m (@{ sent_messages($recv, $sync) })
+	{
+		next unless ($m->{type} // '') eq 'RECORD';
+		my $d = $m->{record}{data};
+		my $k = join('|', $d->{id}, $d->{_calabi_cdc_lsn}, defined $d->{_calabi_cdc_deleted_at} ? 'd' : 'u');
+		$n++ if $seen{$k}++;
+	}
+	return $n;
 }
 
 sub ingest_requests

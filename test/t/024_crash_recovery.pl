@@ -40,12 +40,7 @@ sub crash_mid_backfill
 	my ($what, $crash) = @_;
 	my $before = records_received();
 
-	$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
-	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
-	ok( $node->poll_query_until('postgres', q{
-			SELECT rows_sent >= 150 AND phase = 'reading'
-			  FROM calabi_push.stream_status WHERE sync = 's'}),
-		"$what: part of the table acknowledged");
+	start_slowed_read($node, $recv, 's', 150, "$what: part of the table acknowledged");
 	my $generation = $node->safe_psql('postgres',
 		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'});
 
