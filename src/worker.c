@@ -139,9 +139,11 @@ cp_worker_wait_until(TimestampTz until)
 static bool refused = false;
 
 /*
- * The refusal's message without the endpoint's response (see CpHttpResult),
- * for the error boundary: NULL when the error holds no response.
+ * A refusal's message, as sync_status shows it (the error says more), and
+ * the same without the endpoint's response (see CpHttpResult), for the
+ * error boundary: NULL when the error is no refusal, or holds no response.
  */
+static char *refused_message = NULL;
 static char *refused_redacted = NULL;
 
 void
@@ -154,15 +156,17 @@ void
 cp_worker_stop_refused(CpRun *run, const char *message,
 					   const char *message_redacted)
 {
+	refused_message = MemoryContextStrdup(TopMemoryContext, message);
 	if (message_redacted != NULL)
 		refused_redacted = MemoryContextStrdup(TopMemoryContext, message_redacted);
-	ereport(LOG,
-			(errmsg("calabi_push sync \"%s\" stopped, no retry can help: %s",
+	refused = true;
+	/* logged once, by the error boundary */
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_EXCEPTION),
+			 errmsg("calabi_push sync \"%s\" stopped, no retry can help: %s",
 					run->sync->name, message),
 			 errhint("Fix the cause, then run SELECT calabi_push.start_sync('%s').",
 					 run->sync->name)));
-	refused = true;
-	ereport(ERROR, (errmsg_internal("%s", message)));
 }
 
 static CpRun *
@@ -391,8 +395,9 @@ calabi_push_worker_main(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		RESUME_INTERRUPTS();
 
-		cp_catalog_record_error(&my_sync_id, edata->message, refused_redacted,
-								refused);
+		cp_catalog_record_error(&my_sync_id,
+								refused_message ? refused_message : edata->message,
+								refused_redacted, refused);
 		if (refused)
 		{
 			my_exit = CP_EXIT_REFUSED;

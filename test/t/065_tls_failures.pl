@@ -96,6 +96,8 @@ for my $case (@cases)
 		"$name: no HTTP request reached the endpoint");
 	like(slurp_file($node->logfile), qr/calabi_push sync "$name" stopped, no retry can help: [^\n]*$cause/,
 		"$name: the server log says the same");
+	my $logged = () = slurp_file($node->logfile) =~ /\Q$error\E/g;
+	is($logged, 1, "$name: ... once");
 	$recv->stop;
 }
 

@@ -38,10 +38,12 @@ for my $name (qw(a b c))
 	});
 }
 
+# (a slot freed by a worker that is exiting is free only once it has exited)
 sub start_cdc_sync
 {
 	my ($name) = @_;
-	sql(qq{SELECT calabi_push.start_sync('$name')});
+	ok(wait_until(sub { !defined sql_error($node, 'postgres', qq{SELECT calabi_push.start_sync('$name')}) }),
+		"sync $name starts");
 	ok(cdc_caught_up($node, $name), "sync $name streams");
 	return sync_status($node, $name, 'slot_name');
 }
