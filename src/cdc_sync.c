@@ -620,8 +620,9 @@ acknowledge(CpRun *run, XLogRecPtr position, bool save)
 	report_progress(run);
 }
 
-void
-cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+/* the endpoint acknowledged, and the catalog holds, position (run->acknowledged) */
+static void
+cdc_acknowledged(CpRun *run, XLogRecPtr position)
 {
 	acknowledge(run, position, true);
 }
@@ -725,6 +726,7 @@ cp_cdc_run(CpRun *run)
 	cdc->reread = palloc0(sizeof(char) * Max(run->nstreams, 1));
 	cdc->backfill_stream = -1;
 	run->cdc = cdc;
+	run->acknowledged = cdc_acknowledged;
 	cdc->sink.arg = run;
 	cdc->sink.begin = sink_begin;
 	cdc->sink.buffer = sink_buffer;

@@ -175,8 +175,8 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 		nacks++;
 	}
 	cp_catalog_commit_ack(run->sync, acks, nacks, records, bytes, retries, position);
-	if (run->cdc != NULL && position != InvalidXLogRecPtr)
-		cp_cdc_acknowledged(run, position);
+	if (run->acknowledged != NULL && position != InvalidXLogRecPtr)
+		run->acknowledged(run, position);
 }
 
 void
@@ -200,8 +200,8 @@ cp_delivery_commit_deferred(CpRun *run)
 	}
 	cp_catalog_commit_ack(run->sync, acks, nacks, deferred->records,
 						  deferred->bytes, deferred->retries, deferred->position);
-	if (run->cdc != NULL && deferred->position != InvalidXLogRecPtr)
-		cp_cdc_acknowledged(run, deferred->position);
+	if (run->acknowledged != NULL && deferred->position != InvalidXLogRecPtr)
+		run->acknowledged(run, deferred->position);
 	for (int s = 0; s < run->nstreams; s++)
 		if (deferred->states[s] != NULL)
 		{

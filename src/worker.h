@@ -66,6 +66,13 @@ typedef struct CpRun
 	int64		seq_next;		/* next Calabi-Batch-Seq to use */
 	int64		seq_limit;		/* first number not reserved */
 
+	/*
+	 * Called by delivery once the checkpoint of an acknowledged batch is
+	 * committed, with the WAL position it reached; set by a method that
+	 * follows acknowledgements (CDC: its slot), so delivery knows no method.
+	 */
+	void		(*acknowledged) (struct CpRun *run, XLogRecPtr position);
+
 	/* CDC (cdc_sync.c) */
 	struct CpCdcRun *cdc;		/* NULL for other methods */
 	bool		in_decoding;	/* inside a replayed transaction: no catalog writes */
@@ -99,8 +106,6 @@ extern void cp_delivery_commit_deferred(CpRun *run);
 
 /* cdc_sync.c: a CDC sync's run; never returns but by error or signal */
 extern void cp_cdc_run(CpRun *run);
-/* cdc_sync.c: the endpoint acknowledged (and the catalog holds) position */
-extern void cp_cdc_acknowledged(CpRun *run, XLogRecPtr position);
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
