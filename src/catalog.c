@@ -27,14 +27,12 @@
 #include "catalog.h"
 #include "worker.h"
 
-/* Defaults for options a sync or destination left out. */
+/* Defaults for options a sync left out (a destination's: destination.h). */
 #define DEFAULT_BATCH_ROWS			10000
 #define DEFAULT_BATCH_BYTES			(8 * 1024 * 1024)
 #define DEFAULT_BATCH_LINGER_MS		1000
 #define DEFAULT_CHUNK_ROWS			10000
 #define DEFAULT_MAX_BACKOFF_MS		(5 * 60 * 1000)
-#define DEFAULT_CONNECT_TIMEOUT_MS	10000
-#define DEFAULT_REQUEST_TIMEOUT_MS	60000
 
 /*
  * Each function here runs one transaction.  Committing leaves
@@ -242,11 +240,12 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " COALESCE(extract(epoch FROM (s.options->>'max_backoff')::interval) * 1000, "
 		 CppAsString2(DEFAULT_MAX_BACKOFF_MS) ")::int8,"
 		 " d.url, d.options->>'ca_file', d.options->>'ca_pem', d.options->>'client_cert',"
-		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, false),"
-		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(DEFAULT_CONNECT_TIMEOUT_MS) "),"
-		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(DEFAULT_REQUEST_TIMEOUT_MS) "),"
+		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, "
+		 CppAsString2(CP_DESTINATION_DEFAULT_ALLOW_HTTP) " = 1),"
+		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS) "),"
+		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS) "),"
 		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
-		 " COALESCE(d.options->>'compression', 'gzip') <> 'none',"
+		 " COALESCE(d.options->>'compression', '" CP_DESTINATION_DEFAULT_COMPRESSION "') <> 'none',"
 		 " sec.token, sec.client_secret, sec.client_key, s.id::text,"
 		 " (s.cdc_lsn - '0/0')::int8, d.name,"
 		 /* secrets the destination was given but lacks (a restored dump) */

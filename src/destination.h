@@ -2,7 +2,8 @@
  *
  * destination.h
  *	  A destination's configuration, as the worker reads it from the catalog
- *	  (catalog.c) and hands it to its HTTPS client (http.c).
+ *	  (catalog.c) and hands it to its HTTPS client (http.c): its defaults
+ *	  and its rules.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,7 +33,28 @@ typedef struct CpDestinationConfig
 	char	   *scope;
 } CpDestinationConfig;
 
+/*
+ * The options a destination leaves out; calabi_push._destination_defaults()
+ * gives them to the SQL functions, which store them.  allow_http is 0 or 1,
+ * not false or true: catalog.c writes it into a query.
+ */
+#define CP_DESTINATION_DEFAULT_ALLOW_HTTP			0
+#define CP_DESTINATION_DEFAULT_COMPRESSION			"gzip"
+#define CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS	10000
+#define CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS	60000
+
 /* Its name for messages; "(unnamed)" when it has none. */
 extern const char *cp_destination_name(const CpDestinationConfig *cfg);
+
+/*
+ * ERROR unless cfg follows the rules on a whole configuration: the schemes
+ * of the URL, token_url and proxy; the options that go together or
+ * exclude each other; a token that can follow "Bearer ".  Rules about
+ * values that are NULL hold.
+ */
+extern void cp_destination_check(const CpDestinationConfig *cfg);
+/* One of those rules: the scheme of the URL, or of token_url. */
+extern void cp_destination_check_endpoint(bool token_url, const char *url,
+										  bool allow_http);
 
 #endif							/* CALABI_PUSH_DESTINATION_H */

@@ -103,112 +103,6 @@ seek_cb(void *userdata, curl_off_t offset, int origin)
  * ---------------------------------------------------------------------
  */
 
-/* A URL's scheme must be https, or http when the destination allows it. */
-static void
-check_url(const CpDestinationConfig *cfg, const char *what, const char *url)
-{
-	CURLU	   *u;
-	CURLUcode	uc;
-	char	   *scheme = NULL;
-	bool		ok;
-
-	if (url == NULL || url[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination \"%s\" has no %s", cp_destination_name(cfg), what)));
-
-	u = curl_url();
-	if (u == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	uc = curl_url_set(u, CURLUPART_URL, url, 0);
-	if (uc == CURLUE_OK)
-		uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
-	if (uc != CURLUE_OK)
-	{
-		curl_url_cleanup(u);
-		/* the URL itself is not quoted: it may carry credentials */
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s of destination \"%s\" is not a valid URL: %s",
-						what, cp_destination_name(cfg), curl_url_strerror(uc)),
-				 errhint("Give a full URL, e.g. https://ingest.example.com/v1/batches.")));
-	}
-	ok = (pg_strcasecmp(scheme, "https") == 0 ||
-		  (cfg->allow_http && pg_strcasecmp(scheme, "http") == 0));
-	curl_free(scheme);
-	curl_url_cleanup(u);
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s of destination \"%s\" must be an https:// URL",
-						what, cp_destination_name(cfg)),
-				 cfg->allow_http ? 0 :
-				 errhint("Plain http:// is only accepted with allow_http, meant for loopback tests.")));
-}
-
-static void
-check_config(const CpDestinationConfig *cfg)
-{
-	check_url(cfg, "URL", cfg->url);
-
-	if (cfg->proxy != NULL && cfg->proxy[0] != '\0')
-	{
-		static const char *const schemes[] = {
-			"http://", "https://", "socks5://", "socks5h://"
-		};
-		bool		ok = false;
-
-		for (int i = 0; i < (int) lengthof(schemes); i++)
-			if (pg_strncasecmp(cfg->proxy, schemes[i], strlen(schemes[i])) == 0)
-				ok = true;
-		if (!ok)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("the proxy of destination \"%s\" must be an http://, https://, socks5:// or socks5h:// URL",
-							cp_destination_name(cfg)),
-					 errhint("For an SSH tunnel (ssh -D 1080 host), use socks5h://127.0.0.1:1080.")));
-	}
-
-	if (cfg->ca_file != NULL && cfg->ca_pem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination \"%s\" has both ca_file and ca_pem",
-						cp_destination_name(cfg)),
-				 errhint("Give the CA certificates one way only.")));
-	if (cfg->client_key != NULL && cfg->client_cert == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination \"%s\" has a client_key but no client_cert",
-						cp_destination_name(cfg))));
-
-	if (cfg->token != NULL && !header_safe(cfg->token))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the token of destination \"%s\" contains control characters",
-						cp_destination_name(cfg)),
-				 errhint("Set the token without line breaks.")));
-
-	if (cfg->token_url != NULL)
-	{
-		check_url(cfg, "token_url", cfg->token_url);
-		if (cfg->token != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("destination \"%s\" has both a token and OAuth2 client credentials",
-							cp_destination_name(cfg)),
-					 errhint("Use either a static token or token_url, client_id and client_secret.")));
-		if (cfg->client_id == NULL || cfg->client_secret == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("destination \"%s\" has a token_url but no %s",
-							cp_destination_name(cfg),
-							cfg->client_id == NULL ? "client_id" : "client_secret"),
-					 errhint("OAuth2 client credentials need token_url, client_id and client_secret.")));
-	}
-}
-
 static char *
 copy_string(MemoryContext cxt, const char *s)
 {
@@ -317,7 +211,8 @@ cp_http_client_create(const CpDestinationConfig *cfg, MemoryContext mcxt)
 	MemoryContext cxt;
 	CpHttpClient *client;
 
-	check_config(cfg);
+	/* a rule broken in the catalog stops the sync with the rule's message */
+	cp_destination_check(cfg);
 
 	if (!curl_initialized)
 	{

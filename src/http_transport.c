@@ -52,9 +52,6 @@
 #error "calabi_push requires libcurl 7.85 or later"
 #endif
 
-#define CP_HTTP_DEFAULT_CONNECT_TIMEOUT_MS	10000
-#define CP_HTTP_DEFAULT_REQUEST_TIMEOUT_MS	60000
-
 static int64
 monotonic_us(void)
 {
@@ -291,9 +288,9 @@ cp_http_setup_easy(CpHttpClient *client, CURL **slot, const char *url,
 {
 	const CpDestinationConfig *cfg = &client->cfg;
 	int			connect_ms = cfg->connect_timeout_ms > 0 ?
-		cfg->connect_timeout_ms : CP_HTTP_DEFAULT_CONNECT_TIMEOUT_MS;
+		cfg->connect_timeout_ms : CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS;
 	int			request_ms = cfg->request_timeout_ms > 0 ?
-		cfg->request_timeout_ms : CP_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
+		cfg->request_timeout_ms : CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS;
 	CURL	   *easy;
 
 	easy = curl_easy_init();
