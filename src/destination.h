@@ -35,9 +35,10 @@ typedef struct CpDestinationConfig
 
 /*
  * The options a destination leaves out; calabi_push._destination_defaults()
- * gives them to the SQL functions, which store them.
+ * gives them to the SQL functions, which store them.  allow_http is 0 or 1,
+ * not false or true: catalog.c writes it into a query.
  */
-#define CP_DESTINATION_DEFAULT_ALLOW_HTTP			false
+#define CP_DESTINATION_DEFAULT_ALLOW_HTTP			0
 #define CP_DESTINATION_DEFAULT_COMPRESSION			"gzip"
 #define CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS	10000
 #define CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS	60000
