@@ -44,5 +44,7 @@ extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);
  * slot release it, durably.
  */
 extern void cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn);
+/* Save the slot to disk now, its confirmed position with it (a clean stop). */
+extern void cp_decoder_save(CpDecoder *decoder);
 
 #endif							/* CALABI_PUSH_CDC_DECODER_H */

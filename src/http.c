@@ -158,6 +158,7 @@ struct CpHttpClient
 	bool		started;
 	bool		start_failed;	/* before any transfer: start_result says why */
 	CpHttpResult start_result;
+	bool		abandoned;		/* the last transfer was given up (wait limit) */
 	struct curl_slist *headers; /* of the request in flight */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		token_errbuf[CURL_ERROR_SIZE];
@@ -201,6 +202,8 @@ struct CpHttpClient
 };
 
 static bool curl_initialized = false;
+
+CpHttpWaitLimit cp_http_wait_limit = NULL;
 
 
 /* ---------------------------------------------------------------------
@@ -735,6 +738,17 @@ wait_timeout_ms(CpHttpClient *client)
 }
 
 /*
+ * The caller's limit on the wait (cp_http_wait_limit): -1 none, 0 give up
+ * now, else at most that many ms.  Worker side only: the sending thread
+ * never calls it.
+ */
+static long
+caller_wait_limit(void)
+{
+	return cp_http_wait_limit != NULL ? cp_http_wait_limit() : -1;
+}
+
+/*
  * Block every signal of this thread, the old mask into *old, around a call
  * into curl that may connect: curl's threaded resolver starts its thread
  * there, and a thread inherits its creator's mask, so that the backend's
@@ -1214,14 +1228,18 @@ sender_await(CpHttpClient *client, CURLcode *rc)
 		WaitEvent	events[3];
 		int			nevents;
 		bool		over;
+		long		limit = caller_wait_limit();
 
 		pthread_mutex_lock(&sender.mutex);
 		over = sender.state != SENDER_DRIVING;
 		pthread_mutex_unlock(&sender.mutex);
-		if (over)
+		/* given up: the worker detaches it (transfer_wait) */
+		if (over || limit == 0)
 			return sender_take_back(rc);
 
-		nevents = WaitEventSetWait(client->sender_wes, CP_HTTP_MAX_WAIT_MS,
+		nevents = WaitEventSetWait(client->sender_wes,
+								   limit > 0 ? Min(limit, CP_HTTP_MAX_WAIT_MS) :
+								   CP_HTTP_MAX_WAIT_MS,
 								   events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
@@ -1270,12 +1288,24 @@ transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 		CpReadySocket ready[CP_HTTP_MAX_SOCKETS + 2];
 		int			nevents;
 		int			nready = 0;
+		long		limit = caller_wait_limit();
+		long		timeout = wait_timeout_ms(client);
+
+		if (limit == 0)
+		{
+			/* curl closes the connection: the answer can no longer come */
+			client->abandoned = true;
+			rc = CURLE_ABORTED_BY_CALLBACK;
+			break;
+		}
+		if (limit > 0)
+			timeout = Min(timeout, limit);
 
 		if (client->sockets_changed || client->wes == NULL ||
 			client->wes_latch != MyLatch)
 			rebuild_wait_set(client);
 
-		nevents = WaitEventSetWait(client->wes, wait_timeout_ms(client),
+		nevents = WaitEventSetWait(client->wes, timeout,
 								   events, lengthof(events),
 								   PG_WAIT_EXTENSION);
 
@@ -2198,6 +2228,7 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 
 	memset(result, 0, sizeof(*result));
 	result->retry_after_ms = -1;
+	client->abandoned = false;
 	if (!started)
 	{
 		check_request(client, req);
@@ -2285,6 +2316,16 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 							(status == 401 && retried) ?
 							" (after fetching a new OAuth2 token)" : NULL);
 		break;
+	}
+
+	if (client->abandoned)
+	{
+		/* the token request or the batch's: either way, nothing is known */
+		result->outcome = CP_HTTP_ABANDONED;
+		result->status = 0;
+		strlcpy(result->message, "given up without an answer: the worker is stopping",
+				sizeof(result->message));
+		result->message_redacted[0] = '\0';
 	}
 
 	/* a message without anything the endpoint sent is shown as it is */
