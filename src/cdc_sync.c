@@ -599,8 +599,6 @@ stop_cleanly(CpRun *run)
 	const char *why = NULL;
 
 	run->in_decoding = false;
-	if (seq != 0)
-		why = psprintf("no answer within %d s", CP_STOP_GRACE_MS / 1000);
 	if (cdc->decoder == NULL)
 	{
 		ereport(LOG,
@@ -610,10 +608,12 @@ stop_cleanly(CpRun *run)
 	}
 
 	cp_delivery_commit_deferred(run);
-	if (why == NULL && !cp_delivery_await_sent(run, &seq, &result))
-		why = result.outcome == CP_HTTP_ABANDONED ?
-			psprintf("no answer within %d s", CP_STOP_GRACE_MS / 1000) :
-			pstrdup(result.message);
+	/* seq: given up by the delivery the stop interrupted, or now */
+	if (seq == 0 && !cp_delivery_await_sent(run, &seq, &result) &&
+		result.outcome != CP_HTTP_ABANDONED)
+		why = pstrdup(result.message);
+	else if (seq != 0)
+		why = psprintf("no answer within %d s", CP_STOP_GRACE_MS / 1000);
 	cp_decoder_save(cdc->decoder);
 	report_progress(run);
 
@@ -677,8 +677,13 @@ start_run(CpRun *run)
 	{
 		XLogRecPtr	start;
 
-		/* it waits for the transactions running now: a stop cancels that */
+		/*
+		 * It waits for the transactions running now (sync_status shows
+		 * which while it does): a stop cancels that.
+		 */
+		cp_worker_set_state(run, CP_RUN_CREATING_SLOT, 0);
 		start = cp_cdc_slot_create(cdc->slot_name, run->sync->name);
+		cp_worker_set_state(run, CP_RUN_STARTING, 0);
 		end_cancellable();
 		cp_catalog_set_cdc_lsn(run->sync, start, true);
 		run->sync->cdc_lsn = start;

@@ -557,6 +557,8 @@ calabi_push_worker_main(Datum main_arg)
 	{
 		ErrorData  *edata;
 
+		/* the worker ends: from here a SIGTERM ends it at once */
+		cp_worker_set_stop_mode(CP_STOP_DIE);
 		HOLD_INTERRUPTS();
 		LWLockReleaseAll();		/* outside a transaction nothing else does */
 		EmitErrorReport();
