@@ -87,6 +87,12 @@ SELECT name, o.key, o.value
   FROM calabi_push.destinations, jsonb_each(options) o ORDER BY name COLLATE "C", o.key COLLATE "C";
 RESET ROLE;
 
+-- the defaults come from the library (src/destination.h), the one place that
+-- defines them: what "plain" was stored with
+SELECT calabi_push._destination_defaults();
+SELECT options = calabi_push._destination_defaults() AS plain_has_the_defaults
+  FROM calabi_push.destination WHERE name = 'plain';
+
 -- the secrets are in destination_secret only: never in the options
 SELECT d.name, d.options ?| ARRAY['token', 'client_secret', 'client_key'] AS options_hold_a_secret,
        d.options::text ~ '(tok-main|oauth-secret|key-material)' AS options_hold_a_secret_value,

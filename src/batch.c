@@ -11,6 +11,7 @@
 #include "utils/timestamp.h"
 
 #include "batch.h"
+#include "protocol.h"
 
 void
 cp_batch_init(CpBatch *batch, MemoryContext mcxt)
@@ -191,27 +192,20 @@ cp_batch_state_line(const CpBatch *batch, int from, int to, int64 batch_seq,
 					StringInfo line)
 {
 	int		   *last = palloc(sizeof(int) * Max(nstreams, 1));
-	bool		first = true;
+	const char **states = palloc(sizeof(char *) * Max(nstreams, 1));
+	int		   *state_lens = palloc(sizeof(int) * Max(nstreams, 1));
 
 	cp_batch_last_states(batch, from, to, last, nstreams);
-	resetStringInfo(line);
-	appendStringInfo(line, "{\"type\":\"STATE\",\"state\":{\"batch_seq\":" INT64_FORMAT
-					 ",\"streams\":[", batch_seq);
 	for (int s = 0; s < nstreams; s++)
 	{
-		const CpBatchItem *item;
+		const CpBatchItem *item = last[s] < 0 ? NULL : &batch->items[last[s]];
 
-		if (last[s] < 0)
-			continue;
-		item = &batch->items[last[s]];
-		if (!first)
-			appendStringInfoChar(line, ',');
-		first = false;
-		appendStringInfo(line, "{%s,\"state\":", stream_names[s]);
-		appendBinaryStringInfo(line, batch->states.data + item->state_off,
-							   item->state_len);
-		appendStringInfoChar(line, '}');
+		states[s] = item != NULL ? batch->states.data + item->state_off : NULL;
+		state_lens[s] = item != NULL ? item->state_len : 0;
 	}
-	appendStringInfoString(line, "]}}\n");
+	resetStringInfo(line);
+	cp_protocol_state_line(line, batch_seq, nstreams, stream_names, states, state_lens);
 	pfree(last);
+	pfree(states);
+	pfree(state_lens);
 }

@@ -3,7 +3,8 @@
  * calabi_push.c
  *	  Library entry point: module magic, settings, and what must be set up
  *	  at server start (shared memory, the launcher) or in every backend
- *	  (the commit-time notifications of the management functions).
+ *	  (the commit-time notifications of the management functions, and the
+ *	  wake-up of CDC workers).
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +19,8 @@
 #include "launcher.h"
 #include "shmem.h"
 #include "test_point.h"
+#include "utility_hook.h"
+#include "wakeup.h"
 
 PG_MODULE_MAGIC;
 
@@ -48,6 +51,7 @@ _PG_init(void)
 
 	/* for the TAP tests only: a crash at a named point (test_point.c) */
 	cp_test_point_define_setting();
+	cp_wakeup_define_settings();
 
 	/*
 	 * Every setting of ours is named calabi_push.*; reserving the prefix
@@ -65,6 +69,9 @@ _PG_init(void)
 	{
 		cp_shmem_init();
 		cp_register_launcher();
+		/* commits wake the CDC workers of their database (wakeup.c) */
+		cp_wakeup_init_backend();
 	}
 	cp_launcher_init_backend_hooks();
+	cp_utility_hook_init();
 }

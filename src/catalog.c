@@ -17,30 +17,28 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
+#include "reader.h"
 #include "worker.h"
+#include "xact.h"
 
-/* Defaults for options a sync or destination left out. */
+/* Defaults for options a sync left out (a destination's: destination.h). */
 #define DEFAULT_BATCH_ROWS			10000
 #define DEFAULT_BATCH_BYTES			(8 * 1024 * 1024)
 #define DEFAULT_BATCH_LINGER_MS		1000
 #define DEFAULT_CHUNK_ROWS			10000
 #define DEFAULT_MAX_BACKOFF_MS		(5 * 60 * 1000)
-#define DEFAULT_CONNECT_TIMEOUT_MS	10000
-#define DEFAULT_REQUEST_TIMEOUT_MS	60000
 
-/*
- * Each function here runs one transaction.  Committing leaves
- * CurrentMemoryContext at TopMemoryContext: end() gives the caller its own
- * back, so that what it allocates next is not kept for the process's life.
- */
+/* Each function here runs one transaction: the caller's context, for end(). */
 static MemoryContext caller_context = NULL;
 
 static Oid	catalog_role = InvalidOid;
@@ -48,9 +46,13 @@ static Oid	session_role;
 static int	session_sec_context;
 
 void
-cp_catalog_set_role(Oid role)
+cp_catalog_connect(Oid dboid)
 {
-	catalog_role = role;
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	catalog_role = GetUserId();
+
+	/* our queries name every object with its schema */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 }
 
 /*
@@ -60,9 +62,8 @@ cp_catalog_set_role(Oid role)
 static void
 begin(void)
 {
-	caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	caller_context = cp_xact_start();
 	GetUserIdAndSecContext(&session_role, &session_sec_context);
 	if (OidIsValid(catalog_role))
 		SetUserIdAndSecContext(catalog_role,
@@ -79,8 +80,7 @@ end(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	SetUserIdAndSecContext(session_role, session_sec_context);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller_context);
+	cp_xact_commit(caller_context);
 	pgstat_report_stat(false);
 }
 
@@ -242,11 +242,12 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " COALESCE(extract(epoch FROM (s.options->>'max_backoff')::interval) * 1000, "
 		 CppAsString2(DEFAULT_MAX_BACKOFF_MS) ")::int8,"
 		 " d.url, d.options->>'ca_file', d.options->>'ca_pem', d.options->>'client_cert',"
-		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, false),"
-		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(DEFAULT_CONNECT_TIMEOUT_MS) "),"
-		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(DEFAULT_REQUEST_TIMEOUT_MS) "),"
+		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, "
+		 CppAsString2(CP_DESTINATION_DEFAULT_ALLOW_HTTP) "),"
+		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS) "),"
+		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS) "),"
 		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
-		 " COALESCE(d.options->>'compression', 'gzip') <> 'none',"
+		 " COALESCE(d.options->>'compression', '" CP_DESTINATION_DEFAULT_COMPRESSION "') <> 'none',"
 		 " sec.token, sec.client_secret, sec.client_key, s.id::text,"
 		 " (s.cdc_lsn - '0/0')::int8, d.name,"
 		 /* secrets the destination was given but lacks (a restored dump) */

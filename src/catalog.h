@@ -58,13 +58,14 @@ typedef struct CpSyncDef
 } CpSyncDef;
 
 /*
- * The role the catalog's transactions run as.  A sync worker's session is
- * its sync's run_as role (what the reads and decoding run as); the catalog,
- * on which nothing is granted, is read and written as the superuser the
- * worker connected as, in a security-restricted operation: none of it runs
- * user code.  Set it before the session changes role.
+ * Connect a background worker (a sync's, a probe) to its database, as the
+ * bootstrap superuser, the role the catalog's transactions run as.  A sync
+ * worker's session then becomes its sync's run_as role (what the reads and
+ * decoding run as); the catalog, on which nothing is granted, is still read
+ * and written as that superuser, in a security-restricted operation: none
+ * of it runs user code.
  */
-extern void cp_catalog_set_role(Oid role);
+extern void cp_catalog_connect(Oid dboid);
 
 /*
  * Load a sync; NULL when it no longer exists or the extension is gone from

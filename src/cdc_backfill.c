@@ -45,17 +45,13 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_class.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "replication/message.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -66,7 +62,10 @@
 #include "cdc_relcache.h"
 #include "cdc_sync.h"
 #include "compat.h"
+#include "protocol.h"
+#include "reader.h"
 #include "stream.h"
+#include "xact.h"
 
 /*
  * Changes of the backfilled table noted before the notes overflow (about
@@ -74,8 +73,6 @@
  * table fills them, and its chunk is read again after it.
  */
 #define MAX_TOUCHES 100000
-/* rows per page assumed for a keyless table without statistics */
-#define DEFAULT_ROWS_PER_PAGE 50
 /* reads of the same chunk in a row before saying so in the log */
 #define REREADS_LOGGED 3
 /*
@@ -88,7 +85,7 @@ void
 cp_cdc_backfill_init(CpRun *run)
 {
 	CpCdcRun   *cdc = run->cdc;
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller;
 
 	cdc->touchcxt = AllocSetContextCreate(run->mcxt, "calabi_push backfill notes",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -96,7 +93,7 @@ cp_cdc_backfill_init(CpRun *run)
 										   ALLOCSET_DEFAULT_SIZES);
 	cdc->chunk.state = CP_CHUNK_NONE;
 
-	StartTransactionCommand();
+	caller = cp_xact_start();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int i = 0; i < run->nstreams; i++)
 	{
@@ -111,13 +108,13 @@ cp_cdc_backfill_init(CpRun *run)
 							RelationGetRelationName(rel)),
 					 errhint("Drop the sync and create it again with tables only.")));
 		cp_stream_run_describe(run, i, rel);
+		s->by_blocks = !s->keyset;
 		s->generation = s->def->generation;
 		s->rows = s->def->rows_sent;
 		relation_close(rel, NoLock);
 	}
 	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	cp_xact_commit(caller);
 }
 
 /* Whether the acknowledged read of s used the key it has now. */
@@ -139,12 +136,9 @@ append_control(CpRun *run, int idx, const char *kind)
 	CpBatch    *batch = run->batch;
 	int			start = cp_batch_line_begin(batch);
 
-	appendStringInfo(&batch->lines,
-					 "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"%s\",%s,\"generation\":"
-					 INT64_FORMAT, kind, s->control_names, s->generation);
-	if (strcmp(kind, "refresh_start") == 0)
-		appendStringInfo(&batch->lines, ",\"lsn\":" UINT64_FORMAT, (uint64) s->refresh_lsn);
-	appendStringInfoString(&batch->lines, "}}");
+	cp_protocol_append_control(&batch->lines, kind, s->control_names, s->generation,
+							   strcmp(kind, "refresh_start") == 0 ?
+							   s->refresh_lsn : InvalidXLogRecPtr);
 	cp_batch_line_end(batch, start, idx, false);
 }
 
@@ -211,35 +205,8 @@ cp_cdc_backfill_wants_chunk(CpRun *run)
 void
 cp_cdc_backfill_state(CpRun *run, int idx, StringInfo buf)
 {
-	CpStreamRun *s = &run->streams[idx];
-	const char *phase = s->def->phase;
-	ListCell   *lc;
-
-	appendStringInfo(buf, "{\"method\":\"cdc\",\"lsn\":" UINT64_FORMAT
-					 ",\"generation\":" INT64_FORMAT ",\"phase\":\"%s\",\"rows\":" INT64_FORMAT,
-					 (uint64) run->cdc->decoded_lsn, s->generation, phase, s->rows);
-	if (strcmp(phase, "reading") != 0)
-	{
-		appendStringInfoChar(buf, '}');
-		return;
-	}
-	appendStringInfoString(buf, ",\"key\":[");
-	for (int k = 0; k < s->nkeys; k++)
-	{
-		if (k > 0)
-			appendStringInfoChar(buf, ',');
-		cp_append_json_string(buf, s->key_names[k], strlen(s->key_names[k]));
-	}
-	appendStringInfoString(buf, "],\"after\":[");
-	foreach(lc, s->after)
-	{
-		const char *value = lfirst(lc);
-
-		if (foreach_current_index(lc) > 0)
-			appendStringInfoChar(buf, ',');
-		cp_append_json_string(buf, value, strlen(value));
-	}
-	appendStringInfo(buf, "],\"refresh_lsn\":" UINT64_FORMAT "}", (uint64) s->refresh_lsn);
+	cp_protocol_cdc_state(buf, &run->streams[idx], run->streams[idx].def->phase,
+						  run->cdc->decoded_lsn);
 }
 
 void
@@ -312,46 +279,14 @@ add_row(CpCdcChunk *chunk)
 	chunk->nrows++;
 }
 
-/* The query of the next chunk of s, and its parameters. */
-static char *
-chunk_query(CpRun *run, CpStreamRun *s, Relation rel, int *nargs, Datum **args,
-			List **after, bool *exhausted)
+/* What a chunk's rows go with (see chunk_row). */
+typedef struct BackfillRead
 {
-	BlockNumber first;
-	BlockNumber nblocks;
-	BlockNumber per;
-	double		rows_per_page = DEFAULT_ROWS_PER_PAGE;
-
-	*exhausted = false;
-	if (s->keyset)
-	{
-		*nargs = list_length(s->after);
-		return cp_keyset_query(s, run->sync->chunk_rows, args);
-	}
-
-	/* keyless: a range of blocks (a TID range scan), the next one after */
-	*nargs = 0;
-	*args = NULL;
-	first = s->after != NIL ? (BlockNumber) strtoul(linitial(s->after), NULL, 10) : 0;
-	nblocks = RelationGetNumberOfBlocks(rel);
-	if (rel->rd_rel->relpages > 0 && rel->rd_rel->reltuples > 0)
-		rows_per_page = Max(rel->rd_rel->reltuples / rel->rd_rel->relpages, 1);
-	per = Max((BlockNumber) (run->sync->chunk_rows / rows_per_page), 1);
-	if (first >= nblocks || nblocks - first <= per)
-	{
-		*exhausted = true;
-		per = first < nblocks ? nblocks - first : 0;
-	}
-	{
-		/* the chunk's memory: the transaction's is gone at its commit */
-		MemoryContext oldcxt = MemoryContextSwitchTo(run->cdc->chunk.cxt);
-
-		*after = list_make1(psprintf("%u", first + per));
-		MemoryContextSwitchTo(oldcxt);
-	}
-	return psprintf("%s WHERE ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
-					s->select_query, first, first + per);
-}
+	CpRun	   *run;
+	CpReadChunk *read;
+	int		   *key_idx;		/* the key's columns among the encoder's */
+	StringInfoData key;
+} BackfillRead;
 
 /*
  * Whether a transaction the snapshot counts as running has committed
@@ -381,6 +316,78 @@ snapshot_in_flux(Snapshot snapshot)
 	return false;
 }
 
+/*
+ * The chunk's transaction has its snapshot: keep what placing it needs
+ * (the snapshot's transactions, the read time, how the decoder must
+ * describe the table), unless the snapshot is in flux.
+ */
+static CpReadResult
+chunk_begin(void *arg, Snapshot snapshot)
+{
+	BackfillRead *b = arg;
+	CpRun	   *run = b->run;
+	CpCdcChunk *chunk = &run->cdc->chunk;
+	CpStreamRun *s = &run->streams[chunk->stream];
+	Relation	rel;
+	StringInfoData text;
+
+	/* in the chunk's memory (the reader's current context) */
+	chunk->xmin = snapshot->xmin;
+	chunk->xmax = snapshot->xmax;
+	chunk->xcnt = snapshot->xcnt;
+	chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
+	memcpy(chunk->xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
+	chunk->read_at = GetCurrentTimestamp();
+	b->read->emitted_at = chunk->read_at;
+	initStringInfo(&chunk->rows);
+
+	/* _calabi_cdc_updated_at of its rows: encoded here, in a transaction */
+	initStringInfo(&text);
+	cp_cdc_append_time(&text, chunk->read_at);
+	chunk->read_at_text = text.data;
+
+	/* read it again in a moment, with a snapshot that is not */
+	if (snapshot_in_flux(snapshot))
+		return CP_READ_SKIPPED;
+
+	rel = cp_stream_open(s->def->relid, run->sync->run_as);
+	cp_cdc_relcache_describe(rel, &chunk->stream_line, &chunk->stream_line_len,
+							 &chunk->signature);
+	relation_close(rel, NoLock);
+	return CP_READ_OK;
+}
+
+/* A row read, up to its data object: kept, open, with its key's text. */
+static void
+chunk_row(void *arg, int start, const Datum *values, const bool *isnull)
+{
+	BackfillRead *b = arg;
+	CpRun	   *run = b->run;
+	CpCdcChunk *chunk = &run->cdc->chunk;
+	CpStreamRun *s = &run->streams[chunk->stream];
+
+	add_row(chunk);
+	/* the data object stays open for the _calabi_cdc_* members */
+	chunk->rows.data[--chunk->rows.len] = '\0';
+	chunk->row_off[chunk->nrows - 1] = start;
+	chunk->row_len[chunk->nrows - 1] = chunk->rows.len - start;
+	if (!s->keyset)
+		return;
+	if (b->key_idx == NULL)
+	{
+		/* the key's columns among the encoder's, found once per chunk */
+		b->key_idx = palloc(sizeof(int) * Max(s->nkeys, 1));
+		for (int k = 0; k < s->nkeys; k++)
+			for (int i = 0; i < s->enc->ncolumns; i++)
+				if (s->enc->columns[i].attnum == s->key_columns[k])
+					b->key_idx[k] = i;
+		initStringInfo(&b->key);
+	}
+	resetStringInfo(&b->key);
+	cp_cdc_key_text(&b->key, s->enc, b->key_idx, s->nkeys, values, isnull);
+	chunk->row_key[chunk->nrows - 1] = pstrdup(b->key.data);
+}
+
 void
 cp_cdc_backfill_read_chunk(CpRun *run)
 {
@@ -388,18 +395,8 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	CpCdcChunk *chunk = &cdc->chunk;
 	int			idx = cdc->backfill_stream;
 	CpStreamRun *s = &run->streams[idx];
-	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext oldcxt;
-	Snapshot	snapshot;
-	Relation	rel;
-	char	   *query;
-	int			nargs;
-	Datum	   *args;
-	List	   *after = NIL;
-	bool		exhausted;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
+	CpReadChunk c = {0};
+	BackfillRead b = {0};
 	XLogRecPtr	lsn;
 
 	MemoryContextReset(chunk->cxt);
@@ -410,154 +407,27 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	chunk->row_dropped = NULL;
 	chunk->after = NIL;
 
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	snapshot = GetTransactionSnapshot();
-	PushActiveSnapshot(snapshot);
-
-	oldcxt = MemoryContextSwitchTo(chunk->cxt);
-	chunk->xmin = snapshot->xmin;
-	chunk->xmax = snapshot->xmax;
-	chunk->xcnt = snapshot->xcnt;
-	chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
-	memcpy(chunk->xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
-	chunk->read_at = GetCurrentTimestamp();
-	initStringInfo(&chunk->rows);
+	/*
+	 * A chunk holds at most about a batch: chunk_rows rows near batch_bytes
+	 * each would not fit in memory.  Its encoder is built for it: the
+	 * decoder's description of the table (its signature), not the
+	 * encoder, decides whether its rows may be placed.
+	 */
+	b.run = run;
+	b.read = &c;
+	c.max_rows = run->sync->chunk_rows;
+	c.out = &chunk->rows;
+	c.line_room = PLACED_MEMBERS_MAX;
+	c.cxt = chunk->cxt;
+	c.begin = chunk_begin;
+	c.row = chunk_row;
+	c.arg = &b;
+	s->enc = NULL;
+	if (cp_read_chunk(run, s, &c) == CP_READ_SKIPPED)
 	{
-		/* _calabi_cdc_updated_at of its rows: encoded here, in a transaction */
-		StringInfoData text;
-
-		initStringInfo(&text);
-		cp_cdc_append_time(&text, chunk->read_at);
-		chunk->read_at_text = text.data;
-	}
-
-	MemoryContextSwitchTo(oldcxt);
-
-	if (snapshot_in_flux(snapshot))
-	{
-		/* read it again in a moment, with a snapshot that is not */
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(caller);
 		MemoryContextReset(chunk->cxt);
 		return;
 	}
-
-	oldcxt = MemoryContextSwitchTo(chunk->cxt);
-	rel = cp_stream_open(s->def->relid, run->sync->run_as);
-	cp_cdc_relcache_describe(rel, &chunk->stream_line, &chunk->stream_line_len,
-							 &chunk->signature);
-	MemoryContextSwitchTo(oldcxt);
-
-	query = chunk_query(run, s, rel, &nargs, &args, &after, &exhausted);
-	relation_close(rel, NoLock);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
-	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	if (s->keyset)
-		exhausted = SPI_processed < (uint64) run->sync->chunk_rows;
-
-	nestlevel = cp_encoder_pin_settings();
-	oldcxt = MemoryContextSwitchTo(chunk->cxt);
-	{
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		CpRowEncoder *enc = cp_row_encoder_create(desc, chunk->cxt);
-		Datum	   *values = palloc(sizeof(Datum) * Max(desc->natts, 1));
-		bool	   *isnull = palloc(sizeof(bool) * Max(desc->natts, 1));
-		int		   *key_idx = palloc(sizeof(int) * Max(s->nkeys, 1));
-		StringInfoData head;
-		StringInfoData key;
-
-		if (s->keyset)
-		{
-			cp_stream_run_key_columns(s, desc);
-			for (int k = 0; k < s->nkeys; k++)
-				for (int i = 0; i < enc->ncolumns; i++)
-					if (enc->columns[i].attnum == s->key_columns[k])
-						key_idx[k] = i;
-		}
-		initStringInfo(&head);
-		appendStringInfo(&head, "%s" INT64_FORMAT ",\"data\":", s->record_prefix,
-						 cp_unix_ms(chunk->read_at));
-		initStringInfo(&key);
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			int			start = chunk->rows.len;
-
-			heap_deform_tuple(SPI_tuptable->vals[r], desc, values, isnull);
-			appendBinaryStringInfo(&chunk->rows, head.data, head.len);
-			if (!cp_encode_row_bounded(enc, &chunk->rows, values, isnull,
-									   run->sync->batch_bytes - head.len - PLACED_MEMBERS_MAX))
-			{
-				chunk->rows.len = start;
-				chunk->rows.data[start] = '\0';
-
-				/*
-				 * The rows before it go as a chunk of their own (a keyset
-				 * read resumes after the last of them, so the next chunk
-				 * begins with it); met first, or in a range of blocks that
-				 * cannot end mid-way, it stops the sync once the
-				 * transaction is over.
-				 */
-				if (s->keyset && r > 0)
-				{
-					List	   *saved = s->after;
-
-					heap_deform_tuple(SPI_tuptable->vals[r - 1], desc, values, isnull);
-					s->after = NIL;
-					cp_stream_run_remember_key(run, s, values);
-					after = s->after;
-					s->after = saved;
-				}
-				else
-					cp_stream_run_note_too_large(run, s, desc, values, isnull);
-				exhausted = false;
-				break;
-			}
-			add_row(chunk);
-			/* the data object stays open for the _calabi_cdc_* members */
-			chunk->rows.data[--chunk->rows.len] = '\0';
-			chunk->row_off[chunk->nrows - 1] = start;
-			chunk->row_len[chunk->nrows - 1] = chunk->rows.len - start;
-			if (s->keyset)
-			{
-				resetStringInfo(&key);
-				cp_cdc_key_text(&key, enc, key_idx, s->nkeys, values, isnull);
-				chunk->row_key[chunk->nrows - 1] = pstrdup(key.data);
-
-				/*
-				 * A chunk holds at most about a batch: chunk_rows rows
-				 * near batch_bytes each would not fit in memory.
-				 */
-				if (r < SPI_processed - 1 &&
-					chunk->rows.len >= run->sync->batch_bytes)
-					exhausted = false;
-				if (r == SPI_processed - 1 || chunk->rows.len >= run->sync->batch_bytes)
-				{
-					List	   *saved = s->after;
-
-					/* the key of the last row, as text, for the next read */
-					s->after = NIL;
-					cp_stream_run_remember_key(run, s, values);
-					after = s->after;
-					s->after = saved;
-					break;
-				}
-			}
-		}
-	}
-	MemoryContextSwitchTo(oldcxt);
-	cp_encoder_unpin_settings(nestlevel);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
 
 	if (s->too_large != NULL)
 	{
@@ -567,8 +437,8 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 		cp_stream_run_stop_too_large(run, s);
 	}
 
-	chunk->after = (s->keyset && after == NIL) ? s->after : after;
-	chunk->exhausted = exhausted;
+	chunk->after = c.after != NIL ? c.after : s->after;
+	chunk->exhausted = c.exhausted;
 
 	/*
 	 * The watermark: flushed, or an idle server would not let the decoder
@@ -740,9 +610,9 @@ cp_cdc_backfill_place_chunk(CpRun *run)
 
 	/* what closes each row: its position, the read time, not deleted */
 	initStringInfo(&members);
-	appendStringInfo(&members, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":%s"
-					 ",\"_calabi_cdc_deleted_at\":null}}}",
-					 (uint64) chunk->watermark_lsn, chunk->read_at_text);
+	cp_protocol_cdc_members(&members, chunk->watermark_lsn, chunk->read_at_text,
+							strlen(chunk->read_at_text));
+	appendStringInfoString(&members, "null}}}");
 
 	for (int r = 0; r < chunk->nrows; r++)
 	{

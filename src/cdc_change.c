@@ -26,7 +26,9 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -35,6 +37,8 @@
 #include "cdc_relcache.h"
 #include "compat.h"
 #include "encoder.h"
+#include "oversize.h"
+#include "protocol.h"
 #include "stream.h"
 
 /* The encoder of _calabi_cdc_updated_at/_deleted_at values, made once. */
@@ -82,19 +86,20 @@ prepare_members(CpCdcTxn *txn)
 	txn->time_len = buf.len;
 
 	resetStringInfo(&buf);
-	appendStringInfo(&buf, "\"_calabi_cdc_lsn\":" UINT64_FORMAT ",\"_calabi_cdc_updated_at\":",
-					 (uint64) txn->end_lsn);
-	appendBinaryStringInfo(&buf, txn->time, txn->time_len);
-	appendStringInfoString(&buf, ",\"_calabi_cdc_deleted_at\":");
+	cp_protocol_cdc_members(&buf, txn->end_lsn, txn->time, txn->time_len);
 	if (buf.len >= (int) sizeof(txn->members))
 		elog(ERROR, "CDC members text too long: %s", buf.data);
 	memcpy(txn->members, buf.data, buf.len);
 	txn->members_len = buf.len;
-	pfree(buf.data);
 
 	/* read when the transaction is replayed: one clock reading for all */
-	txn->emitted_len = snprintf(txn->emitted, sizeof(txn->emitted),
-								INT64_FORMAT ",\"data\":", cp_unix_ms(GetCurrentTimestamp()));
+	resetStringInfo(&buf);
+	cp_protocol_record_emitted(&buf, GetCurrentTimestamp());
+	if (buf.len >= (int) sizeof(txn->emitted))
+		elog(ERROR, "emitted_at text too long: %s", buf.data);
+	memcpy(txn->emitted, buf.data, buf.len);
+	txn->emitted_len = buf.len;
+	pfree(buf.data);
 	txn->members_ready = true;
 }
 
@@ -116,14 +121,25 @@ pin_settings_for(CpCdcTxn *txn, const CpCdcRelation *entry)
 		txn->pin_nestlevel = cp_encoder_pin_settings();
 }
 
+/*
+ * The relation's STREAM line, when owed; 1 if appended.  It counts as
+ * announced only once the change's lines are all written (announced()): a
+ * change too large to send takes it back with its own lines.
+ */
 static int
 append_stream_if_owed(StringInfo out, CpCdcRelation *entry)
 {
 	if (!cp_cdc_relcache_stream_owed(entry))
 		return 0;
 	appendBinaryStringInfo(out, entry->stream_line, entry->stream_line_len);
-	cp_cdc_relcache_announced(entry->relid, entry->signature);
 	return 1;
+}
+
+static void
+announced(CpCdcRelation *entry, int stream_lines)
+{
+	if (stream_lines > 0)
+		cp_cdc_relcache_announced(entry->relid, entry->signature);
 }
 
 /* A row of the relation's current shape; all null when tuple is NULL. */
@@ -207,52 +223,49 @@ key_changed(const CpCdcRelation *entry, TupleDesc desc,
 	return changed;
 }
 
+/* Drop what was appended to out from start on. */
+static inline void
+truncate_lines(StringInfo out, int start)
+{
+	out->len = start;
+	out->data[start] = '\0';
+}
+
 /*
- * One RECORD line.  unchanged (per encoder column, or NULL for none) marks
- * the columns left out of data and listed in "unchanged".
+ * One RECORD line, no longer than the transaction's bound; false (out as it
+ * was) when it would be longer.  unchanged (per encoder column, or NULL for
+ * none) marks the columns left out of data and listed in "unchanged".
  */
-static void
+static bool
 append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
 			  const Datum *values, const bool *isnull, const bool *unchanged,
 			  bool deleted)
 {
 	const CpRowEncoder *enc = entry->enc;
-	bool		any;
+	int			start = out->len;
+	int			max_bytes = txn->max_record_bytes > 0 ?
+		txn->max_record_bytes : (int) MaxAllocSize;
+	bool		any = false;
 
 	prepare_members(txn);
 	appendBinaryStringInfo(out, entry->record_prefix, entry->record_prefix_len);
 	appendBinaryStringInfo(out, txn->emitted, txn->emitted_len);
 
-	if (unchanged == NULL)
+	/*
+	 * The row exactly as preview() writes it, without the columns the WAL
+	 * does not hold, reopened for our members.  The encoder stops at the
+	 * bound: a huge value is never written out whole only to be dropped.
+	 */
+	if (!cp_encode_row_bounded(enc, out, values, isnull, unchanged,
+							   max_bytes - (out->len - start)))
 	{
-		/* the row exactly as preview() writes it, reopened for our members */
-		cp_encode_row(enc, out, values, isnull);
-		Assert(out->len > 0 && out->data[out->len - 1] == '}');
-		out->data[--out->len] = '\0';
-		any = enc->ncolumns > 0;
+		truncate_lines(out, start);
+		return false;
 	}
-	else
-	{
-		/* the same, without the columns the WAL does not hold */
-		appendStringInfoChar(out, '{');
-		any = false;
-		for (int i = 0; i < enc->ncolumns; i++)
-		{
-			const CpColumnEncoder *col = &enc->columns[i];
-			int			off = col->attnum - 1;
-
-			if (unchanged[i])
-				continue;
-			if (any)
-				appendStringInfoChar(out, ',');
-			any = true;
-			appendBinaryStringInfo(out, col->key, col->keylen);
-			if (isnull[off])
-				appendStringInfoString(out, "null");
-			else
-				cp_encode_value(&col->type, out, values[off]);
-		}
-	}
+	Assert(out->len > 0 && out->data[out->len - 1] == '}');
+	out->data[--out->len] = '\0';
+	for (int i = 0; i < enc->ncolumns && !any; i++)
+		any = unchanged == NULL || !unchanged[i];
 
 	if (any)
 		appendStringInfoChar(out, ',');
@@ -281,6 +294,80 @@ append_record(StringInfo out, CpCdcTxn *txn, const CpCdcRelation *entry,
 		appendStringInfoChar(out, ']');
 	}
 	appendStringInfoString(out, "}}\n");
+
+	/* what follows the row is short: checked once written */
+	if (out->len - start > max_bytes)
+	{
+		truncate_lines(out, start);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A record of change (the row values/isnull, without the unchanged columns)
+ * would exceed the bound: nothing of the change is sent, nor anything after
+ * it in the transaction.  Tell the sink which change it is, or, without a
+ * sink to stop (the SQL functions), raise the error here.
+ */
+static void
+change_too_large(CpCdcTxn *txn, const CpCdcRelation *entry, Relation rel,
+				 ReorderBufferChange *change, const Datum *values,
+				 const bool *isnull, const bool *unchanged)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool	   *counted = palloc(sizeof(bool) * Max(desc->natts, 1));
+	const char *names[INDEX_MAX_KEYS];
+	const char *texts[INDEX_MAX_KEYS];
+	StringInfoData key;
+	int64		bytes;
+
+	/* the values the record would carry, not those it leaves out */
+	memcpy(counted, isnull, sizeof(bool) * desc->natts);
+	for (int i = 0; unchanged != NULL && i < entry->enc->ncolumns; i++)
+		if (unchanged[i])
+			counted[entry->enc->columns[i].attnum - 1] = true;
+	bytes = cp_oversize_values_bytes(desc, values, counted);
+
+	initStringInfo(&key);
+	if (entry->nkeys > 0)
+	{
+		Assert(entry->nkeys <= INDEX_MAX_KEYS);
+		for (int k = 0; k < entry->nkeys; k++)
+		{
+			int			i = entry->key_columns[k];
+			const CpColumnEncoder *col = &entry->enc->columns[i];
+			int			off = col->attnum - 1;
+			Oid			outfunc;
+			bool		varlena;
+
+			names[k] = quote_identifier(col->name);
+			if (isnull[off])
+				texts[k] = NULL;
+			else if (unreadable(entry, i, values, isnull))
+				texts[k] = "...";	/* TOASTed, not in the WAL */
+			else
+			{
+				getTypeOutputInfo(col->type.typid, &outfunc, &varlena);
+				texts[k] = OidOutputFunctionCall(outfunc, values[off]);
+			}
+		}
+		cp_oversize_append_key(&key, entry->nkeys, names, texts);
+	}
+
+	txn->too_large = true;
+	if (txn->on_too_large != NULL)
+	{
+		txn->on_too_large(txn->on_too_large_arg, rel, change->lsn, key.data, bytes);
+		return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s%s of \"%s\".\"%s\" at %X/%X is too large to decode: its record would exceed the 1GB a buffer can hold; its values take " INT64_FORMAT " bytes before encoding",
+					key.len > 0 ? "change " : "a change", key.data,
+					get_namespace_name(RelationGetNamespace(rel)),
+					RelationGetRelationName(rel), LSN_FORMAT_ARGS(change->lsn),
+					bytes)));
 }
 
 void
@@ -321,7 +408,7 @@ report_key(CpCdcTxn *txn, const CpCdcRelation *entry, const Datum *values,
 
 int
 cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
-					 ReorderBufferChange *change)
+					 ReorderBufferChange *change, int *nrecords)
 {
 	CpCdcRelation *entry;
 	TupleDesc	desc;
@@ -331,8 +418,11 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 	bool	   *newnulls;
 	Datum	   *oldvals;
 	bool	   *oldnulls;
-	int			nlines;
+	bool	   *unchanged = NULL;
+	int			start = out->len;
+	int			stream_lines;
 
+	*nrecords = 0;
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
@@ -342,6 +432,9 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 		default:
 			return 0;
 	}
+	/* a change too large to send ends what is sent of its transaction */
+	if (txn->too_large)
+		return 0;
 
 	entry = cp_cdc_relcache_get(rel);
 	if (entry->violation != CP_CDC_OK && txn->on_violation != NULL)
@@ -364,76 +457,97 @@ cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
 						RelationGetRelationName(rel))));
 
 	pin_settings_for(txn, entry);
-	nlines = append_stream_if_owed(out, entry);
+	stream_lines = append_stream_if_owed(out, entry);
 
+	/*
+	 * The records first, each bounded: if one is too large, none of the
+	 * change's lines is sent and the backfill's watcher hears nothing of it.
+	 */
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			deform_row(newtuple, desc, &newvals, &newnulls);
-			append_record(out, txn, entry, newvals, newnulls, NULL, false);
+			if (!append_record(out, txn, entry, newvals, newnulls, NULL, false))
+				goto too_large_new;
 			report_key(txn, entry, newvals, newnulls, false);
-			nlines++;
+			*nrecords = 1;
 			break;
 
 		case REORDER_BUFFER_CHANGE_UPDATE:
+			deform_row(newtuple, desc, &newvals, &newnulls);
+			deform_row(oldtuple, desc, &oldvals, &oldnulls);
+
+			for (int i = 0; i < entry->enc->ncolumns; i++)
 			{
-				bool	   *unchanged = NULL;
+				int			off = entry->enc->columns[i].attnum - 1;
 
-				deform_row(newtuple, desc, &newvals, &newnulls);
-				deform_row(oldtuple, desc, &oldvals, &oldnulls);
-
-				for (int i = 0; i < entry->enc->ncolumns; i++)
+				if (!unreadable(entry, i, newvals, newnulls))
+					continue;
+				if (oldtuple != NULL && !oldnulls[off] &&
+					!unreadable(entry, i, oldvals, oldnulls))
+					newvals[off] = oldvals[off];	/* the same value */
+				else
 				{
-					int			off = entry->enc->columns[i].attnum - 1;
-
-					if (!unreadable(entry, i, newvals, newnulls))
-						continue;
-					if (oldtuple != NULL && !oldnulls[off] &&
-						!unreadable(entry, i, oldvals, oldnulls))
-						newvals[off] = oldvals[off];	/* the same value */
-					else
-					{
-						if (unchanged == NULL)
-							unchanged = palloc0(sizeof(bool) * entry->enc->ncolumns);
-						unchanged[i] = true;
-					}
+					if (unchanged == NULL)
+						unchanged = palloc0(sizeof(bool) * entry->enc->ncolumns);
+					unchanged[i] = true;
 				}
-
-				/* a row moved to another key: the old key is deleted */
-				if (oldtuple != NULL && entry->nkeys > 0 &&
-					key_changed(entry, desc, oldvals, oldnulls, newvals, newnulls))
-				{
-					null_unreadable(entry, oldvals, oldnulls);
-					append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
-					report_key(txn, entry, oldvals, oldnulls, false);
-					nlines++;
-				}
-				append_record(out, txn, entry, newvals, newnulls, unchanged, false);
-				report_key(txn, entry, newvals, newnulls, unchanged != NULL);
-				nlines++;
-				break;
 			}
+
+			/* a row moved to another key: the old key is deleted */
+			if (oldtuple != NULL && entry->nkeys > 0 &&
+				key_changed(entry, desc, oldvals, oldnulls, newvals, newnulls))
+			{
+				null_unreadable(entry, oldvals, oldnulls);
+				if (!append_record(out, txn, entry, oldvals, oldnulls, NULL, true))
+					goto too_large_old;
+				*nrecords = 1;
+			}
+			if (!append_record(out, txn, entry, newvals, newnulls, unchanged, false))
+				goto too_large_new;
+			if (*nrecords > 0)
+				report_key(txn, entry, oldvals, oldnulls, false);
+			report_key(txn, entry, newvals, newnulls, unchanged != NULL);
+			(*nrecords)++;
+			break;
 
 		case REORDER_BUFFER_CHANGE_DELETE:
 			deform_row(oldtuple, desc, &oldvals, &oldnulls);
 			null_unreadable(entry, oldvals, oldnulls);
-			append_record(out, txn, entry, oldvals, oldnulls, NULL, true);
+			if (!append_record(out, txn, entry, oldvals, oldnulls, NULL, true))
+				goto too_large_old;
 			report_key(txn, entry, oldvals, oldnulls, false);
-			nlines++;
+			*nrecords = 1;
 			break;
 
 		default:
 			break;
 	}
-	return nlines;
+	announced(entry, stream_lines);
+	return stream_lines + *nrecords;
+
+too_large_new:
+	truncate_lines(out, start);
+	change_too_large(txn, entry, rel, change, newvals, newnulls, unchanged);
+	*nrecords = 0;
+	return 0;
+
+too_large_old:
+	truncate_lines(out, start);
+	change_too_large(txn, entry, rel, change, oldvals, oldnulls, NULL);
+	*nrecords = 0;
+	return 0;
 }
 
 int
 cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
 {
-	CpCdcRelation *entry = cp_cdc_relcache_get(rel);
+	CpCdcRelation *entry;
 	int			nlines;
 
+	if (txn->too_large)
+		return 0;
+	entry = cp_cdc_relcache_get(rel);
 	if (entry->violation != CP_CDC_OK && txn->on_violation != NULL)
 	{
 		txn->on_violation(txn->on_violation_arg, rel, entry->violation);
@@ -442,9 +556,10 @@ cp_cdc_append_truncate(StringInfo out, CpCdcTxn *txn, Relation rel)
 	if (!entry->emit)
 		return 0;
 	nlines = append_stream_if_owed(out, entry);
+	announced(entry, nlines);
 	if (txn->on_key != NULL && txn->watch_relid == entry->relid)
 		txn->on_key(txn->on_key_arg, NULL, 0, false);
 	appendBinaryStringInfo(out, entry->truncate_prefix, entry->truncate_prefix_len);
-	appendStringInfo(out, UINT64_FORMAT "}}\n", (uint64) txn->end_lsn);
+	cp_protocol_append_truncate_end(out, txn->end_lsn);
 	return nlines + 1;
 }

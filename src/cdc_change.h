@@ -85,6 +85,22 @@ typedef struct CpCdcTxn
 	 */
 	void		(*on_violation) (void *arg, Relation rel, int violation);
 	void	   *on_violation_arg;
+
+	/*
+	 * The longest a record line may be, '\n' included: a sync worker's
+	 * batch_bytes (0: what a buffer can hold).  A change whose record would
+	 * be longer is encoded no further than that (cp_encode_row_bounded) and
+	 * not sent, nor is anything after it in the transaction (too_large):
+	 * on_too_large is told which change it is (its LSN, its key as
+	 * "(a, b)=(1, x)", "" without one, and its values' size before
+	 * encoding).  NULL: an error is raised at once.  Set by the sink after
+	 * cp_cdc_txn_begin.
+	 */
+	int			max_record_bytes;
+	void		(*on_too_large) (void *arg, Relation rel, XLogRecPtr lsn,
+								 const char *key, int64 bytes);
+	void	   *on_too_large_arg;
+	bool		too_large;
 } CpCdcTxn;
 
 extern void cp_cdc_txn_begin(CpCdcTxn *txn, XLogRecPtr end_lsn,
@@ -94,10 +110,11 @@ extern void cp_cdc_txn_end(CpCdcTxn *txn);
 /*
  * Append the lines of one insert, update or delete of rel (any other action,
  * or a relation the session does not emit, appends nothing).  Returns the
- * number of lines appended.
+ * number of lines appended; *nrecords says how many of them, the last
+ * ones, are RECORDs (a STREAM line may precede them).
  */
 extern int	cp_cdc_append_change(StringInfo out, CpCdcTxn *txn, Relation rel,
-								 ReorderBufferChange *change);
+								 ReorderBufferChange *change, int *nrecords);
 
 /*
  * A timestamptz as the _calabi_cdc_* members carry it.  The first call

@@ -34,6 +34,7 @@
 #include "cdc_decoder.h"
 #include "cdc_relcache.h"
 #include "compat.h"
+#include "xact.h"
 
 struct CpDecoder
 {
@@ -113,16 +114,14 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 	 */
 	if (decoder->catalog_used)
 	{
-		MemoryContext caller = CurrentMemoryContext;
-
 		/* rebuilding the nailed relcache entries needs a transaction */
-		StartTransactionCommand();
+		MemoryContext caller = cp_xact_start();
+
 		/* a reset, not a change: it asks the sync for no check */
 		cp_cdc_relcache_ignore_resets(true);
 		InvalidateSystemCaches();
 		cp_cdc_relcache_ignore_resets(false);
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(caller);
+		cp_xact_commit(caller);
 		decoder->catalog_used = false;
 	}
 
@@ -162,7 +161,7 @@ cp_decoder_position(const CpDecoder *decoder)
 }
 
 void
-cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
+cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save)
 {
 	TimestampTz now;
 
@@ -170,6 +169,16 @@ cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn)
 		return;
 	LogicalConfirmReceivedLocation(lsn);
 	decoder->confirmed = lsn;
+
+	/*
+	 * Not saved now: the next checkpoint writes the dirty slot.  A crash
+	 * before only makes the restart read more WAL.
+	 */
+	if (!save)
+	{
+		ReplicationSlotMarkDirty();
+		return;
+	}
 
 	/*
 	 * Only a moved restart_lsn or catalog_xmin makes core save the slot:

@@ -41,9 +41,11 @@ extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);
 
 /*
  * Everything committed before lsn is acknowledged and checkpointed: let the
- * slot release it, durably.
+ * slot release it.  save: durably (at most once a second); else at the
+ * next checkpoint, or when PostgreSQL saves the slot because its restart
+ * position moved.
  */
-extern void cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn);
+extern void cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save);
 /* Save the slot to disk now, its confirmed position with it (a clean stop). */
 extern void cp_decoder_save(CpDecoder *decoder);
 

@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 
 #include "cdc_relcache.h"
+#include "protocol.h"
 #include "stream.h"
 
 /* the extension's own schema (calabi_push.control: not relocatable) */
@@ -303,8 +304,7 @@ build_emitted(CpCdcRelation *fresh, Relation rel, const char *nspname)
 	List	   *pk = cp_stream_primary_key(rel);
 	ListCell   *lc;
 	StringInfoData buf;
-	StringInfoData extra;
-	StringInfoData names;
+	char	   *names;
 
 	fresh->natts = desc->natts;
 	fresh->enc = enc;
@@ -348,16 +348,10 @@ build_emitted(CpCdcRelation *fresh, Relation rel, const char *nspname)
 	cdc_column(&schema_enc.columns[enc->ncolumns + 2], "_calabi_cdc_deleted_at",
 			   TIMESTAMPTZOID);
 
-	initStringInfo(&extra);
-	appendStringInfoString(&extra, "\"sync_mode\":\"incremental\",\"destination_sync_mode\":");
-	cp_append_json_string(&extra, relcache_options.destination_sync_mode,
-						  strlen(relcache_options.destination_sync_mode));
-	appendStringInfoString(&extra, ",\"method\":\"cdc\",\"cursor_field\":[\"_calabi_cdc_lsn\"]");
-
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"type\":\"STREAM\",\"stream\":");
-	cp_stream_append_object(&buf, rel, &schema_enc, extra.data);
-	appendStringInfoString(&buf, "}\n");
+	cp_protocol_append_stream(&buf, rel, &schema_enc, "cdc",
+							  relcache_options.destination_sync_mode, "_calabi_cdc_lsn");
+	appendStringInfoChar(&buf, '\n');
 	fresh->stream_line = buf.data;
 	fresh->stream_line_len = buf.len;
 
@@ -373,24 +367,11 @@ build_emitted(CpCdcRelation *fresh, Relation rel, const char *nspname)
 	}
 	fresh->signature = buf.data;
 
-	/* RECORD and CONTROL name the stream "stream" */
-	initStringInfo(&names);
-	appendStringInfoString(&names, "\"namespace\":");
-	cp_append_json_string(&names, nspname, strlen(nspname));
-	appendStringInfoString(&names, ",\"stream\":");
-	cp_append_json_string(&names, relname, strlen(relname));
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"type\":\"RECORD\",\"record\":{%s,\"emitted_at\":",
-					 names.data);
-	fresh->record_prefix = buf.data;
-	fresh->record_prefix_len = buf.len;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"type\":\"CONTROL\",\"control\":{\"kind\":\"truncate\",%s,\"lsn\":",
-					 names.data);
-	fresh->truncate_prefix = buf.data;
-	fresh->truncate_prefix_len = buf.len;
+	names = cp_protocol_message_names(nspname, relname);
+	fresh->record_prefix = cp_protocol_record_prefix(names);
+	fresh->record_prefix_len = strlen(fresh->record_prefix);
+	fresh->truncate_prefix = cp_protocol_truncate_prefix(names);
+	fresh->truncate_prefix_len = strlen(fresh->truncate_prefix);
 }
 
 static void

@@ -86,9 +86,9 @@ typedef struct CpCdcRelation
 	char	   *stream_line;	/* the whole STREAM message, '\n' included */
 	int			stream_line_len;
 	char	   *signature;		/* stream_line + column types: a change means a new STREAM */
-	char	   *record_prefix;	/* {"type":"RECORD","record":{"namespace":..,"stream":..,"emitted_at": */
+	char	   *record_prefix;	/* a RECORD up to its emitted_at (protocol.h) */
 	int			record_prefix_len;
-	char	   *truncate_prefix;	/* {"type":"CONTROL","control":{"kind":"truncate",...,"lsn": */
+	char	   *truncate_prefix;	/* a CONTROL truncate up to its lsn (protocol.h) */
 	int			truncate_prefix_len;
 } CpCdcRelation;
 

@@ -28,8 +28,13 @@ typedef struct CpCdcSink
 	void		(*begin) (void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn);
 	/* where the lines of the next change go: written in place, no copy */
 	StringInfo	(*buffer) (void *arg);
-	/* the lines of one change (or truncate) of rel, '\n'-terminated: buf from start */
-	void		(*lines) (void *arg, Oid relid, StringInfo buf, int start);
+	/*
+	 * The nlines lines of one change (or truncate) of rel, '\n'-terminated:
+	 * buf from start.  The last nrecords of them are RECORDs; any before
+	 * are a STREAM or a CONTROL.
+	 */
+	void		(*lines) (void *arg, Oid relid, StringInfo buf, int start,
+						  int nlines, int nrecords);
 	void		(*commit) (void *arg, ReorderBufferTXN *txn);
 	/* a non-transactional logical message: no catalog access here */
 	void		(*message) (void *arg, XLogRecPtr lsn, const char *prefix,

@@ -13,7 +13,9 @@
  *	  writes a watermark into the WAL; when the decoder reaches it, the
  *	  chunk takes its place in the stream (cdc_backfill.c);
  *	- when decoding has caught up with the WAL, what is batched is sent at
- *	  once (latency); while it has not, batches go when full (throughput).
+ *	  once (latency); while it has not, batches go when full (throughput);
+ *	- with nothing to do, it sleeps until a commit in its database wakes it
+ *	  (wakeup.c), or a slow fallback poll.
  *
  * Checkpoints: a batch's items carry the WAL position the sync reaches once
  * they are delivered (the end of each transaction's commit record).  When
@@ -43,6 +45,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/reorderbuffer.h"
 #include "storage/ipc.h"
@@ -59,16 +62,29 @@
 #include "cdc_sync.h"
 #include "compat.h"
 #include "test_point.h"
+#include "wakeup.h"
 
-/* a watermark or the WAL's end is polled this often when there is nothing */
+/*
+ * Something under way that no commit announces (a watermark to reach, a
+ * commit announced but not yet flushed, a delivery) is looked at this often.
+ */
 #define NAP_MS 10
 /*
  * Batch numbers kept reserved before each decoding round: one transaction
  * may need that many batches (a billion rows at the default batch_rows).
  */
 #define SEQ_AHEAD 100000
-/* an idle sync records its position at most this often */
+/*
+ * An idle sync records its position (see save_idle_position) at most this
+ * often after it delivered or its database wrote, so that whoever waits for
+ * lsn_acknowledged to pass a write sees it soon; and at most every
+ * IDLE_SAVE_QUIET_MS while only other databases write.  Each record is a
+ * commit, and moves the slot, which PostgreSQL then saves to disk: these
+ * fsyncs would otherwise be most of the wake-ups of a sync whose database
+ * is quiet beside a busy one.
+ */
 #define IDLE_SAVE_MS 1000
+#define IDLE_SAVE_QUIET_MS 30000
 /*
  * After an invalidation asked for a check of the present catalog, check
  * once more this much later: a change decoded from the WAL may not yet be
@@ -90,6 +106,7 @@ typedef struct Pending
 } Pending;
 
 static Pending *pending = NULL;
+static MemoryContext pending_cxt = NULL;
 static int	pending_head = 0;
 static int	pending_tail = 0;
 static int	pending_size = 0;
@@ -110,7 +127,7 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 		{
 			pending_size = Max(pending_size * 2, 1024);
 			pending = pending == NULL ?
-				MemoryContextAlloc(TopMemoryContext, sizeof(Pending) * pending_size) :
+				MemoryContextAlloc(pending_cxt, sizeof(Pending) * pending_size) :
 				repalloc(pending, sizeof(Pending) * pending_size);
 		}
 	}
@@ -135,10 +152,18 @@ pending_push(XLogRecPtr lsn, TimestampTz commit_time)
 static TimestampTz caught_up_at = 0;
 static bool decoder_behind = true;
 
-/* Report to sync_status what was sent, acknowledged, and the lag. */
+/*
+ * Report to sync_status what was sent, acknowledged, and the lag.  The
+ * shared slots' lock is taken only when one of them changed: an idle sync
+ * reports at every pass.
+ */
 static void
 report_progress(CpRun *run)
 {
+	static bool reported = false;
+	static XLogRecPtr last_sent;
+	static XLogRecPtr last_acked;
+	static TimestampTz last_lag_since;
 	CpCdcRun   *cdc = run->cdc;
 	TimestampTz lag_since = 0;
 
@@ -146,7 +171,14 @@ report_progress(CpRun *run)
 		lag_since = pending[pending_head].commit_time;
 	else if (decoder_behind)
 		lag_since = caught_up_at;
+	if (reported && run->sent_lsn == last_sent && cdc->acked_lsn == last_acked &&
+		lag_since == last_lag_since)
+		return;
 	cp_worker_report_cdc(run->sent_lsn, cdc->acked_lsn, lag_since);
+	reported = true;
+	last_sent = run->sent_lsn;
+	last_acked = cdc->acked_lsn;
+	last_lag_since = lag_since;
 }
 
 int
@@ -350,6 +382,66 @@ sink_violation(void *arg, Relation rel, int violation)
 					(CpCdcViolation) violation);
 }
 
+/* ---- a change too large to send ---- */
+
+/*
+ * A decoded change whose record would exceed batch_bytes: cdc_change.c sent
+ * nothing of it, nor sends anything after it in its transaction.  Noted
+ * here (names under the catalog of the change), and decoding stops after
+ * that transaction's commit, which is not counted as decoded: its position
+ * is never reached.
+ */
+static void
+sink_too_large(void *arg, Relation rel, XLogRecPtr lsn, const char *key,
+			   int64 bytes)
+{
+	CpRun	   *run = arg;
+	CpCdcRun   *cdc = run->cdc;
+	MemoryContext oldcxt;
+	const char *nspname = get_namespace_name(RelationGetNamespace(rel));
+	CpCdcTooLarge *t;
+
+	if (cdc->too_large != NULL)
+		return;					/* the first one is the one to report */
+	oldcxt = MemoryContextSwitchTo(run->mcxt);
+	t = palloc0(sizeof(CpCdcTooLarge));
+	t->nspname = pstrdup(nspname != NULL ? nspname : "?");
+	t->relname = pstrdup(RelationGetRelationName(rel));
+	t->key = pstrdup(key);
+	t->bytes = bytes;
+	t->lsn = lsn;
+	t->xid = cdc->txn_xid;
+	t->txn_end = cdc->txn_end;
+	MemoryContextSwitchTo(oldcxt);
+	cdc->too_large = t;
+}
+
+/*
+ * Decoding stopped after the transaction of a change too large to send:
+ * deliver and checkpoint what came before it (the slot's position stays
+ * before that transaction, which is decoded again at the next start), then
+ * stop the sync.  Retrying could only meet the same change again.
+ */
+static void
+stop_too_large(CpRun *run)
+{
+	const CpCdcTooLarge *t = run->cdc->too_large;
+	const char *sync = run->sync->name;
+
+	cp_delivery_flush(run, true);
+	cp_worker_stop_on_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s%s of \"%s\".\"%s\" at %X/%X is too large to send: its record would exceed batch_bytes (%d bytes); its values take " INT64_FORMAT " bytes before encoding",
+					t->key[0] != '\0' ? "change " : "a change", t->key,
+					t->nspname, t->relname, LSN_FORMAT_ARGS(t->lsn),
+					run->sync->batch_bytes, t->bytes),
+			 errdetail("A record is never split across batches; text escapes up to six times its size in JSON, bytea to twice.  Every change before it was delivered; the sync's position stays before its transaction (xid %u, ending at %X/%X), so start_sync meets it again.",
+					   t->xid, LSN_FORMAT_ARGS(t->txn_end)),
+			 errhint("Create the sync again with a larger batch_bytes (at most 256MB), which reads every table again; or make the value smaller (or drop its column), then SELECT calabi_push.resync('%s'); which reads every table again through a new slot that begins after the change.",
+					 sync)));
+}
+
 /* ---- the sink: called by the output plugin while decoding ---- */
 
 static void
@@ -366,6 +458,9 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 
 	ctxn->on_violation = sink_violation;
 	ctxn->on_violation_arg = run;
+	ctxn->max_record_bytes = run->sync->batch_bytes;
+	ctxn->on_too_large = sink_too_large;
+	ctxn->on_too_large_arg = run;
 
 	/* a backfill watches the keys its table's changes touch */
 	if (cdc->backfill_stream >= 0)
@@ -377,7 +472,7 @@ sink_begin(void *arg, ReorderBufferTXN *txn, CpCdcTxn *ctxn)
 }
 
 static void
-sink_lines(void *arg, Oid relid, StringInfo buf, int start)
+sink_lines(void *arg, Oid relid, StringInfo buf, int start, int nlines, int nrecords)
 {
 	CpRun	   *run = arg;
 	CpCdcRun   *cdc = run->cdc;
@@ -385,6 +480,7 @@ sink_lines(void *arg, Oid relid, StringInfo buf, int start)
 	CpBatch    *batch = run->batch;
 	const char *p = buf->data + start;
 	const char *end = buf->data + buf->len;
+	int			line = 0;
 
 	Assert(buf == &batch->lines);
 	if (idx < 0)
@@ -399,14 +495,13 @@ sink_lines(void *arg, Oid relid, StringInfo buf, int start)
 	{
 		const char *nl = memchr(p, '\n', end - p);
 		const char *next = nl != NULL ? nl + 1 : end;
-		static const char record[] = "{\"type\":\"RECORD\"";
 
 		Assert(nl != NULL);
 		cp_batch_line_written(batch, p - buf->data, next - p, idx,
-							  next - p > (int) sizeof(record) &&
-							  memcmp(p, record, sizeof(record) - 1) == 0);
+							  line++ >= nlines - nrecords);
 		p = next;
 	}
+	Assert(line == nlines);
 	cdc->txn_touched[idx] = true;
 
 	if (cp_delivery_batch_at_limit(run))
@@ -456,6 +551,9 @@ sink_commit(void *arg, ReorderBufferTXN *txn)
 	CpCdcRun   *cdc = run->cdc;
 	bool		any = false;
 
+	/* not reached: a change of it was too large (what it sent is partial) */
+	if (cdc->too_large != NULL)
+		return;
 	cdc->decoded_lsn = cdc->txn_end;
 	for (int i = 0; i < run->nstreams; i++)
 		if (cdc->txn_touched[i])
@@ -507,13 +605,18 @@ stop_decoding(void *arg)
 	CpRun	   *run = arg;
 
 	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending ||
-		cp_worker_stop_requested();
+		run->cdc->too_large != NULL || cp_worker_stop_requested();
 }
 
 /* ---- the loop ---- */
 
-void
-cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+/*
+ * position is checkpointed: confirm it to the slot.  save: the slot is
+ * saved to disk too (at most once a second), so that a crash does not make
+ * the restart read again the WAL of what was delivered.
+ */
+static void
+acknowledge(CpRun *run, XLogRecPtr position, bool save)
 {
 	CpCdcRun   *cdc = run->cdc;
 
@@ -522,9 +625,15 @@ cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
 		cdc->acked_lsn = position;
 	while (pending_head < pending_tail && pending[pending_head].lsn <= cdc->acked_lsn)
 		pending_head++;
-	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn);
+	cp_decoder_confirm(cdc->decoder, cdc->acked_lsn, save);
 	cp_test_point("after_confirm");
 	report_progress(run);
+}
+
+void
+cp_cdc_acknowledged(CpRun *run, XLogRecPtr position)
+{
+	acknowledge(run, position, true);
 }
 
 /*
@@ -539,20 +648,64 @@ save_idle_position(CpRun *run)
 	CpCdcRun   *cdc = run->cdc;
 	XLogRecPtr	position = cp_decoder_position(cdc->decoder);
 	TimestampTz now = GetCurrentTimestamp();
+	bool		quiet;
 
 	/*
 	 * The record of the last save is WAL too: beyond it, only a write by
 	 * someone else is worth a save, or an idle server would never rest.
 	 */
 	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
-		cp_delivery_pending(run) ||
-		!TimestampDifferenceExceeds(cdc->last_idle_save, now, IDLE_SAVE_MS))
+		cp_delivery_pending(run))
+		return;
+	/* nothing delivered, and no commit here, since the last save */
+	quiet = Max(cdc->acked_lsn, cp_wakeup_announced()) <= cdc->idle_floor;
+	if (!TimestampDifferenceExceeds(cdc->last_idle_save, now,
+									quiet ? IDLE_SAVE_QUIET_MS : IDLE_SAVE_MS))
 		return;
 	cp_catalog_set_cdc_lsn(run->sync, position, false);
 	cdc->idle_floor = GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
-	cp_cdc_acknowledged(run, position);
+	/* the slot is saved by the next checkpoint: nothing here to re-send */
+	acknowledge(run, position, false);
+}
+
+/*
+ * Nothing was done in this pass: sleep until there may be something to do.
+ * While something is under way that no commit announces, that is a short
+ * nap: decoding stopped short of the end (or was stopped), a delivery or a
+ * chunk is in progress, or a commit was announced beyond the WAL flushed
+ * when the round began (synchronous_commit off: the WAL writer flushes it
+ * soon).  Otherwise a commit in this database sets our latch (wakeup.c);
+ * the fallback poll finds WAL that none announced.  A catalog check due
+ * is never missed.  CHECK_FOR_INTERRUPTS and the reload of the
+ * configuration follow at the top of the loop (a signal sets the latch).
+ */
+static void
+wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
+{
+	CpCdcRun   *cdc = run->cdc;
+	long		timeout;
+
+	if (!caught_up || cp_delivery_pending(run) ||
+		cdc->chunk.state != CP_CHUNK_NONE || cdc->backfill_stream >= 0 ||
+		cp_wakeup_announced() > flushed)
+		timeout = NAP_MS;
+	else
+		timeout = cp_wakeup_fallback_ms();
+	if (cdc->recheck_at != 0)
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															   cdc->recheck_at));
+	/*
+	 * A stop that came while this pass waited for something else (whose
+	 * wait reset the latch) is served at the top of the loop, not after
+	 * the sleep.
+	 */
+	if (timeout <= 0 || cp_worker_stop_requested())
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
 }
 
 /* The output plugin's options for this sync. */
@@ -720,6 +873,12 @@ start_run(CpRun *run)
 	decoder_behind = true;
 
 	cp_delivery_reserve(run, SEQ_AHEAD);
+
+	/*
+	 * Woken by commits from now on: before the first round, so that a
+	 * commit is either read by it or announced (see wakeup.c).
+	 */
+	cp_wakeup_subscribe();
 	cp_cdc_sink = &cdc->sink;
 	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
 								   plugin_options(run), run->mcxt);
@@ -745,6 +904,9 @@ cp_cdc_run(CpRun *run)
 	cdc->sink.commit = sink_commit;
 	cdc->sink.message = sink_message;
 	MemoryContextSwitchTo(oldcxt);
+	pending = NULL;
+	pending_cxt = run->mcxt;
+	pending_head = pending_tail = pending_size = 0;
 
 	/*
 	 * From here SIGTERM stops the worker cleanly (stop_cleanly): at a stop
@@ -773,6 +935,15 @@ run_loop(CpRun *run)
 {
 	CpCdcRun   *cdc = run->cdc;
 
+	/*
+	 * What one pass of the loop allocates in the current context: gone at
+	 * the next.  What lives longer says where (run->mcxt, the chunk's and
+	 * the delivery's contexts, the decoding context).
+	 */
+	MemoryContext passcxt = AllocSetContextCreate(run->mcxt,
+												  "calabi_push CDC pass",
+												  ALLOCSET_DEFAULT_SIZES);
+
 	for (;;)
 	{
 		int			nrecords;
@@ -780,7 +951,10 @@ run_loop(CpRun *run)
 		bool		worked = false;
 		bool		recheck;
 		TimestampTz round_start;
+		XLogRecPtr	flushed;
 
+		MemoryContextReset(passcxt);
+		MemoryContextSwitchTo(passcxt);
 		CHECK_FOR_INTERRUPTS();
 		cp_worker_stop_point();
 		if (ConfigReloadPending)
@@ -806,8 +980,8 @@ run_loop(CpRun *run)
 		 * sync stays caught up.
 		 */
 		round_start = GetCurrentTimestamp();
-		if (!decoder_behind &&
-			cp_flush_rec_ptr() > cp_decoder_position(cdc->decoder))
+		flushed = cp_flush_rec_ptr();
+		if (!decoder_behind && flushed > cp_decoder_position(cdc->decoder))
 		{
 			decoder_behind = true;
 			report_progress(run);
@@ -825,6 +999,8 @@ run_loop(CpRun *run)
 		/* what was decoded and waits for the endpoint counts now */
 		report_progress(run);
 		cp_delivery_commit_deferred(run);
+		if (cdc->too_large != NULL)
+			stop_too_large(run);
 		if (nrecords > 0)
 			worked = true;
 
@@ -886,6 +1062,6 @@ run_loop(CpRun *run)
 		report_progress(run);
 
 		if (!worked)
-			cp_worker_wait_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NAP_MS));
+			wait_for_work(run, at_end && cdc->chunk.state != CP_CHUNK_REACHED, flushed);
 	}
 }

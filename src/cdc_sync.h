@@ -18,6 +18,7 @@
 
 #include "cdc_decoder.h"
 #include "cdc_sink.h"
+#include "reader.h"
 #include "worker.h"
 
 /* A change to the backfilled relation, kept until a chunk is placed. */
@@ -75,6 +76,18 @@ typedef struct CpCdcChunk
 	XLogRecPtr	watermark_lsn;
 } CpCdcChunk;
 
+/* A decoded change too large to send (cdc_sync.c), for the error. */
+typedef struct CpCdcTooLarge
+{
+	char	   *nspname;
+	char	   *relname;
+	char	   *key;			/* "(a)=(1)", or "" without a key */
+	int64		bytes;			/* its values' size before encoding */
+	XLogRecPtr	lsn;			/* the change's */
+	TransactionId xid;			/* its transaction's */
+	XLogRecPtr	txn_end;		/* ... and the end of its commit record */
+} CpCdcTooLarge;
+
 typedef struct CpCdcRun
 {
 	CpDecoder  *decoder;
@@ -108,6 +121,9 @@ typedef struct CpCdcRun
 	XLogRecPtr	trusted_lsn;	/* changes committed before the start's check */
 	char	   *reread;			/* per stream: REREAD_* (cdc_sync.c) */
 	TimestampTz recheck_at;		/* 0, or when to check the present catalog again */
+
+	/* a change too large to send: the sync stops once decoding does */
+	CpCdcTooLarge *too_large;
 } CpCdcRun;
 
 /* cdc_sync.c: stream index of a relation, -1 when not the sync's */

@@ -171,6 +171,17 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 #define cp_flush_rec_ptr() GetFlushRecPtr()
 #endif
 
+/*
+ * This process's number in the PGPROC array (GetPGProcByNumber's): PG17
+ * replaced PGPROC.pgprocno by MyProcNumber.  Expanded where
+ * storage/proc.h is included.
+ */
+#if PG_VERSION_NUM >= 170000
+#define cp_my_proc_number() MyProcNumber
+#else
+#define cp_my_proc_number() (MyProc->pgprocno)
+#endif
+
 #if PG_VERSION_NUM >= 170000
 #define cp_log_logical_message(prefix, msg, len) \
 	LogLogicalMessage((prefix), (msg), (len), false, true)

@@ -25,10 +25,10 @@
 #include "postgres.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <zlib.h>
 
 #include "compressor.h"
+#include "thread.h"
 
 /* small enough to share the work at the end, large enough to lose no ratio */
 #define PIECE_BYTES (256 * 1024)
@@ -171,8 +171,6 @@ CpCompressor *
 cp_compressor_create(void)
 {
 	CpCompressor *c = calloc(1, sizeof(CpCompressor));
-	sigset_t	all,
-				old;
 	int			rc;
 
 	if (c == NULL)
@@ -186,11 +184,7 @@ cp_compressor_create(void)
 	pthread_mutex_init(&c->mutex, NULL);
 	pthread_cond_init(&c->cond, NULL);
 
-	/* the thread inherits this mask: every signal stays with the backend */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&c->thread, NULL, compressor_main, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = cp_thread_start(&c->thread, compressor_main, c);
 	if (rc != 0)
 	{
 		ereport(LOG,

@@ -37,6 +37,7 @@
 #include "compat.h"
 #include "compressor.h"
 #include "test_point.h"
+#include "reader.h"
 #include "worker.h"
 
 /* batch numbers reserved per catalog round trip */

@@ -3,9 +3,10 @@
  * egress.c
  *	  Where a sync may send: the setting calabi_push.allowed_hosts and the
  *	  SQL-callable check (see egress.h for the policy; its parsing and the
- *	  judgement of an address are in egress_policy.c).  Two users: http.c judges every address libcurl is about
- *	  to connect to (destination, token endpoint, proxy), after name
- *	  resolution; calabi_push._check_egress() lets create_destination and
+ *	  judgement of an address are in egress_policy.c).  Two users:
+ *	  http_egress.c judges every address libcurl is about to connect to
+ *	  (destination, token endpoint, proxy), after name resolution;
+ *	  calabi_push._check_egress() lets create_destination and
  *	  alter_destination refuse a literal address (or "localhost") at once.
  *
  * Where a sync may send is the superuser's decision, not the destination

@@ -18,9 +18,10 @@
  * cp_egress_judge, cp_egress_literal, cp_egress_parse_list and the other
  * functions of egress_policy.c are plain C without any call into the
  * PostgreSQL backend (no palloc, no elog, no GUC read): libcurl's open-socket
- * callback runs them, possibly on the sending thread of http.c.  They read
- * only the policy they are given, which their caller must keep unchanged
- * meanwhile (http.c keeps a copy per client, replaced between transfers).
+ * callback runs them, possibly on the sending thread (http_sender.c).  They
+ * read only the policy they are given, which their caller must keep
+ * unchanged meanwhile (http_egress.c keeps a copy per client, replaced
+ * between transfers).
  *
  *-------------------------------------------------------------------------
  */

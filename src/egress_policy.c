@@ -5,8 +5,8 @@
  *	  calabi_push.allowed_hosts and judging an address against it.
  *
  * Plain C without any call into the PostgreSQL backend: libcurl's
- * open-socket callback runs the judging, possibly on the sending thread of
- * http.c, and the fuzz targets in test/fuzz/ run all of it without a
+ * open-socket callback runs the judging, possibly on the sending thread
+ * (http_sender.c), and the fuzz targets in test/fuzz/ run all of it without a
  * server.  The setting and the SQL-callable check are in egress.c.
  *
  *-------------------------------------------------------------------------

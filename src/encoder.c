@@ -806,20 +806,26 @@ cp_row_encoder_create(TupleDesc tupdesc, MemoryContext mcxt)
 	return enc;
 }
 
-void
-cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
-			  const Datum *values, const bool *isnull)
+/* The row as a JSON object, without the columns omit marks (when given). */
+static inline void
+encode_row(const CpRowEncoder *enc, StringInfo buf, const Datum *values,
+		   const bool *isnull, const bool *omit)
 {
+	bool		first = true;
+
 	appendStringInfoCharMacro(buf, '{');
 	for (int i = 0; i < enc->ncolumns; i++)
 	{
 		const CpColumnEncoder *col = &enc->columns[i];
 		int			off = col->attnum - 1;
 
+		if (omit != NULL && omit[i])
+			continue;
 		if (over_bound(buf, col->keylen + 1))
 			return;
-		if (i > 0)
+		if (!first)
 			appendStringInfoCharMacro(buf, ',');
+		first = false;
 		appendBinaryStringInfo(buf, col->key, col->keylen);
 		if (isnull[off])
 			APPEND_LITERAL(buf, "null");
@@ -829,9 +835,17 @@ cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
 	appendStringInfoCharMacro(buf, '}');
 }
 
+void
+cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
+			  const Datum *values, const bool *isnull)
+{
+	encode_row(enc, buf, values, isnull, NULL);
+}
+
 bool
 cp_encode_row_bounded(const CpRowEncoder *enc, StringInfo buf,
-					  const Datum *values, const bool *isnull, int max_bytes)
+					  const Datum *values, const bool *isnull,
+					  const bool *omit, int max_bytes)
 {
 	int			start = buf->len;
 	bool		fits;
@@ -843,7 +857,7 @@ cp_encode_row_bounded(const CpRowEncoder *enc, StringInfo buf,
 	bound_exceeded = false;
 	PG_TRY();
 	{
-		cp_encode_row(enc, buf, values, isnull);
+		encode_row(enc, buf, values, isnull, omit);
 	}
 	PG_FINALLY();
 	{

@@ -103,11 +103,12 @@ extern void cp_encode_row(const CpRowEncoder *enc, StringInfo buf,
  * grows far past the bound, however large the values (a text of control
  * characters escapes to six times its size, a bytea to twice), so a row
  * too large for any batch is reported instead of failing in
- * enlargeStringInfo.
+ * enlargeStringInfo.  omit (per column of enc, or NULL) leaves columns
+ * out of the object: a decoded update's values that the WAL does not hold.
  */
 extern bool cp_encode_row_bounded(const CpRowEncoder *enc, StringInfo buf,
 								  const Datum *values, const bool *isnull,
-								  int max_bytes);
+								  const bool *omit, int max_bytes);
 
 /* Append a JSON-schema fragment for a type / {"type":"object",...} for a row. */
 extern void cp_encode_type_schema(const CpTypeEncoder *enc, StringInfo buf);

@@ -43,7 +43,6 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "access/xlog.h"
 #if PG_VERSION_NUM >= 150000
 #include "access/xlogrecovery.h"
@@ -64,6 +63,7 @@
 #include "compat.h"
 #include "home.h"
 #include "status.h"
+#include "xact.h"
 
 /* how long the probe waits for the server at primary_conninfo */
 #define CONNECT_TIMEOUT_MS 10000
@@ -222,10 +222,11 @@ cp_home_check_syncs(void)
 		TimeLineID	its_tli = 0;
 		bool		alive = old_primary_answers(&its_tli);
 		char	   *dbname;
+		MemoryContext caller;
 
-		StartTransactionCommand();
+		caller = cp_xact_start();
 		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-		CommitTransactionCommand();
+		cp_xact_commit(caller);
 
 		cp_catalog_settle_timeline(sysid, tli, !alive);
 		if (alive)

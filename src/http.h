@@ -20,26 +20,7 @@
 
 #include "postgres.h"
 
-/* Everything needed to reach a destination; strings may be NULL. */
-typedef struct CpDestinationConfig
-{
-	char	   *name;
-	char	   *url;			/* full URL; nothing is appended */
-	char	   *token;			/* static bearer token (secret) */
-	char	   *ca_file;		/* CA bundle path ... */
-	char	   *ca_pem;			/* ... or PEM text; neither: system CAs */
-	char	   *client_cert;	/* PEM text, mutual TLS */
-	char	   *client_key;		/* PEM text (secret) */
-	char	   *proxy;			/* http://, https://, socks5://, socks5h:// URL */
-	bool		allow_http;		/* plain http:// allowed (loopback tests) */
-	int			connect_timeout_ms;
-	int			request_timeout_ms;
-	/* OAuth2 client credentials grant; token_url set means it is in use */
-	char	   *token_url;
-	char	   *client_id;
-	char	   *client_secret;	/* secret */
-	char	   *scope;
-} CpDestinationConfig;
+#include "destination.h"
 
 typedef enum CpHttpOutcome
 {

@@ -13,7 +13,9 @@
  *
  * A worker that fails is restarted after a delay that doubles with each
  * consecutive failure (1 s up to 5 min); one that finished a run without a
- * schedule, or whose batch the endpoint refused, waits for start_sync.
+ * schedule, or whose batch the endpoint refused, waits for start_sync (the
+ * life of a slot: shmem.h).  A worker that should stop is sent SIGTERM by
+ * the transaction that stopped its sync, at commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,20 +24,13 @@
 #include <signal.h>
 
 #include "access/heapam.h"
-#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/objectaccess.h"
-#include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_database.h"
-#include "catalog/pg_type.h"
-#include "commands/dbcommands.h"
-#include "commands/defrem.h"
 #include "commands/extension.h"
-#include "commands/tablespace.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -43,55 +38,42 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
-#include "tcop/utility.h"
-#include "utils/acl.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/lsyscache.h"
+#include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "compat.h"
 #include "launcher.h"
 #include "shmem.h"
 
-/* restart delays of a failing sync worker */
-#define RESTART_DELAY_MIN_MS	1000
-#define RESTART_DELAY_MAX_MS	(5 * 60 * 1000)
 /* at most this many database probes at a time */
 #define MAX_CONCURRENT_PROBES	2
 
 PGDLLEXPORT void calabi_push_launcher_main(Datum main_arg);
 
-/* the launcher's own handles, by slot; lost (harmlessly) if it restarts */
-static BackgroundWorkerHandle **handles = NULL;
-static uint64 *handle_generations = NULL;
+/*
+ * The handle of the worker last launched from a slot, and that launch's
+ * generation; freed once the worker has exited, however it did.  Lost
+ * (harmlessly) if the launcher restarts.
+ */
+typedef struct LaunchedWorker
+{
+	BackgroundWorkerHandle *handle;
+	uint64		generation;
+} LaunchedWorker;
+
+static LaunchedWorker *sync_workers = NULL; /* by sync slot */
+static LaunchedWorker probe_workers[CP_PROBE_SLOTS];
+
+/* what outlives a pass: the handles, the probe queue */
+static MemoryContext launcher_context = NULL;
 
 /* the last attempt to start a worker found max_worker_processes used up */
 static bool workers_exhausted = false;
 
 /* databases still to be probed */
 static List *probe_queue = NIL;
-
-/*
- * Delay before the n-th consecutive restart.  Called with the lock held by
- * whoever notices the failure.
- */
-void
-cp_schedule_restart(CpSyncSlot *slot)
-{
-	int64		delay = RESTART_DELAY_MIN_MS;
-
-	slot->failures++;
-	for (int i = 1; i < slot->failures && delay < RESTART_DELAY_MAX_MS; i++)
-		delay *= 2;
-	delay = Min(delay, RESTART_DELAY_MAX_MS);
-	slot->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-}
 
 void
 cp_register_launcher(void)
@@ -139,7 +121,7 @@ queue_all_databases(void)
 
 		if (!db->datallowconn || db->datistemplate)
 			continue;
-		oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+		oldcontext = MemoryContextSwitchTo(launcher_context);
 		probe_queue = lappend_oid(probe_queue, db->oid);
 		MemoryContextSwitchTo(oldcontext);
 	}
@@ -149,216 +131,194 @@ queue_all_databases(void)
 	CommitTransactionCommand();
 }
 
-/* Register the worker of a slot (lock held exclusively). */
+/*
+ * Register the worker of a sync slot or a probe slot (lock held
+ * exclusively); false when no background worker is free.  The caller
+ * records the launch in the slot.
+ */
 static bool
-launch(int slotno)
+launch(CpProcSlot *proc, LaunchedWorker *launched, int index, bool probe)
 {
-	CpSyncSlot *slot = &cp_shared->slots[slotno];
+	uint64		generation = cp_slot_launching(proc);
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
+	MemoryContext oldcontext;
+	bool		registered;
 
-	slot->generation++;
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
 	bgw.bgw_notify_pid = MyProcPid;
-	bgw.bgw_main_arg = Int32GetDatum(slotno);
-	memcpy(bgw.bgw_extra, &slot->generation, sizeof(uint64));
+	bgw.bgw_main_arg = Int32GetDatum(index);
+	memcpy(bgw.bgw_extra, &generation, sizeof(uint64));
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "calabi_push");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_worker_main");
-	if (slot->probe)
+	if (probe)
 	{
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_probe_main");
 		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push probe of database %u",
-				 slot->dboid);
+				 proc->dboid);
 		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push probe");
 	}
 	else
 	{
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_worker_main");
 		snprintf(bgw.bgw_name, BGW_MAXLEN, "calabi_push sync worker");
 		snprintf(bgw.bgw_type, BGW_MAXLEN, "calabi_push sync");
 	}
 
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	/* the handle outlives this pass */
+	oldcontext = MemoryContextSwitchTo(launcher_context);
+	registered = RegisterDynamicBackgroundWorker(&bgw, &handle);
+	MemoryContextSwitchTo(oldcontext);
+	if (!registered)
 		return false;
 
-	handles[slotno] = handle;
-	handle_generations[slotno] = slot->generation;
-	slot->launched = true;
-	slot->signalled = false;
-	slot->pid = 0;
-	slot->last_exit = CP_EXIT_UNKNOWN;
-	slot->state = CP_RUN_STARTING;
-	slot->started_at = GetCurrentTimestamp();
-	slot->retries = 0;
+	/* the previous worker exited (the slot was not FREE otherwise) */
+	if (launched->handle != NULL)
+		pfree(launched->handle);
+	launched->handle = handle;
+	launched->generation = generation;
 	return true;
 }
 
 /*
- * A launched worker that exited before it could attach (or without its exit
- * callback) is noticed through our handle.  Lock held exclusively.
+ * Whether the worker last launched from a slot has exited without telling
+ * its slot: before it attached, or without its exit callback.  Its handle
+ * is freed as soon as it has exited, however it did.
  */
-static void
-reap(int slotno)
+static bool
+reap(CpProcSlot *proc, LaunchedWorker *launched)
 {
-	CpSyncSlot *slot = &cp_shared->slots[slotno];
 	pid_t		pid;
 
-	if (!slot->launched || handles[slotno] == NULL ||
-		handle_generations[slotno] != slot->generation)
-		return;
-	if (GetBackgroundWorkerPid(handles[slotno], &pid) != BGWH_STOPPED)
-		return;
-	/* stopped: the exit callback cleared launched unless it never ran */
-	if (slot->launched)
+	if (launched->handle == NULL ||
+		GetBackgroundWorkerPid(launched->handle, &pid) != BGWH_STOPPED)
+		return false;
+	pfree(launched->handle);
+	launched->handle = NULL;
+	return launched->generation == proc->generation && cp_slot_has_worker(proc);
+}
+
+/* Milliseconds from now until t, at least 1. */
+static long
+ms_until(TimestampTz now, TimestampTz t)
+{
+	return Max(TimestampDifferenceMilliseconds(now, t), 1);
+}
+
+/*
+ * The sync slots: start the workers that are due.  *out_of_workers is set
+ * when no background worker was free; a slot that found none waits in
+ * state waiting_for_worker, and is tried again at the next pass.
+ */
+static void
+reconcile_syncs(TimestampTz now, long *sleep_ms, bool *out_of_workers,
+				bool *launched_sync)
+{
+	for (int i = 0; i < cp_shared->nslots; i++)
 	{
-		slot->launched = false;
-		slot->pid = 0;
-		slot->state = CP_RUN_NONE;
-		if (!slot->probe)
-			cp_schedule_restart(slot);
+		CpSyncSlot *slot = &cp_shared->slots[i];
+
+		if (reap(&slot->proc, &sync_workers[i]))
+			cp_sync_slot_exited(slot, CP_EXIT_UNKNOWN);
+
+		switch (slot->proc.life)
+		{
+			case CP_SLOT_FREE:
+			case CP_SLOT_WAITING:	/* for start_sync or resync */
+			case CP_SLOT_STARTING:
+			case CP_SLOT_RUNNING:
+			case CP_SLOT_STOPPING:	/* its worker's exit moves it on */
+				break;
+			case CP_SLOT_BACKOFF:
+				if (slot->next_start > now)
+				{
+					*sleep_ms = Min(*sleep_ms, ms_until(now, slot->next_start));
+					break;
+				}
+				/* FALLTHROUGH */
+			case CP_SLOT_REQUESTED:
+				if (!*out_of_workers &&
+					launch(&slot->proc, &sync_workers[i], i, false))
+				{
+					cp_sync_slot_launched(slot);
+					*launched_sync = true;
+				}
+				else
+				{
+					cp_sync_slot_no_worker(slot);
+					*out_of_workers = true;
+				}
+				break;
+		}
 	}
-	pfree(handles[slotno]);
-	handles[slotno] = NULL;
+}
+
+/*
+ * The probe slots: ask for probes of the databases still queued while
+ * fewer than MAX_CONCURRENT_PROBES run, and start those asked for (those
+ * asked for at commit by drop_sync or DROP EXTENSION too).
+ */
+static void
+reconcile_probes(bool *out_of_workers)
+{
+	int			probes = 0;
+
+	for (int i = 0; i < CP_PROBE_SLOTS; i++)
+	{
+		CpProbeSlot *probe = &cp_shared->probes[i];
+
+		if (reap(&probe->proc, &probe_workers[i]))
+			cp_probe_slot_exited(probe);
+		if (probe->proc.life != CP_SLOT_FREE)
+			probes++;
+	}
+	while (probe_queue != NIL && probes < MAX_CONCURRENT_PROBES &&
+		   cp_probe_slot_request(linitial_oid(probe_queue)))
+	{
+		probes++;
+		probe_queue = list_delete_first(probe_queue);
+	}
+
+	for (int i = 0; i < CP_PROBE_SLOTS; i++)
+	{
+		CpProbeSlot *probe = &cp_shared->probes[i];
+
+		switch (probe->proc.life)
+		{
+			case CP_SLOT_REQUESTED:
+				if (!*out_of_workers &&
+					launch(&probe->proc, &probe_workers[i], i, true))
+					cp_slot_launched(&probe->proc);
+				else
+					*out_of_workers = true;
+				break;
+			case CP_SLOT_FREE:
+			case CP_SLOT_STARTING:
+			case CP_SLOT_RUNNING:	/* its exit frees it, or asks again */
+				break;
+			case CP_SLOT_WAITING:
+			case CP_SLOT_BACKOFF:
+			case CP_SLOT_STOPPING:
+				Assert(false);	/* a probe is never in these */
+				break;
+		}
+	}
 }
 
 /* One pass over the slots; returns how long to sleep at most. */
 static long
 reconcile(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	long		sleep_ms = 10000;
-	int			probes = 0;
 	bool		out_of_workers = false;
 	bool		launched_sync = false;
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-
-	for (int i = 0; i < cp_shared->nslots; i++)
-	{
-		CpSyncSlot *slot = &cp_shared->slots[i];
-
-		if (!slot->in_use)
-			continue;
-		reap(i);
-
-		if (slot->probe)
-		{
-			if (slot->launched)
-				probes++;
-			else if (slot->kick && !out_of_workers)
-			{
-				slot->kick = false;
-				if (launch(i))
-					probes++;
-				else
-				{
-					slot->kick = true;
-					out_of_workers = true;
-				}
-			}
-			else if (!slot->kick)
-				slot->in_use = false;	/* probe done */
-			continue;
-		}
-
-		if (!slot->should_run)
-		{
-			if (slot->launched)
-			{
-				if (!slot->signalled && slot->pid != 0)
-				{
-					kill(slot->pid, SIGTERM);
-					slot->signalled = true;
-				}
-			}
-			else
-				slot->in_use = false;
-			continue;
-		}
-
-		if (slot->launched)
-		{
-			if (slot->restart && !slot->signalled && slot->pid != 0)
-			{
-				kill(slot->pid, SIGTERM);
-				slot->signalled = true;
-			}
-			continue;
-		}
-
-		/* should run, no worker */
-		if (slot->restart)
-		{
-			slot->restart = false;
-			slot->kick = true;
-		}
-		if (slot->kick)
-		{
-			slot->failures = 0;
-			slot->next_start = 0;
-		}
-		else if (slot->last_exit == CP_EXIT_DONE ||
-				 slot->last_exit == CP_EXIT_REFUSED ||
-				 slot->last_exit == CP_EXIT_GONE)
-			continue;			/* waits for start_sync or resync */
-		else if (slot->next_start > now)
-		{
-			long		ms = TimestampDifferenceMilliseconds(now, slot->next_start);
-
-			sleep_ms = Min(sleep_ms, Max(ms, 1));
-			continue;
-		}
-
-		if (out_of_workers)
-		{
-			slot->state = CP_RUN_NO_WORKER;
-			continue;
-		}
-		slot->kick = false;
-		if (!launch(i))
-		{
-			slot->kick = true;
-			slot->state = CP_RUN_NO_WORKER;
-			out_of_workers = true;
-		}
-		else
-			launched_sync = true;
-	}
-
-	/* probe more databases while there is room */
-	while (probe_queue != NIL && probes < MAX_CONCURRENT_PROBES && !out_of_workers)
-	{
-		Oid			dboid = linitial_oid(probe_queue);
-		CpSyncSlot *slot = NULL;
-
-		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			if (!cp_shared->slots[i].in_use)
-			{
-				uint64		generation = cp_shared->slots[i].generation;
-
-				slot = &cp_shared->slots[i];
-				memset(slot, 0, sizeof(*slot));
-				slot->generation = generation;
-				slot->in_use = true;
-				slot->probe = true;
-				slot->dboid = dboid;
-				if (!launch(i))
-				{
-					slot->in_use = false;
-					out_of_workers = true;
-					slot = NULL;
-				}
-				break;
-			}
-		}
-		if (slot == NULL)
-			break;
-		probes++;
-		probe_queue = list_delete_first(probe_queue);
-	}
-
+	reconcile_syncs(GetCurrentTimestamp(), &sleep_ms, &out_of_workers,
+					&launched_sync);
+	reconcile_probes(&out_of_workers);
 	LWLockRelease(cp_shared->lock);
 
 	/*
@@ -388,16 +348,22 @@ reconcile(void)
 void
 calabi_push_launcher_main(Datum main_arg)
 {
+	MemoryContext pass_context;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
-	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * cp_shared->nslots);
-	handle_generations = MemoryContextAllocZero(TopMemoryContext,
-												sizeof(uint64) * cp_shared->nslots);
+	launcher_context = AllocSetContextCreate(TopMemoryContext,
+											 "calabi_push launcher",
+											 ALLOCSET_DEFAULT_SIZES);
+	pass_context = AllocSetContextCreate(TopMemoryContext,
+										 "calabi_push launcher pass",
+										 ALLOCSET_DEFAULT_SIZES);
+	sync_workers = MemoryContextAllocZero(launcher_context,
+										  sizeof(LaunchedWorker) * cp_shared->nslots);
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	cp_shared->launcher_pid = MyProcPid;
@@ -406,6 +372,8 @@ calabi_push_launcher_main(Datum main_arg)
 
 	queue_all_databases();
 
+	/* whatever a pass allocates is gone at the next */
+	MemoryContextSwitchTo(pass_context);
 	for (;;)
 	{
 		long		sleep_ms = reconcile();
@@ -419,6 +387,7 @@ calabi_push_launcher_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		MemoryContextReset(pass_context);
 	}
 }
 
@@ -457,15 +426,12 @@ calabi_push_sync_changed(PG_FUNCTION_ARGS)
 	/* refuse now, not silently at commit, when no slot can take it */
 	if (should_run)
 	{
-		int			free = 0;
+		bool		available;
 
 		LWLockAcquire(cp_shared->lock, LW_SHARED);
-		if (cp_slot_find(MyDatabaseId, sync_id) == NULL)
-			for (int i = 0; i < cp_shared->nslots; i++)
-				if (!cp_shared->slots[i].in_use)
-					free++;
+		available = cp_slot_available(MyDatabaseId, sync_id);
 		LWLockRelease(cp_shared->lock);
-		if (free == 0 && cp_slot_find(MyDatabaseId, sync_id) == NULL)
+		if (!available)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("too many syncs are running in this cluster"),
@@ -491,6 +457,7 @@ apply_pending_changes(void)
 	ListCell   *lc;
 	bool		wake = false;
 	bool		probe = pending_stop_database;
+	bool		probe_lost = false;
 
 	if (cp_shared == NULL)
 		return;
@@ -498,22 +465,24 @@ apply_pending_changes(void)
 	foreach(lc, pending_changes)
 	{
 		PendingChange *change = lfirst(lc);
-		CpSyncSlot *slot;
 
 		if (change->dropped)
 			probe = true;
-
-		slot = change->should_run ?
-			cp_slot_claim(MyDatabaseId, &change->sync_id) :
-			cp_slot_find(MyDatabaseId, &change->sync_id);
-		if (slot == NULL)
-			continue;			/* checked when asked; a race lost: the
-								 * next probe finds it */
-		slot->should_run = change->should_run;
 		if (change->should_run)
-			slot->kick = true;
-		if (change->restart)
-			slot->restart = true;
+		{
+			/* checked when asked; a race lost: the next probe finds it */
+			if (cp_sync_slot_start(MyDatabaseId, &change->sync_id,
+								   change->restart) == NULL)
+				continue;
+		}
+		else
+		{
+			CpSyncSlot *slot = cp_slot_find(MyDatabaseId, &change->sync_id);
+
+			if (slot == NULL)
+				continue;
+			cp_sync_slot_stop(slot);
+		}
 		wake = true;
 	}
 	if (pending_stop_database)
@@ -522,9 +491,9 @@ apply_pending_changes(void)
 		{
 			CpSyncSlot *slot = &cp_shared->slots[i];
 
-			if (slot->in_use && !slot->probe && slot->dboid == MyDatabaseId)
+			if (slot->proc.life != CP_SLOT_FREE && slot->proc.dboid == MyDatabaseId)
 			{
-				slot->should_run = false;
+				cp_sync_slot_stop(slot);
 				wake = true;
 			}
 		}
@@ -536,28 +505,21 @@ apply_pending_changes(void)
 	 */
 	if (probe)
 	{
-		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			CpSyncSlot *slot = &cp_shared->slots[i];
-
-			if (!slot->in_use)
-			{
-				uint64		generation = slot->generation;
-
-				memset(slot, 0, sizeof(*slot));
-				slot->generation = generation;
-				slot->in_use = true;
-				slot->probe = true;
-				slot->dboid = MyDatabaseId;
-				slot->kick = true;
-				wake = true;
-				break;
-			}
-		}
+		if (cp_probe_slot_request(MyDatabaseId))
+			wake = true;
+		else
+			probe_lost = true;
 	}
 	LWLockRelease(cp_shared->lock);
 	if (wake)
 		cp_wake_launcher();
+	if (probe_lost)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("calabi_push could not send a probe into this database: all %d probe slots are in use",
+						CP_PROBE_SLOTS),
+				 errdetail("The replication slots of CDC syncs dropped here are dropped by the next probe of this database, at the latest at the next server start; until then they keep WAL."),
+				 errhint("Restart the server to drop them sooner.")));
 }
 
 static void
@@ -621,372 +583,6 @@ launcher_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * DROP DATABASE, and renaming a database or moving it to another
- * tablespace, need every session of the database gone: stop its sync
- * workers first, wait for them (a few seconds at most), and let them start
- * again if the command fails or the database lives on.
- */
-static ProcessUtility_hook_type prev_process_utility = NULL;
-
-/*
- * Stop the database's sync workers: mark them not to run and return the ids
- * of the syncs that were running, so that resume_database can start them
- * again even after the launcher freed their slots meanwhile.
- */
-static List *
-pause_database(Oid dboid)
-{
-	List	   *paused = NIL;
-
-	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < cp_shared->nslots; i++)
-	{
-		CpSyncSlot *slot = &cp_shared->slots[i];
-
-		if (slot->in_use && slot->dboid == dboid && !slot->probe && slot->should_run)
-		{
-			pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-
-			*id = slot->sync_id;
-			slot->should_run = false;
-			paused = lappend(paused, id);
-		}
-	}
-	LWLockRelease(cp_shared->lock);
-	if (paused != NIL)
-		cp_wake_launcher();
-	return paused;
-}
-
-/* Wait (10 s at most) until the database's workers have exited. */
-static void
-wait_for_database_workers(Oid dboid)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
-
-	for (;;)
-	{
-		bool		alive = false;
-
-		LWLockAcquire(cp_shared->lock, LW_SHARED);
-		for (int i = 0; i < cp_shared->nslots; i++)
-		{
-			CpSyncSlot *slot = &cp_shared->slots[i];
-
-			if (slot->in_use && slot->dboid == dboid && slot->launched)
-				alive = true;
-		}
-		LWLockRelease(cp_shared->lock);
-		if (!alive || GetCurrentTimestamp() >= deadline)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 50, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-static void
-resume_database(Oid dboid, List *paused)
-{
-	ListCell   *lc;
-
-	if (paused == NIL)
-		return;
-	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-	foreach(lc, paused)
-	{
-		CpSyncSlot *slot = cp_slot_claim(dboid, lfirst(lc));
-
-		if (slot == NULL)
-			break;				/* all slots taken meanwhile: the next
-								 * start_sync or server start finds it */
-		slot->should_run = true;
-		slot->kick = true;
-	}
-	LWLockRelease(cp_shared->lock);
-	cp_wake_launcher();
-}
-
-/*
- * Whether the current user (GetUserId(), as the command itself will check)
- * owns the database: superusers pass.
- */
-static bool
-caller_owns_database(Oid dboid)
-{
-	return cp_database_ownercheck(dboid, GetUserId());
-}
-
-/* The CREATEDB attribute, as RenameDatabase checks it (superusers pass). */
-static bool
-caller_has_createdb(void)
-{
-	HeapTuple	tuple;
-	bool		result;
-
-	if (superuser())
-		return true;
-	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
-	if (!HeapTupleIsValid(tuple))
-		return false;
-	result = ((Form_pg_authid) GETSTRUCT(tuple))->rolcreatedb;
-	ReleaseSysCache(tuple);
-	return result;
-}
-
-/*
- * The database's template flag and tablespace, from its pg_database row;
- * false if it vanished meanwhile.
- */
-static bool
-database_row(Oid dboid, bool *istemplate, Oid *tablespace)
-{
-	HeapTuple	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
-
-	if (!HeapTupleIsValid(tuple))
-		return false;
-	*istemplate = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
-	*tablespace = ((Form_pg_database) GETSTRUCT(tuple))->dattablespace;
-	ReleaseSysCache(tuple);
-	return true;
-}
-
-/*
- * The database whose sync workers must be stopped before this statement
- * runs, or InvalidOid.  The workers are stopped only when the command will
- * get as far as counting the database's sessions: the caller passes the
- * checks PostgreSQL makes before that (dropdb, RenameDatabase, movedb in
- * dbcommands.c), in the same order.  Otherwise any login role could
- * interrupt every worker of a database, again and again, with a command
- * that then fails with "must be owner of database".  A command that will
- * fail for another reason (the current database, a template, a name in
- * use, the same tablespace) stops nothing either.
- *
- * Not inlined: its locals must not live across the PG_TRY below.
- */
-static pg_noinline Oid
-database_needing_exclusive_access(Node *stmt)
-{
-	const char *dbname = NULL;
-	const char *newname = NULL;
-	const char *tablespace = NULL;
-	Oid			dboid;
-	bool		istemplate;
-	Oid			current_tablespace;
-
-	if (IsA(stmt, DropdbStmt))
-		dbname = ((DropdbStmt *) stmt)->dbname;
-	else if (IsA(stmt, RenameStmt) &&
-			 ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
-	{
-		dbname = ((RenameStmt *) stmt)->subname;
-		newname = ((RenameStmt *) stmt)->newname;
-	}
-	else if (IsA(stmt, AlterDatabaseStmt))
-	{
-		ListCell   *lc;
-
-		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
-		{
-			DefElem    *opt = lfirst(lc);
-
-			if (strcmp(opt->defname, "tablespace") == 0)
-			{
-				dbname = ((AlterDatabaseStmt *) stmt)->dbname;
-				tablespace = defGetString(opt);
-			}
-		}
-	}
-	if (dbname == NULL)
-		return InvalidOid;
-
-	dboid = get_database_oid(dbname, true);
-	if (!OidIsValid(dboid) || dboid == MyDatabaseId ||
-		!database_row(dboid, &istemplate, &current_tablespace))
-		return InvalidOid;
-	/* every one of the three commands: "must be owner of database" */
-	if (!caller_owns_database(dboid))
-		return InvalidOid;
-
-	if (IsA(stmt, DropdbStmt))
-	{
-		if (istemplate)			/* "cannot drop a template database" */
-			return InvalidOid;
-	}
-	else if (newname != NULL)
-	{
-		/* "permission denied to rename database"; a name in use */
-		if (!caller_has_createdb() || OidIsValid(get_database_oid(newname, true)))
-			return InvalidOid;
-	}
-	else
-	{
-		Oid			spcoid = get_tablespace_oid(tablespace, true);
-
-		/* a tablespace that does not exist, without CREATE, or the same one */
-		if (!OidIsValid(spcoid) ||
-			cp_tablespace_aclcheck(spcoid, GetUserId(), ACL_CREATE) != ACLCHECK_OK ||
-			spcoid == current_tablespace)
-			return InvalidOid;
-	}
-	return dboid;
-}
-
-/*
- * DROP ROLE of a role that syncs of this database read as (sync.run_as),
- * or that owns destinations of it (destination.created_by):
- * refused, since those syncs could no longer run and only a superuser could
- * drop them.  Called after the DROP ROLE itself succeeded, inside its
- * transaction, so that PostgreSQL's own checks (privileges, objects the role
- * owns) come first and nobody learns sync names from a DROP ROLE they may
- * not run; our error then rolls the drop back.  The roles' oids were taken
- * before the drop, as their names no longer resolve.
- *
- * Syncs of other databases are not visible from here: see docs/syncs.md.
- */
-static void
-refuse_drop_of_run_as_roles(List *role_names, List *role_oids)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	Datum	   *elems;
-	ArrayType  *oids;
-	Oid			types[2] = {OIDARRAYOID, NAMEARRAYOID};
-	Datum		values[2];
-	Datum	   *name_elems;
-	int			n = list_length(role_oids);
-	int			i = 0;
-	ListCell   *lc;
-	StringInfoData detail;
-	char	   *first_role = NULL;
-	bool		first_is_sync = false;
-	MemoryContext caller_context = CurrentMemoryContext;
-
-	if (n == 0)
-		return;
-	elems = palloc(sizeof(Datum) * n);
-	foreach(lc, role_oids)
-		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
-	oids = construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
-	values[0] = PointerGetDatum(oids);
-	name_elems = palloc(sizeof(Datum) * n);
-	i = 0;
-	foreach(lc, role_names)
-		name_elems[i++] = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc)));
-	values[1] = PointerGetDatum(construct_array(name_elems, n, NAMEOID, NAMEDATALEN,
-												false, TYPALIGN_CHAR));
-
-	/* in our context: SPI_finish frees what is allocated in between */
-	initStringInfo(&detail);
-
-	/*
-	 * The catalog table is readable by superusers only, and a role with
-	 * CREATEROLE need not be one: read it as the bootstrap superuser, in a
-	 * restricted operation, with every name qualified.  An error restores
-	 * the user (transaction or subtransaction abort).
-	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/*
-	 * A destination belongs to the role named in created_by: a role created
-	 * later under the same name would inherit it, so its owner is kept as
-	 * a sync's role is.  Syncs come first (kind 1), then destinations.
-	 */
-	if (SPI_execute_with_args("SELECT s.run_as::pg_catalog.oid, 1,"
-							  " pg_catalog.string_agg(s.name, ', ' ORDER BY s.name COLLATE \"C\")"
-							  " FROM calabi_push.sync s"
-							  " WHERE s.run_as::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)"
-							  " GROUP BY 1"
-							  " UNION ALL"
-							  " SELECT r.oid, 2,"
-							  " pg_catalog.string_agg(d.name, ', ' ORDER BY d.name COLLATE \"C\")"
-							  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(oid, name)"
-							  " JOIN calabi_push.destination d"
-							  " ON d.created_by OPERATOR(pg_catalog.=) r.name"
-							  " GROUP BY 1"
-							  " ORDER BY 2, 1",
-							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read calabi_push.sync");
-
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		Oid			roleid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
-														   SPI_tuptable->tupdesc, 1, &isnull));
-		bool		is_sync = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
-														  SPI_tuptable->tupdesc, 2, &isnull)) == 1;
-		char	   *syncs = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3);
-		const char *role = NULL;
-		ListCell   *lo;
-
-		forboth(lc, role_names, lo, role_oids)
-			if (lfirst_oid(lo) == roleid)
-				role = lfirst(lc);
-		if (role == NULL)
-			continue;
-		if (first_role == NULL)
-		{
-			first_role = MemoryContextStrdup(caller_context, role);
-			first_is_sync = is_sync;
-		}
-		appendStringInfo(&detail, is_sync ? "%sSyncs reading as role \"%s\": %s." :
-						 "%sDestinations owned by role \"%s\": %s.",
-						 detail.len > 0 ? "\n" : "", role, syncs);
-	}
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-
-	if (first_role != NULL && first_is_sync)
-		ereport(ERROR,
-				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("role \"%s\" cannot be dropped because calabi_push syncs of database \"%s\" read as it",
-						first_role, get_database_name(MyDatabaseId)),
-				 errdetail_internal("%s", detail.data),
-				 errhint("Drop those syncs with calabi_push.drop_sync(), or drop and create them again with another \"run_as\" option, then drop the role.")));
-	if (first_role != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("role \"%s\" cannot be dropped because it owns calabi_push destinations of database \"%s\"",
-						first_role, get_database_name(MyDatabaseId)),
-				 errdetail_internal("%s", detail.data),
-				 errhint("Drop those destinations with calabi_push.drop_destination() (a superuser may), then drop the role.")));
-}
-
-/*
- * The roles a DROP ROLE names that exist, with their oids, when this
- * database has calabi_push; else nothing.
- */
-static pg_noinline void
-roles_being_dropped(Node *stmt, List **names, List **oids)
-{
-	ListCell   *lc;
-
-	*names = NIL;
-	*oids = NIL;
-	if (!IsA(stmt, DropRoleStmt) || !OidIsValid(get_extension_oid("calabi_push", true)))
-		return;
-	foreach(lc, ((DropRoleStmt *) stmt)->roles)
-	{
-		RoleSpec   *spec = lfirst(lc);
-		Oid			roleid;
-
-		/* CURRENT_USER and the like are refused by DROP ROLE itself */
-		if (spec->roletype != ROLESPEC_CSTRING)
-			continue;
-		roleid = get_role_oid(spec->rolename, true);
-		if (!OidIsValid(roleid))
-			continue;
-		*names = lappend(*names, pstrdup(spec->rolename));
-		*oids = lappend_oid(*oids, roleid);
-	}
-}
-
-/*
  * The extension is going away, however it is dropped: DROP EXTENSION, DROP
  * SCHEMA calabi_push CASCADE, DROP OWNED BY its owner.  Each deletes the
  * pg_extension row through the dependency machinery, which calls this hook
@@ -1011,56 +607,11 @@ calabi_push_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	}
 }
 
-static void
-calabi_push_process_utility(PlannedStmt *pstmt, const char *queryString,
-							bool readOnlyTree, ProcessUtilityContext context,
-							ParamListInfo params, QueryEnvironment *queryEnv,
-							DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *stmt = pstmt->utilityStmt;
-	volatile Oid dboid = cp_shared ? database_needing_exclusive_access(stmt) : InvalidOid;
-	List	   *volatile paused = NIL;
-	List	   *drop_role_names;
-	List	   *drop_role_oids;
-
-	roles_being_dropped(stmt, &drop_role_names, &drop_role_oids);
-
-	if (OidIsValid(dboid))
-		paused = pause_database(dboid);
-
-	PG_TRY();
-	{
-		/* a cancel while waiting must let the workers start again too */
-		if (paused != NIL)
-			wait_for_database_workers(dboid);
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context,
-								 params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_CATCH();
-	{
-		resume_database(dboid, paused);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	/* a dropped database's slots are freed by the launcher (should_run off) */
-	if (!IsA(stmt, DropdbStmt))
-		resume_database(dboid, paused);
-
-	refuse_drop_of_run_as_roles(drop_role_names, drop_role_oids);
-}
-
 void
 cp_launcher_init_backend_hooks(void)
 {
 	RegisterXactCallback(launcher_xact_callback, NULL);
 	RegisterSubXactCallback(launcher_subxact_callback, NULL);
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = calabi_push_process_utility;
 	prev_object_access = object_access_hook;
 	object_access_hook = calabi_push_object_access;
 }

@@ -9,10 +9,7 @@
 #ifndef CALABI_PUSH_LAUNCHER_H
 #define CALABI_PUSH_LAUNCHER_H
 
-#include "shmem.h"
-
 extern void cp_register_launcher(void);
 extern void cp_launcher_init_backend_hooks(void);
-extern void cp_schedule_restart(CpSyncSlot *slot);
 
 #endif							/* CALABI_PUSH_LAUNCHER_H */

@@ -258,10 +258,11 @@ lines_buffer(CpPluginState *state)
 
 /* The lines of a change, buf from start: to the sink, or one row each. */
 static void
-emit_lines(LogicalDecodingContext *ctx, Oid relid, StringInfo buf, int start)
+emit_lines(LogicalDecodingContext *ctx, Oid relid, StringInfo buf, int start,
+		   int nlines, int nrecords)
 {
 	if (cp_cdc_sink != NULL)
-		cp_cdc_sink->lines(cp_cdc_sink->arg, relid, buf, start);
+		cp_cdc_sink->lines(cp_cdc_sink->arg, relid, buf, start, nlines, nrecords);
 	else
 		write_lines(ctx, buf, start);
 }
@@ -295,9 +296,12 @@ cp_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	/* the sink's, or one buffer for every change: no allocation per change */
 	StringInfo	buf = lines_buffer(state);
 	int			start = buf->len;
+	int			nrecords;
+	int			nlines = cp_cdc_append_change(buf, &state->txn, relation, change,
+											  &nrecords);
 
-	if (cp_cdc_append_change(buf, &state->txn, relation, change) > 0)
-		emit_lines(ctx, RelationGetRelid(relation), buf, start);
+	if (nlines > 0)
+		emit_lines(ctx, RelationGetRelid(relation), buf, start, nlines, nrecords);
 	/* a huge row grew ours: give the memory back */
 	if (state->lines.maxlen > LINES_KEEP_BYTES)
 	{
@@ -324,9 +328,11 @@ cp_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	{
 		StringInfo	buf = lines_buffer(state);
 		int			start = buf->len;
+		int			nlines = cp_cdc_append_truncate(buf, &state->txn, relations[i]);
 
-		if (cp_cdc_append_truncate(buf, &state->txn, relations[i]) > 0)
-			emit_lines(ctx, RelationGetRelid(relations[i]), buf, start);
+		/* a STREAM line, a CONTROL: no RECORD */
+		if (nlines > 0)
+			emit_lines(ctx, RelationGetRelid(relations[i]), buf, start, nlines, 0);
 	}
 
 	MemoryContextSwitchTo(oldcxt);

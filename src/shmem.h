@@ -2,7 +2,8 @@
  *
  * shmem.h
  *	  Shared state of calabi_push: one slot per sync that should run (or has
- *	  a worker), in whichever database; the launcher's pid.
+ *	  a worker), in whichever database; the slots of database probes; the
+ *	  launcher's pid.
  *
  * The catalog tables of each database are the truth; the slots mirror which
  * syncs should run, so that the launcher, which is connected to no database,
@@ -44,25 +45,58 @@ typedef enum CpExitKind
 	CP_EXIT_GONE				/* sync disabled/dropped meanwhile */
 } CpExitKind;
 
+/*
+ * The life of a slot, and of the worker it launches.  Only the functions of
+ * shmem.c move a slot from one to another (each named for the event that
+ * does); the launcher acts on what it finds (reconcile in launcher.c).
+ *
+ *	 FREE -> REQUESTED (start_sync, a probe) -> STARTING (registered) ->
+ *	 RUNNING (attached) -> STOPPING (SIGTERM sent: stop_sync, drop_sync, a
+ *	 restart).  When its worker exits, a slot goes back to REQUESTED (start
+ *	 anew), BACKOFF (failed: start later), WAITING (done, refused: wait for
+ *	 start_sync) or FREE (should no longer run).  A sync that should no
+ *	 longer run and has no worker is FREE at once.
+ */
+typedef enum CpSlotLife
+{
+	CP_SLOT_FREE = 0,			/* not in use */
+	CP_SLOT_WAITING,			/* no worker, none due: waits for start_sync */
+	CP_SLOT_REQUESTED,			/* no worker: start one at once */
+	CP_SLOT_BACKOFF,			/* no worker: start one at next_start */
+	CP_SLOT_STARTING,			/* worker registered, not yet attached */
+	CP_SLOT_RUNNING,			/* worker attached: pid set */
+	CP_SLOT_STOPPING			/* worker told to exit */
+} CpSlotLife;
+
+/* What the launcher knows of any slot, a sync's or a probe's. */
+typedef struct CpProcSlot
+{
+	CpSlotLife	life;
+	Oid			dboid;
+	uint64		generation;		/* bumped at each launch: stale workers can
+								 * tell */
+	pid_t		pid;			/* worker's pid once attached, else 0 */
+} CpProcSlot;
+
+/* Whether a worker of the slot was registered and has not exited. */
+static inline bool
+cp_slot_has_worker(const CpProcSlot *proc)
+{
+	return proc->life == CP_SLOT_STARTING || proc->life == CP_SLOT_RUNNING ||
+		proc->life == CP_SLOT_STOPPING;
+}
+
+/* One sync that should run, or whose worker has yet to exit. */
 typedef struct CpSyncSlot
 {
-	bool		in_use;
-	Oid			dboid;
+	CpProcSlot	proc;
 	pg_uuid_t	sync_id;
-	bool		probe;			/* a database probe, not a sync */
+	bool		should_run;		/* desired state, set at commit */
+	bool		start_pending;	/* asked to start while its worker ran */
 
-	/* desired state, set at commit by the management functions */
-	bool		should_run;
-	bool		kick;			/* start now: start_sync / resync / probe */
-	bool		restart;		/* stop the running worker, then start anew */
-
-	/* the launcher's bookkeeping */
-	uint64		generation;		/* bumped at each launch */
-	pid_t		pid;			/* worker's pid once attached, else 0 */
-	bool		launched;		/* a worker was registered and not reaped */
-	bool		signalled;		/* SIGTERM sent */
-	int			failures;		/* consecutive failed runs: backoff */
-	TimestampTz next_start;		/* not before (backoff) */
+	/* the restart backoff */
+	int			failures;		/* consecutive failed runs */
+	TimestampTz next_start;		/* not before (BACKOFF) */
 	CpExitKind	last_exit;
 
 	/* the worker's live state, for sync_status */
@@ -77,10 +111,27 @@ typedef struct CpSyncSlot
 	TimestampTz cdc_pending_since;	/* oldest unacknowledged commit; 0: none */
 } CpSyncSlot;
 
+/*
+ * A database probe (probe.c): asked for by the launcher at its start, and
+ * by drop_sync or DROP EXTENSION at commit.  Probes have slots of their
+ * own, so that one runs even when every sync slot is taken.  A probe asked
+ * for while one of the same database runs runs again after it (again):
+ * the running one may have read the catalog before the asking transaction
+ * committed.
+ */
+#define CP_PROBE_SLOTS 8
+
+typedef struct CpProbeSlot
+{
+	CpProcSlot	proc;
+	bool		again;
+} CpProbeSlot;
+
 typedef struct CpShared
 {
 	LWLock	   *lock;
 	pid_t		launcher_pid;
+	CpProbeSlot probes[CP_PROBE_SLOTS];
 	int			nslots;
 	CpSyncSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } CpShared;
@@ -91,10 +142,38 @@ extern int	cp_max_syncs;
 extern void cp_shmem_init(void);
 extern void cp_shmem_attach(void);
 
+/*
+ * The events of a slot's life; the lock is held exclusively by the caller
+ * of each.
+ */
+
+/* A backend: the sync should run (now; restart: stop its worker first). */
+extern CpSyncSlot *cp_sync_slot_start(Oid dboid, const pg_uuid_t *sync_id,
+									  bool restart);
+/* A backend: the sync should not run; its worker, if any, is stopped. */
+extern void cp_sync_slot_stop(CpSyncSlot *slot);
+/* A backend: a probe of the database is wanted; false: no slot free. */
+extern bool cp_probe_slot_request(Oid dboid);
+
+/* The launcher: a worker is to be launched for proc; its generation. */
+extern uint64 cp_slot_launching(CpProcSlot *proc);
+extern void cp_slot_launched(CpProcSlot *proc);
+extern void cp_sync_slot_launched(CpSyncSlot *slot);
+/* The launcher: no background worker was free for the sync. */
+extern void cp_sync_slot_no_worker(CpSyncSlot *slot);
+
+/* The worker, at its start: false if the slot no longer wants it. */
+extern bool cp_sync_slot_attach(CpSyncSlot *slot, uint64 generation);
+extern bool cp_probe_slot_attach(CpProbeSlot *probe, uint64 generation);
+
+/* The worker's exit, or the launcher noticing a worker gone without it. */
+extern void cp_sync_slot_exited(CpSyncSlot *slot, CpExitKind how);
+extern void cp_probe_slot_exited(CpProbeSlot *probe);
+
 /* Find the slot of a sync (lock held by caller); NULL when none. */
 extern CpSyncSlot *cp_slot_find(Oid dboid, const pg_uuid_t *sync_id);
-/* Find or claim a slot (exclusive lock held); NULL when all are in use. */
-extern CpSyncSlot *cp_slot_claim(Oid dboid, const pg_uuid_t *sync_id);
+/* Whether the sync has a slot or could claim one (lock held). */
+extern bool cp_slot_available(Oid dboid, const pg_uuid_t *sync_id);
 
 /* Wake the launcher (SIGUSR1 sets its latch). */
 extern void cp_wake_launcher(void);

@@ -125,35 +125,36 @@ calabi_push_sync_runtime(PG_FUNCTION_ARGS)
 		bool		nulls[RUNTIME_COLUMNS];
 		const char *state = state_name(slot->state);
 		const char *last_exit = exit_name(slot->last_exit);
+		bool		launched = cp_slot_has_worker(&slot->proc);
 		pg_uuid_t  *id;
 
-		if (!slot->in_use || slot->probe || slot->dboid != MyDatabaseId)
+		if (slot->proc.life == CP_SLOT_FREE || slot->proc.dboid != MyDatabaseId)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		id = palloc(sizeof(pg_uuid_t));
 		*id = slot->sync_id;
 		values[0] = UUIDPGetDatum(id);
 		values[1] = BoolGetDatum(slot->should_run);
-		nulls[2] = slot->pid == 0;
-		values[2] = Int32GetDatum(slot->pid);
+		nulls[2] = slot->proc.pid == 0;
+		values[2] = Int32GetDatum(slot->proc.pid);
 		/* a slot without a worker shows only why it has none */
 		nulls[3] = state == NULL ||
-			(!slot->launched && slot->state != CP_RUN_NO_WORKER);
+			(!launched && slot->state != CP_RUN_NO_WORKER);
 		values[3] = state ? CStringGetTextDatum(state) : (Datum) 0;
-		nulls[4] = !slot->launched;
+		nulls[4] = !launched;
 		values[4] = TimestampTzGetDatum(slot->started_at);
 		values[5] = Int64GetDatum(slot->retries);
-		nulls[6] = slot->state != CP_RUN_RETRYING || !slot->launched;
+		nulls[6] = slot->state != CP_RUN_RETRYING || !launched;
 		values[6] = TimestampTzGetDatum(slot->retry_at);
-		nulls[7] = slot->launched || slot->next_start == 0;
+		nulls[7] = launched || slot->next_start == 0;
 		values[7] = TimestampTzGetDatum(slot->next_start);
 		nulls[8] = last_exit == NULL;
 		values[8] = last_exit ? CStringGetTextDatum(last_exit) : (Datum) 0;
-		nulls[9] = !slot->launched || slot->cdc_sent_lsn == InvalidXLogRecPtr;
+		nulls[9] = !launched || slot->cdc_sent_lsn == InvalidXLogRecPtr;
 		values[9] = LSNGetDatum(slot->cdc_sent_lsn);
-		nulls[10] = !slot->launched || slot->cdc_acked_lsn == InvalidXLogRecPtr;
+		nulls[10] = !launched || slot->cdc_acked_lsn == InvalidXLogRecPtr;
 		values[10] = LSNGetDatum(slot->cdc_acked_lsn);
-		nulls[11] = !slot->launched || slot->cdc_pending_since == 0;
+		nulls[11] = !launched || slot->cdc_pending_since == 0;
 		values[11] = TimestampTzGetDatum(slot->cdc_pending_since);
 		tuplestore_putvalues(store, rsinfo->setDesc, values, nulls);
 	}

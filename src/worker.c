@@ -1,8 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  A sync worker (one per running sync), and the database probe the
- *	  launcher sends into each database at its start.
+ *	  A sync worker (one per running sync).
  *
  * One error boundary: any error is logged, recorded in the sync's row for
  * sync_status, and ends the process; the launcher restarts it with backoff.
@@ -37,10 +36,8 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "cdc_slot.h"
 #include "compressor.h"
-#include "home.h"
-#include "launcher.h"
+#include "reader.h"
 #include "worker.h"
 
 PGDLLEXPORT void calabi_push_worker_main(Datum main_arg);
@@ -60,7 +57,8 @@ my_slot(void)
 {
 	CpSyncSlot *slot = &cp_shared->slots[my_slotno];
 
-	return slot->generation == my_generation ? slot : NULL;
+	return slot->proc.generation == my_generation &&
+		cp_slot_has_worker(&slot->proc) ? slot : NULL;
 }
 
 static void
@@ -73,16 +71,7 @@ worker_detach(int code, Datum arg)
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	slot = my_slot();
 	if (slot != NULL)
-	{
-		slot->pid = 0;
-		slot->launched = false;
-		slot->state = CP_RUN_NONE;
-		slot->last_exit = my_exit;
-		if (!slot->probe &&
-			(my_exit == CP_EXIT_UNKNOWN || my_exit == CP_EXIT_ERROR) &&
-			!slot->signalled)
-			cp_schedule_restart(slot);
-	}
+		cp_sync_slot_exited(slot, my_exit);
 	LWLockRelease(cp_shared->lock);
 	cp_wake_launcher();
 }
@@ -288,40 +277,6 @@ cp_worker_stop_refused(CpRun *run, const char *message,
 	ereport(ERROR, (errmsg_internal("%s", message)));
 }
 
-/* A probe: tell the launcher which syncs of this database should run. */
-static void
-probe_database(void)
-{
-	List	   *ids;
-	ListCell   *lc;
-
-	/* copies of syncs made elsewhere are stopped, never started */
-	cp_home_check_syncs();
-	ids = cp_catalog_enabled_syncs();
-
-	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-	foreach(lc, ids)
-	{
-		CpSyncSlot *slot = cp_slot_claim(MyDatabaseId, lfirst(lc));
-
-		if (slot == NULL)
-		{
-			ereport(WARNING,
-					(errmsg("calabi_push cannot run every enabled sync: calabi_push.max_syncs (%d) is too low",
-							cp_max_syncs),
-					 errhint("Raise calabi_push.max_syncs and restart the server.")));
-			break;
-		}
-		slot->should_run = true;
-		slot->kick = true;
-	}
-	LWLockRelease(cp_shared->lock);
-
-	/* the slots of dropped CDC syncs (drop_sync, DROP EXTENSION) */
-	cp_cdc_drop_orphan_slots();
-	my_exit = CP_EXIT_DONE;
-}
-
 static CpRun *
 build_run(void)
 {
@@ -361,7 +316,7 @@ build_run(void)
  * never the superuser the worker connected as: code that trusts
  * session_user cannot be fooled, and RESET ROLE or SET SESSION
  * AUTHORIZATION lead nowhere higher.  The catalog keeps being read and
- * written as that superuser (cp_catalog_set_role).  A role dropped since
+ * written as that superuser (cp_catalog_connect).  A role dropped since
  * start_sync stops the sync: nothing can be read for it.
  */
 static void
@@ -507,7 +462,6 @@ calabi_push_worker_main(Datum main_arg)
 {
 	CpSyncSlot *slot;
 	Oid			dboid;
-	bool		probe;
 
 	my_slotno = DatumGetInt32(main_arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint64));
@@ -518,36 +472,20 @@ calabi_push_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
-	slot = my_slot();
-	if (slot == NULL || !slot->in_use)
+	slot = &cp_shared->slots[my_slotno];
+	if (!cp_sync_slot_attach(slot, my_generation))
 	{
-		/* launched for a sync that was since dropped or relaunched */
+		/* launched for a sync that was since stopped, dropped or relaunched */
 		LWLockRelease(cp_shared->lock);
 		proc_exit(0);
 	}
-	slot->pid = MyProcPid;
-	dboid = slot->dboid;
-	probe = slot->probe;
+	dboid = slot->proc.dboid;
 	my_sync_id = slot->sync_id;
 	LWLockRelease(cp_shared->lock);
 	before_shmem_exit(worker_detach, (Datum) 0);
 
-	/*
-	 * As the bootstrap superuser, for the catalog; a sync worker's session
-	 * becomes its sync's role before it reads anything (become_run_as).
-	 */
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	cp_catalog_set_role(GetUserId());
-
-	/* our queries name every object with its schema */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
-
-	if (probe)
-	{
-		pgstat_report_appname("calabi_push probe");
-		probe_database();
-		proc_exit(0);
-	}
+	/* a sync worker's session becomes its sync's role (become_run_as) */
+	cp_catalog_connect(dboid);
 
 	PG_TRY();
 	{

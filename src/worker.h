@@ -11,10 +11,7 @@
 
 #include "postgres.h"
 
-#include "access/tupdesc.h"
 #include "access/xlogdefs.h"
-#include "fmgr.h"
-#include "utils/relcache.h"
 
 #include "batch.h"
 #include "catalog.h"
@@ -22,52 +19,8 @@
 #include "http.h"
 #include "shmem.h"
 
-typedef struct CpStreamRun
-{
-	CpStreamDef *def;
-	MemoryContext mcxt;			/* what describes it (reset per preparation) */
-	char	   *nspname;
-	char	   *relname;
-	char	   *names_json;		/* "namespace":..,"name":.. */
-	char	   *control_names;	/* "namespace":..,"stream":.. */
-	char	   *record_prefix;	/* {"type":"RECORD","record":{...,"emitted_at": */
-	char	   *select_query;	/* SELECT * FROM [ONLY] rel */
-
-	/* how it is read: keyset pagination on a key, or a held cursor */
-	bool		keyset;
-	int			nkeys;
-	char	  **key_names;		/* as in the catalog */
-	char	  **key_quoted;		/* quoted for queries */
-	Oid		   *key_types;
-	int32	   *key_typmods;
-	int		   *key_columns;	/* 1-based, in the SELECT's result */
-	FmgrInfo   *key_out;
-	/*
-	 * The keyset query's condition "after the last key" ($1..$nkeys) and
-	 * its ORDER BY list, both from the key index's btree operator families
-	 * and collations (see cp_stream_run_describe).
-	 */
-	char	   *key_after;
-	char	   *key_order;
-	char	   *cursor_name;
-	bool		cursor_open;
-
-	/* where the current read is */
-	int64		generation;
-	int64		rows;
-	Oid			relfilenode;
-	List	   *after;			/* keyset: key of the last row, as text */
-
-	/* a row too large for any batch, found by the read (see row_too_large) */
-	char	   *too_large;		/* NULL, or the row's key for messages */
-	int64		too_large_bytes;	/* its values' size before encoding */
-
-	CpRowEncoder *enc;			/* built from the first chunk's result */
-	TupleDesc	enc_desc;		/* the row shape enc was built for */
-
-	/* CDC backfill: where it began in the WAL (its refresh_start's lsn) */
-	XLogRecPtr	refresh_lsn;
-} CpStreamRun;
+/* A stream of the run, and where its read is (reader.h). */
+typedef struct CpStreamRun CpStreamRun;
 
 /*
  * Acknowledgements received while decoding: the replay transaction cannot
@@ -121,37 +74,8 @@ typedef struct CpRun
 	int64		abandoned_seq;	/* a batch given up unanswered at a stop, or 0 */
 } CpRun;
 
-/*
- * Reads run as the sync's role, in a restricted operation (what a view or a
- * policy calls cannot change the session), as a maintenance command does.
- */
-#define CP_RUN_AS_FLAGS (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION)
-
 /* full_refresh.c: read one stream to its end, flushing as batches fill */
 extern void cp_full_refresh_stream(CpRun *run, int stream);
-
-/*
- * full_refresh.c, for every method that reads a stream: describe it (its
- * names, prefixes, query and key) from rel, in a transaction; the keyset
- * query for the rows after s->after (args: the key as parameters); the
- * result columns of the key; the key of a row as the new s->after.
- */
-extern void cp_stream_run_describe(CpRun *run, int idx, Relation rel);
-/* full_refresh.c: open the stream's relation as the sync's role; errors name the fix */
-extern Relation cp_stream_run_open(CpRun *run, CpStreamRun *s);
-extern char *cp_keyset_query(CpStreamRun *s, int max_rows, Datum **args);
-extern void cp_stream_run_key_columns(CpStreamRun *s, TupleDesc desc);
-extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *values);
-/* full_refresh.c: whether the acknowledged read used the key the table has now */
-extern bool cp_stream_run_same_key(CpStreamRun *s);
-/*
- * full_refresh.c: a row whose JSON does not fit in a batch: note it (in a
- * transaction, its values at hand), then, outside any transaction, deliver
- * what the batch holds and stop the sync in error naming it.
- */
-extern void cp_stream_run_note_too_large(CpRun *run, CpStreamRun *s, TupleDesc desc,
-										 const Datum *values, const bool *isnull);
-extern void cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s) pg_attribute_noreturn();
 
 /*
  * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
@@ -203,7 +127,7 @@ extern void cp_worker_wait_until(TimestampTz until);
  * defers it: SIGTERM only notes the request (and sets the latch), and the
  * code stops at its next stop point, where cp_worker_stop_point raises an
  * ERROR (ERRCODE_ADMIN_SHUTDOWN) for it to catch; waits for an answer
- * (http.c) give up CP_STOP_GRACE_MS after they saw the request.  Code that
+ * (cp_http_wait_limit) give up CP_STOP_GRACE_MS after they saw the request.  Code that
  * reads the user's tables or waits for their locks is cancelled instead:
  * the statement or wait under way ends with ERRCODE_QUERY_CANCELED.  The
  * caller's PG_CATCH asks cp_worker_stop_caught whether the error is such a

@@ -274,18 +274,6 @@ BEGIN
 END
 $$;
 
--- Whether a host from _parse_url is a loopback host: localhost, 127.0.0.0/8
--- or [::1].
-CREATE FUNCTION _is_loopback(host text)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, calabi_push, pg_temp
-AS $$
-  SELECT CASE WHEN host IN ('localhost', 'localhost.', '[::1]') THEN true
-              WHEN host ~ '^[0-9.]+$' THEN host::inet << inet '127.0.0.0/8'
-              ELSE false END
-$$;
-
 -- Refuses a host (as _parse_url returns it) that is a literal address, or
 -- localhost, that calabi_push.allowed_hosts does not let syncs reach; a host
 -- name is judged at every connection instead (src/egress.c).
@@ -294,36 +282,56 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'calabi_push_check_egress'
 LANGUAGE C STABLE;
 
+-- The options a destination is stored with unless it gives them
+-- (src/destination.h).
+CREATE FUNCTION _destination_defaults()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'calabi_push_destination_defaults'
+LANGUAGE C IMMUTABLE;
+
+-- The rules on a whole configuration (src/destination.c): the schemes of
+-- the URL, token_url and proxy, the options that go together or exclude
+-- each other, a token that can follow "Bearer ".  The worker checks the
+-- same before it connects.  A rule about arguments left NULL holds, so
+-- that a rule is checked as soon as its values are known (where it was
+-- given, for the first error of a call to be the one a user fixes first).
+CREATE FUNCTION _check_destination(url text DEFAULT NULL, allow_http boolean DEFAULT NULL,
+                                   proxy text DEFAULT NULL, ca_file text DEFAULT NULL,
+                                   ca_pem text DEFAULT NULL, client_cert text DEFAULT NULL,
+                                   client_key text DEFAULT NULL, token text DEFAULT NULL,
+                                   token_url text DEFAULT NULL, client_id text DEFAULT NULL,
+                                   client_secret text DEFAULT NULL, scope text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_check_destination'
+LANGUAGE C STABLE;
+
+-- One of those rules, once the URL (key 'url') or token_url is parsed:
+-- https, or http with allow_http to a loopback host.
+CREATE FUNCTION _check_endpoint(key text, url text, allow_http boolean)
+RETURNS void
+AS 'MODULE_PATHNAME', 'calabi_push_check_endpoint'
+LANGUAGE C STABLE;
+
 -- Checks an https URL (destination URL, token_url) and returns it with its
 -- scheme and host in lower case.  http:// is accepted only with allow_http
 -- and a loopback host; the host must be one calabi_push.allowed_hosts allows.
-CREATE FUNCTION _check_endpoint_url(what text, url text, allow_http boolean, example text)
+-- key is 'url' or 'token_url'.
+CREATE FUNCTION _check_endpoint_url(key text, what text, url text, allow_http boolean,
+                                    example text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     u record;
+    checked text;
 BEGIN
     SELECT * INTO u FROM _parse_url(what, url, example,
         'Remove the credentials from the URL; give a bearer token with token => ''...'' or OAuth2 client credentials in the options.');
-    IF u.scheme = 'http' THEN
-        IF NOT allow_http THEN
-            RAISE EXCEPTION '% must use https', what
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Use an https:// URL. Plain http:// is allowed only to a loopback host (localhost, 127.0.0.0/8, [::1]) with the option "allow_http": true.';
-        ELSIF NOT _is_loopback(u.host) THEN
-            RAISE EXCEPTION '% may use http only with a loopback host', what
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Use an https:// URL; "allow_http" permits http:// only to localhost, 127.0.0.0/8 and [::1].';
-        END IF;
-    ELSIF u.scheme <> 'https' THEN
-        RAISE EXCEPTION '% must use https', what
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Use an https:// URL, e.g. %L.', example);
-    END IF;
+    checked := u.scheme || '://' || u.host || coalesce(':' || u.port, '') || u.rest;
+    PERFORM _check_endpoint(key, checked, allow_http);
     PERFORM _check_egress(what, u.host);
-    RETURN u.scheme || '://' || u.host || coalesce(':' || u.port, '') || u.rest;
+    RETURN checked;
 END
 $$;
 
@@ -440,10 +448,11 @@ DECLARE
         'proxy', 'request_timeout', 'scope', 'token_url'];
     o jsonb;
     w constant text := 'destination';
-    allow_http boolean := false;
-    compression text := 'gzip';
-    connect_timeout_ms bigint := 10000;
-    request_timeout_ms bigint := 60000;
+    defaults constant jsonb := _destination_defaults();
+    allow_http boolean := (defaults->'allow_http')::boolean;
+    compression text := defaults->>'compression';
+    connect_timeout_ms bigint := (defaults->'connect_timeout_ms')::bigint;
+    request_timeout_ms bigint := (defaults->'request_timeout_ms')::bigint;
     proxy text;
     ca_file text;
     ca_pem text;
@@ -472,7 +481,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Give the full URL of the ingest endpoint, e.g. ''https://ingest.example.com/v1/batches''.';
     END IF;
-    r_url := _check_endpoint_url('destination URL', url, allow_http,
+    r_url := _check_endpoint_url('url', 'destination URL', url, allow_http,
                                  'https://ingest.example.com/v1/batches');
 
     IF o ? 'compression' THEN
@@ -495,11 +504,7 @@ BEGIN
         SELECT * INTO p FROM _parse_url('destination option "proxy"', proxy,
             'http://proxy.example.com:3128',
             'Proxy credentials are not supported: use a proxy that does not need them.');
-        IF p.scheme NOT IN ('http', 'https', 'socks5', 'socks5h') THEN
-            RAISE EXCEPTION 'destination option "proxy" must use the scheme http, https, socks5 or socks5h'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Give the proxy as a URL, e.g. ''http://proxy.example.com:3128'' or ''socks5h://127.0.0.1:1080''.';
-        END IF;
+        PERFORM _check_destination(proxy => p.scheme || '://' || p.host);
         IF p.rest NOT IN ('', '/') THEN
             RAISE EXCEPTION 'destination option "proxy" must not have a path'
                 USING ERRCODE = 'invalid_parameter_value',
@@ -520,11 +525,7 @@ BEGIN
         ca_pem := _string_option(w, 'ca_pem', o->'ca_pem');
         PERFORM _check_pem_certificate(w, 'ca_pem', ca_pem);
     END IF;
-    IF ca_file IS NOT NULL AND ca_pem IS NOT NULL THEN
-        RAISE EXCEPTION 'destination options "ca_file" and "ca_pem" cannot be used together'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the trusted CA certificates either as a file on the server (ca_file) or as text (ca_pem); remove one with ''{"ca_file": null}'' or ''{"ca_pem": null}''.';
-    END IF;
+    PERFORM _check_destination(ca_file => ca_file, ca_pem => ca_pem);
     IF o ? 'client_cert' THEN
         client_cert := _string_option(w, 'client_cert', o->'client_cert');
         PERFORM _check_pem_certificate(w, 'client_cert', client_cert);
@@ -533,15 +534,11 @@ BEGIN
         r_client_key := _string_option(w, 'client_key', o->'client_key');
         PERFORM _check_pem_private_key(w, 'client_key', r_client_key);
     END IF;
-    IF (client_cert IS NULL) <> (r_client_key IS NULL) THEN
-        RAISE EXCEPTION 'destination options "client_cert" and "client_key" go together'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For a client certificate (mutual TLS) give both the certificate (client_cert) and its private key (client_key), or neither.';
-    END IF;
+    PERFORM _check_destination(client_cert => client_cert, client_key => r_client_key);
 
     -- authentication: a static bearer token, or OAuth2 client credentials
     IF o ? 'token_url' THEN
-        token_url := _check_endpoint_url('destination option "token_url"',
+        token_url := _check_endpoint_url('token_url', 'destination option "token_url"',
                                          _string_option(w, 'token_url', o->'token_url'),
                                          allow_http, 'https://auth.example.com/oauth2/token');
     END IF;
@@ -569,21 +566,9 @@ BEGIN
                       HINT = 'Give the scopes separated by spaces, e.g. ''{"scope": "ingest:write"}''.';
         END IF;
     END IF;
-    IF (token_url IS NULL OR client_id IS NULL OR r_client_secret IS NULL)
-       AND (token_url IS NOT NULL OR client_id IS NOT NULL OR r_client_secret IS NOT NULL) THEN
-        RAISE EXCEPTION 'destination options "token_url", "client_id" and "client_secret" go together'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Missing: %s.', array_to_string(ARRAY[
-                      CASE WHEN token_url IS NULL THEN 'token_url' END,
-                      CASE WHEN client_id IS NULL THEN 'client_id' END,
-                      CASE WHEN r_client_secret IS NULL THEN 'client_secret' END], ', ')),
-                  HINT = 'OAuth2 client credentials need all three: the token endpoint (token_url), client_id and client_secret.';
-    END IF;
-    IF scope IS NOT NULL AND token_url IS NULL THEN
-        RAISE EXCEPTION 'destination option "scope" needs OAuth2 client credentials'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give "scope" together with "token_url", "client_id" and "client_secret", or leave it out.';
-    END IF;
+    PERFORM _check_destination(allow_http => allow_http, token_url => token_url,
+                               client_id => client_id, client_secret => r_client_secret,
+                               scope => scope);
 
     IF token IS NOT NULL THEN
         IF token = '' THEN
@@ -591,18 +576,13 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Leave token out (or NULL) for a destination without a bearer token.';
         END IF;
-        IF token !~ '^[!-~]+$' THEN
-            RAISE EXCEPTION 'token must be printable ASCII without spaces'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Give the token itself, without "Bearer " and without surrounding spaces or line breaks.';
-        END IF;
         r_token := token;
     END IF;
-    IF r_token IS NOT NULL AND token_url IS NOT NULL THEN
-        RAISE EXCEPTION 'a destination cannot have both a token and OAuth2 client credentials'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use either a static token or "token_url", "client_id" and "client_secret"; alter_destination(..., token => '''') removes a token.';
-    END IF;
+
+    -- every rule on the whole configuration, as the worker checks it
+    PERFORM _check_destination(r_url, allow_http, proxy, ca_file, ca_pem, client_cert,
+                               r_client_key, r_token, token_url, client_id,
+                               r_client_secret, scope);
 
     r_options := jsonb_strip_nulls(jsonb_build_object(
         'allow_http', allow_http,
@@ -929,9 +909,11 @@ REVOKE ALL ON FUNCTION
     _duration_ms(text, text, jsonb, bigint, bigint, text),
     _string_option(text, text, jsonb),
     _parse_url(text, text, text, text),
-    _is_loopback(text),
     _check_egress(text, text),
-    _check_endpoint_url(text, text, boolean, text),
+    _destination_defaults(),
+    _check_destination(text, boolean, text, text, text, text, text, text, text, text, text, text),
+    _check_endpoint(text, text, boolean),
+    _check_endpoint_url(text, text, text, boolean, text),
     _check_pem_certificate(text, text, text),
     _check_pem_private_key(text, text, text),
     _check_ca_file(text),

@@ -32,7 +32,7 @@ cp_install_dependencies
 cp_as_root apt-get install -y -q postgresql-15-wal2json >/dev/null
 cp_build_and_install
 cleanup() {
-	pkill -f "$dir/receiver/port" 2>/dev/null || true
+	cp_bench_receiver_stop "$dir"
 	cp_cluster_stop 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -41,19 +41,7 @@ cp_cluster_start "$dir" 5493 "shared_buffers = '1GB'" "max_wal_size = '4GB'" \
 cp_allow_output_plugins calabi_push, wal2json
 
 cp_log "starting the receiver (--no-store)"
-cp_run_as_server_user mkdir -p "$dir/receiver"
-cp_run_as_server_user "$CP_ROOT/test/receiver/make-certs.sh" "$dir/receiver/certs"
-start_receiver() {
-	pkill -f "$dir/receiver/port" 2>/dev/null || true
-	rm -f "$dir/receiver/port"
-	cp_run_as_server_user /usr/bin/python3 "$CP_ROOT/test/receiver/calabi_receiver.py" \
-		--listen 127.0.0.1:"${1}" --port-file "$dir/receiver/port" \
-		--admin-listen 127.0.0.1:0 --admin-port-file "$dir/receiver/admin_port" \
-		--tls-cert "$dir/receiver/certs/server.crt" --tls-key "$dir/receiver/certs/server.key" \
-		--token bench --no-store "${@:2}" >"$dir/receiver/output.log" 2>&1 &
-	for _ in $(seq 100); do [ -s "$dir/receiver/port" ] && break; sleep 0.1; done
-}
-start_receiver 0 --validate none
+cp_bench_receiver "$dir" 0 --token bench --validate none
 port=$(cat "$dir/receiver/port")
 
 cp_psql -v url="https://localhost:$port/ingest" -v ca="$dir/receiver/certs/ca.crt" -v runs="$runs" <<'SQL'
@@ -160,7 +148,7 @@ awk -v n="$changes" -v r="$runs" -v s="$sync_ms" -v u="$plain_ms" -v p="$pgo_ms"
 cp_log "latency: pgbench -R 1000 for $seconds s, one-row transactions"
 cp_psql -c "TRUNCATE t" >/dev/null
 cp_run_as_server_user rm -f "$dir/receiver/requests.jsonl"
-start_receiver "$port" --validate light --log-bodies --log "$dir/receiver/requests.jsonl"
+cp_bench_receiver "$dir" "$port" --token bench --validate light --log-bodies --log "$dir/receiver/requests.jsonl"
 cp_psql -c "SELECT calabi_push.start_sync('bench-1')" >/dev/null
 wait_acked "$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')" bench-1
 echo "INSERT INTO t VALUES (nextval('s'), 1, 'x', now(), 1);" | cp_run_as_server_user tee "$dir/one.sql" >/dev/null

@@ -18,10 +18,8 @@ dir=/tmp/calabi_push-bench-fr
 
 cp_install_dependencies
 cp_build_and_install
-receiver_pid=
 cleanup() {
-	# the receiver runs under runuser, which does not pass signals on
-	[ -n "$receiver_pid" ] && pkill -f "$dir/receiver/port" 2>/dev/null || true
+	cp_bench_receiver_stop "$dir"
 	cp_cluster_stop 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -32,15 +30,7 @@ cp_psql -c "CREATE EXTENSION calabi_push"
 cp_psql -v rows="$rows" -f - <"$(dirname "$0")/mixed_table.sql"
 
 cp_log "starting the receiver (--no-store)"
-cp_run_as_server_user mkdir -p "$dir/receiver"
-cp_run_as_server_user "$CP_ROOT/test/receiver/make-certs.sh" "$dir/receiver/certs"
-cp_run_as_server_user /usr/bin/python3 "$CP_ROOT/test/receiver/calabi_receiver.py" \
-	--listen 127.0.0.1:0 --port-file "$dir/receiver/port" \
-	--admin-listen 127.0.0.1:0 --admin-port-file "$dir/receiver/admin_port" \
-	--tls-cert "$dir/receiver/certs/server.crt" --tls-key "$dir/receiver/certs/server.key" \
-	--token bench --no-store --validate none >"$dir/receiver/output.log" 2>&1 &
-receiver_pid=$!
-for _ in $(seq 100); do [ -s "$dir/receiver/port" ] && break; sleep 0.1; done
+cp_bench_receiver "$dir" 0 --token bench --validate none
 
 cp_psql -v url="https://localhost:$(cat "$dir/receiver/port")/ingest" \
 	-v ca="$dir/receiver/certs/ca.crt" <<'SQL'

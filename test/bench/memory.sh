@@ -19,7 +19,7 @@ dir=/tmp/calabi_push-bench-mem
 cp_install_dependencies
 cp_build_and_install
 cleanup() {
-	pkill -f "$dir/receiver/port" 2>/dev/null || true
+	cp_bench_receiver_stop "$dir"
 	cp_cluster_stop 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -28,15 +28,9 @@ cp_allow_output_plugins calabi_push
 
 cp_log "starting the receiver (--no-store)"
 cp_run_as_server_user mkdir -p "$dir/receiver"
-cp_run_as_server_user "$CP_ROOT/test/receiver/make-certs.sh" "$dir/receiver/certs"
 printf '%s' bench | cp_run_as_server_user tee "$dir/receiver/token" >/dev/null
 cp_run_as_server_user chmod 600 "$dir/receiver/token"
-cp_run_as_server_user /usr/bin/python3 "$CP_ROOT/test/receiver/calabi_receiver.py" \
-	--listen 127.0.0.1:0 --port-file "$dir/receiver/port" \
-	--admin-listen 127.0.0.1:0 --admin-port-file "$dir/receiver/admin_port" \
-	--tls-cert "$dir/receiver/certs/server.crt" --tls-key "$dir/receiver/certs/server.key" \
-	--token-file "$dir/receiver/token" --no-store --validate none >"$dir/receiver/output.log" 2>&1 &
-for _ in $(seq 100); do [ -s "$dir/receiver/port" ] && break; sleep 0.1; done
+cp_bench_receiver "$dir" 0 --token-file "$dir/receiver/token" --validate none
 
 cp_log "building a $rows-row table"
 cp_psql -v url="https://localhost:$(cat "$dir/receiver/port")/ingest" \

@@ -14,7 +14,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	CpTokenResponse tr;
 	const char *problem;
-	/* http.c hands over a NUL-terminated body, and its length */
+	/* oauth.c hands over a NUL-terminated body, and its length */
 	char	   *body = malloc(size + 1);
 
 	memcpy(body, data, size);

@@ -64,12 +64,15 @@ cp_pg_bindir() {
 	echo "/usr/lib/postgresql/$CP_PG_MAJOR/bin"
 }
 
+# CP_WERROR=1 (test/run and test/valgrind set it): the project's own builds
+# treat every warning as an error; the demo and the benchmarks build as a
+# DBA would, warnings shown but not fatal.
 cp_build_and_install() {
 	local pgc
 	pgc="$(cp_pg_bindir)/pg_config"
 	cp_log "building calabi_push against $("$pgc" --version)"
-	make -C "$CP_ROOT" -s PG_CONFIG="$pgc"
-	cp_as_root make -C "$CP_ROOT" -s PG_CONFIG="$pgc" install
+	make -C "$CP_ROOT" -s PG_CONFIG="$pgc" CP_WERROR="${CP_WERROR:-}"
+	cp_as_root make -C "$CP_ROOT" -s PG_CONFIG="$pgc" CP_WERROR="${CP_WERROR:-}" install
 }
 
 # Where the unprivileged user works: a copy of the tree owned by it when we
@@ -162,6 +165,58 @@ cp_cluster_stop() {
 		-m fast -w stop >/dev/null
 }
 
+# A program of a benchmark, in the background as the server's user:
+# cp_bench_background PIDFILE LOG COMMAND [ARG…].  Its own pid is written to
+# PIDFILE (runuser, when we are root, would not pass a signal on), so that
+# cp_bench_stop PIDFILE ends exactly that process.
+cp_bench_background() {
+	local pidfile=$1 log=$2
+	shift 2
+	cp_run_as_server_user sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >"$log" 2>&1 &
+	for _ in $(seq 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
+	echo "$1 did not start: see $log" >&2
+	return 1
+}
+
+cp_bench_stop() {
+	local pid
+	[ -s "$1" ] || return 0
+	pid=$(cat "$1")
+	kill "$pid" 2>/dev/null || true
+	# gone before it returns: a restart may want the same port
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	rm -f "$1"
+}
+
+# The reference receiver for the benchmarks: cp_bench_receiver DIR PORT
+# [ARG…] starts test/receiver/calabi_receiver.py acknowledging without
+# storing (--no-store, plus ARG…: the token, --validate, ...) on
+# 127.0.0.1:PORT (0: any free port), with certificates in
+# DIR/receiver/certs; it writes the port it listens on to
+# DIR/receiver/port.  Stopped first if it runs; cp_bench_receiver_stop DIR
+# stops it.
+cp_bench_receiver() {
+	local dir=$1 port=$2
+	shift 2
+	cp_bench_receiver_stop "$dir"
+	cp_run_as_server_user mkdir -p "$dir/receiver"
+	cp_run_as_server_user "$CP_ROOT/test/receiver/make-certs.sh" "$dir/receiver/certs"
+	rm -f "$dir/receiver/port"
+	cp_bench_background "$dir/receiver/pid" "$dir/receiver/output.log" \
+		/usr/bin/python3 "$CP_ROOT/test/receiver/calabi_receiver.py" \
+		--listen 127.0.0.1:"$port" --port-file "$dir/receiver/port" \
+		--admin-listen 127.0.0.1:0 --admin-port-file "$dir/receiver/admin_port" \
+		--tls-cert "$dir/receiver/certs/server.crt" --tls-key "$dir/receiver/certs/server.key" \
+		--no-store "$@"
+	for _ in $(seq 100); do [ -s "$dir/receiver/port" ] && return 0; sleep 0.1; done
+	echo "the receiver did not start: see $dir/receiver/output.log" >&2
+	return 1
+}
+
+cp_bench_receiver_stop() {
+	cp_bench_stop "$1/receiver/pid"
+}
+
 # The sanitizer pass (test/run sanitize, docs/testing.md): calabi_push built
 # with AddressSanitizer and UndefinedBehaviorSanitizer into a copy of the
 # tree, installed in place of the normal build, and tested with gcc's ASan
@@ -179,9 +234,10 @@ cp_sanitize_build_and_install() {
 	# with_llvm=no: the JIT bitcode is not instrumented anyway; the normal
 	# build's stays installed.
 	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" clean
-	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 with_llvm=no
+	make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 with_llvm=no \
+		CP_WERROR=1
 	cp_as_root make -C "$CP_SANITIZE_TREE" -s PG_CONFIG="$pgc" SANITIZE=1 \
-		with_llvm=no install
+		with_llvm=no CP_WERROR=1 install
 }
 
 # LD_PRELOAD for the sanitizer pass.  libasan must initialise before any

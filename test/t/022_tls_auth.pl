@@ -8,7 +8,9 @@
 # the sync in error until the token is fixed; OAuth2 client credentials
 # (tokens refreshed before they expire; a revoked token is replaced after a
 # 401 without losing the batch); plain http only with allow_http and a
-# loopback host; an HTTP CONNECT proxy; no secret ever in the server log.
+# loopback host; an HTTP CONNECT proxy; a configuration rule broken in the
+# catalog refused by the worker with create_destination's message; no secret
+# ever in the server log.
 use strict;
 use warnings;
 
@@ -397,6 +399,32 @@ ok($node->poll_query_until('postgres', q{
 	  FROM calabi_push.sync_status WHERE name = 'proxy_s'}),
 	'without the proxy option: the restarted worker completes the run');
 assert_dest_equals_source($node, 'public', 't_proxy', 'without the proxy option');
+
+# ---------------------------------------------------------------------------
+# (g) a rule broken in the catalog: the worker refuses the configuration
+# with the message create_destination gives (one validator, src/destination.c)
+# ---------------------------------------------------------------------------
+$err = sql_error($node, 'postgres',
+	"SELECT calabi_push.create_destination('both_ca', " . lit($recv->url) . ", token => " . lit($TOKEN)
+	  . ", options => " . jsonb({ ca_file => $recv->ca_file, ca_pem => $ca_pem }) . ")");
+is($err && $err->{sqlstate}, '22023', 'ca_file with ca_pem: create_destination refuses (22023)');
+like($err && $err->{message}, qr/"ca_file" and "ca_pem" cannot be used together/,
+	'ca_file with ca_pem: the message names both options');
+make_table('t_both_ca', 10);
+sql("SELECT calabi_push.create_destination('both_ca', " . lit($recv->url) . ", token => " . lit($TOKEN)
+	  . ", options => " . jsonb({ ca_pem => $ca_pem }) . ")");
+create_sync('both_ca_s', 'both_ca', 't_both_ca');
+# as a hand-made row or an older version could have it
+sql("UPDATE calabi_push.destination SET options = options || "
+	  . jsonb({ ca_file => $recv->ca_file }) . " WHERE name = 'both_ca'");
+sql(q{SELECT calabi_push.start_sync('both_ca_s')});
+ok(wait_until(sub { (sync_status($node, 'both_ca_s', 'last_error') // '') =~ /cannot be used together/ }),
+	'ca_file with ca_pem in the catalog: the worker refuses it')
+  or diag(sync_status($node, 'both_ca_s', 'last_error'));
+is(sync_status($node, 'both_ca_s', 'last_error'), $err && $err->{message},
+	'ca_file with ca_pem: the worker\'s message is create_destination\'s');
+is(scalar(@{ ingest_requests($recv, 'both_ca_s') }), 0, 'ca_file with ca_pem: no batch was sent');
+sql(q{SELECT calabi_push.stop_sync('both_ca_s')});
 
 # ---------------------------------------------------------------------------
 # secrets

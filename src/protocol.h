@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * protocol.h
+ *	  The lines of the Calabi ingest protocol (docs/receiver.md): stream
+ *	  names, STREAM, RECORD, CONTROL, STATE and each method's stream state.
+ *
+ * No other file writes protocol JSON: a change of the wire format is a
+ * change of this file.  What goes inside a RECORD's data object is the
+ * encoder's (encoder.h); the STREAM's stream object is stream.c's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_PROTOCOL_H
+#define CALABI_PUSH_PROTOCOL_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "utils/relcache.h"
+
+#include "encoder.h"
+
+struct CpStreamRun;
+
+/*
+ * A stream's names as members: STATE and STREAM call them "namespace" and
+ * "name", RECORD and CONTROL "namespace" and "stream".  Palloc'd.
+ */
+extern char *cp_protocol_state_names(const char *nspname, const char *relname);
+extern char *cp_protocol_message_names(const char *nspname, const char *relname);
+
+/*
+ * The STREAM message of rel (no '\n'): its columns as schema describes
+ * them, read by method into destination_sync_mode; cursor_field names the
+ * cursor column, or NULL when the method has none.
+ */
+extern void cp_protocol_append_stream(StringInfo buf, Relation rel,
+									  const CpRowEncoder *schema,
+									  const char *method,
+									  const char *destination_sync_mode,
+									  const char *cursor_field);
+
+/*
+ * What every RECORD of a stream starts with, up to its emitted_at
+ * (palloc'd), from the stream's message names; a record's head up to its
+ * data object: prefix, emitted_at, "data":; the same after the prefix.
+ */
+extern char *cp_protocol_record_prefix(const char *message_names);
+extern void cp_protocol_record_head(StringInfo buf, const char *prefix,
+									TimestampTz emitted_at);
+extern void cp_protocol_record_emitted(StringInfo buf, TimestampTz emitted_at);
+
+/*
+ * The members a CDC record's data object ends with: its position, its
+ * commit (or read) time as encoded JSON, and "_calabi_cdc_deleted_at":
+ * whose value, null or the time, the caller appends.
+ */
+extern void cp_protocol_cdc_members(StringInfo buf, XLogRecPtr lsn,
+									const char *time, int time_len);
+
+/*
+ * A CONTROL message refresh_start or refresh_end (no '\n'); lsn, when
+ * valid, is the refresh_start's.  A truncate's line is its prefix
+ * (palloc'd), then the LSN, then its end (with '\n').
+ */
+extern void cp_protocol_append_control(StringInfo buf, const char *kind,
+									   const char *message_names,
+									   int64 generation, XLogRecPtr lsn);
+extern char *cp_protocol_truncate_prefix(const char *message_names);
+extern void cp_protocol_append_truncate_end(StringInfo buf, XLogRecPtr lsn);
+
+/*
+ * The STATE line (with '\n') of a batch: its number and, for each stream
+ * whose state is not NULL, its state names and its state (JSON text).
+ */
+extern void cp_protocol_state_line(StringInfo line, int64 batch_seq, int nstreams,
+								   const char *const *state_names,
+								   const char *const *states,
+								   const int *state_lens);
+
+/* A stream's state under each method, in phase ("reading", "done", ...). */
+extern void cp_protocol_full_refresh_state(StringInfo buf,
+										   const struct CpStreamRun *s,
+										   const char *phase);
+extern void cp_protocol_cdc_state(StringInfo buf, const struct CpStreamRun *s,
+								  const char *phase, XLogRecPtr lsn);
+
+#endif							/* CALABI_PUSH_PROTOCOL_H */
