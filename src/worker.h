@@ -127,12 +127,13 @@ extern void cp_worker_wait_until(TimestampTz until);
  * defers it: SIGTERM only notes the request (and sets the latch), and the
  * code stops at its next stop point, where cp_worker_stop_point raises an
  * ERROR (ERRCODE_ADMIN_SHUTDOWN) for it to catch; waits for an answer
- * (cp_http_wait_limit) give up CP_STOP_GRACE_MS after they saw the request.  Code that
- * reads the user's tables or waits for their locks is cancelled instead:
- * the statement or wait under way ends with ERRCODE_QUERY_CANCELED.  The
- * caller's PG_CATCH asks cp_worker_stop_caught whether the error is such a
- * stop, then cp_worker_stop_recover leaves any transaction and the error
- * behind (mode DEFER from then on, so a second SIGTERM changes nothing).
+ * (cp_http_wait_limit) give up CP_STOP_GRACE_MS after they saw the
+ * request.  Code that reads the user's tables or waits for their locks is
+ * cancelled instead: the statement or wait under way ends with
+ * ERRCODE_QUERY_CANCELED.  The caller's PG_CATCH asks cp_worker_stop_caught
+ * whether the error is such a stop, then cp_worker_stop_recover leaves any
+ * transaction and the error behind (mode DEFER from then on, so a second
+ * SIGTERM changes nothing).
  */
 typedef enum CpStopMode
 {
