@@ -243,7 +243,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 CppAsString2(DEFAULT_MAX_BACKOFF_MS) ")::int8,"
 		 " d.url, d.options->>'ca_file', d.options->>'ca_pem', d.options->>'client_cert',"
 		 " d.options->>'proxy', COALESCE((d.options->>'allow_http')::bool, "
-		 CppAsString2(CP_DESTINATION_DEFAULT_ALLOW_HTTP) "),"
+		 CppAsString2(CP_DESTINATION_DEFAULT_ALLOW_HTTP) " = 1),"
 		 " COALESCE((d.options->>'connect_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_CONNECT_TIMEOUT_MS) "),"
 		 " COALESCE((d.options->>'request_timeout_ms')::int, " CppAsString2(CP_DESTINATION_DEFAULT_REQUEST_TIMEOUT_MS) "),"
 		 " d.options->>'token_url', d.options->>'client_id', d.options->>'scope',"
