@@ -190,9 +190,18 @@ cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save)
 	 */
 	now = GetCurrentTimestamp();
 	if (TimestampDifferenceExceeds(decoder->saved_at, now, SAVE_INTERVAL_MS))
-	{
-		ReplicationSlotMarkDirty();
-		ReplicationSlotSave();
-		decoder->saved_at = now;
-	}
+		cp_decoder_save(decoder);
+}
+
+void
+cp_decoder_save(CpDecoder *decoder)
+{
+	/*
+	 * Core saves a slot at a checkpoint only when it is marked dirty, which
+	 * a moved confirmed position alone does not do (before PG17's shutdown
+	 * checkpoint): mark it.
+	 */
+	ReplicationSlotMarkDirty();
+	ReplicationSlotSave();
+	decoder->saved_at = GetCurrentTimestamp();
 }

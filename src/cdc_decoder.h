@@ -46,5 +46,7 @@ extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);
  * position moved.
  */
 extern void cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save);
+/* Save the slot to disk now, its confirmed position with it (a clean stop). */
+extern void cp_decoder_save(CpDecoder *decoder);
 
 #endif							/* CALABI_PUSH_CDC_DECODER_H */

@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "access/transam.h"
 #include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "miscadmin.h"
@@ -30,6 +31,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -190,6 +192,7 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 	ReplicationSlot existing;
 	LogicalDecodingContext *ctx;
 	XLogRecPtr	start;
+	TransactionId oldest;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "calabi_push slot creation",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -223,6 +226,23 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 							 sync_name)));
 		}
 		ReplicationSlotDrop(name, true);
+	}
+
+	/*
+	 * A new logical slot becomes consistent only once every transaction
+	 * running when it is created has ended, however long that takes: say
+	 * so when there are some (sync_status names them while it waits).
+	 */
+	oldest = GetOldestActiveTransactionId();
+	if (TransactionIdPrecedes(oldest, ReadNextTransactionId()))
+	{
+		int			pid = BackendXidGetPid(oldest);
+
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" creates replication slot \"%s\": it waits for the transactions running now to end, the oldest of which is %u (%s)",
+						sync_name, name, oldest,
+						pid != 0 ? psprintf("process %d", pid) : "a prepared transaction"),
+				 errhint("sync_status shows the sync as \"waiting_for_transactions\" and names them in state_detail; end them, or stop_sync to cancel.")));
 	}
 
 	/*

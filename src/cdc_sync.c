@@ -48,6 +48,7 @@
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "replication/reorderbuffer.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -529,6 +530,12 @@ sink_buffer(void *arg)
 	int			end = batch->nitems > 0 ?
 		batch->items[batch->nitems - 1].line_off + batch->items[batch->nitems - 1].line_len : 0;
 
+	/*
+	 * Asked to stop in the middle of a transaction: leave its replay (it is
+	 * decoded again at the next start, and none of it is acknowledged).
+	 */
+	cp_worker_stop_point();
+
 	if (batch->lines.len != end)
 	{
 		batch->lines.len = end;
@@ -588,14 +595,17 @@ sink_message(void *arg, XLogRecPtr lsn, const char *prefix, Size size,
 	}
 }
 
-/* Stop decoding to place a chunk, or to checkpoint what was acknowledged. */
+/*
+ * Stop decoding to place a chunk, to checkpoint what was acknowledged, or
+ * because the worker is asked to stop.
+ */
 static bool
 stop_decoding(void *arg)
 {
 	CpRun	   *run = arg;
 
 	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending ||
-		run->cdc->too_large != NULL;
+		run->cdc->too_large != NULL || cp_worker_stop_requested();
 }
 
 /* ---- the loop ---- */
@@ -687,7 +697,12 @@ wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
 	if (cdc->recheck_at != 0)
 		timeout = Min(timeout, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
 															   cdc->recheck_at));
-	if (timeout <= 0)
+	/*
+	 * A stop that came while this pass waited for something else (whose
+	 * wait reset the latch) is served at the top of the loop, not after
+	 * the sleep.
+	 */
+	if (timeout <= 0 || cp_worker_stop_requested())
 		return;
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 timeout, PG_WAIT_EXTENSION);
@@ -714,41 +729,93 @@ plugin_options(CpRun *run)
 	return options;
 }
 
-void
-cp_cdc_run(CpRun *run)
+/*
+ * Stop cleanly (SIGTERM, see CpStopMode in worker.h), wherever the stop
+ * was caught: nothing more is read, decoded or sent.  The acknowledgements
+ * a decoding round deferred are checkpointed, the answer to the batch sent
+ * in the background is awaited (CP_STOP_GRACE_MS at most, counted from
+ * when the worker first saw the stop) and checkpointed when accepted; then
+ * the slot is saved at the checkpoint's position, so that both agree on
+ * disk, and the process exits.  Batches not sent yet are simply decoded
+ * again at the next start.  So a clean stop sends nothing twice, unless
+ * the answer did not come in time (that batch is sent again: the endpoint
+ * may have applied it), or the stop cut short a transaction larger than a
+ * batch (its part already sent is sent again, as after a crash).
+ */
+static void stop_cleanly(CpRun *run) pg_attribute_noreturn();
+
+static void
+stop_cleanly(CpRun *run)
 {
-	CpCdcRun   *cdc;
-	MemoryContext passcxt;
-	MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
+	CpCdcRun   *cdc = run->cdc;
+	int64		seq = run->abandoned_seq;
+	CpHttpResult result;
+	const char *why = NULL;
 
-	cdc = palloc0(sizeof(CpCdcRun));
-	cdc->txn_touched = palloc0(sizeof(bool) * Max(run->nstreams, 1));
-	cdc->reread = palloc0(sizeof(char) * Max(run->nstreams, 1));
-	cdc->backfill_stream = -1;
-	run->cdc = cdc;
-	run->acknowledged = cdc_acknowledged;
-	cdc->sink.arg = run;
-	cdc->sink.begin = sink_begin;
-	cdc->sink.buffer = sink_buffer;
-	cdc->sink.lines = sink_lines;
-	cdc->sink.commit = sink_commit;
-	cdc->sink.message = sink_message;
-	MemoryContextSwitchTo(oldcxt);
-	pending = NULL;
-	pending_cxt = run->mcxt;
-	pending_head = pending_tail = pending_size = 0;
+	run->in_decoding = false;
+	if (cdc->decoder == NULL)
+	{
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" stopped before it began decoding",
+						run->sync->name)));
+		proc_exit(0);
+	}
 
-	/*
-	 * What one pass of the loop allocates in the current context: gone at
-	 * the next.  What lives longer says where (run->mcxt, the chunk's and
-	 * the delivery's contexts, the decoding context).
-	 */
-	passcxt = AllocSetContextCreate(run->mcxt, "calabi_push CDC pass",
-									ALLOCSET_DEFAULT_SIZES);
+	cp_delivery_commit_deferred(run);
+	/* seq: given up by the delivery the stop interrupted, or now */
+	if (seq == 0 && !cp_delivery_await_sent(run, &seq, &result) &&
+		result.outcome != CP_HTTP_ABANDONED)
+		why = pstrdup(result.message);
+	else if (seq != 0)
+		why = psprintf("no answer within %d s", CP_STOP_GRACE_MS / 1000);
+	cp_decoder_save(cdc->decoder);
+	report_progress(run);
+
+	if (why == NULL)
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" stopped cleanly: every batch sent was acknowledged, and its checkpoint and slot agree at %X/%X",
+						run->sync->name, LSN_FORMAT_ARGS(cdc->acked_lsn))));
+	else
+		ereport(LOG,
+				(errmsg("calabi_push sync \"%s\" stopped without the acknowledgement of batch " INT64_FORMAT " (%s): its changes will be sent again when the sync resumes; checkpoint and slot agree at %X/%X",
+						run->sync->name, seq, why, LSN_FORMAT_ARGS(cdc->acked_lsn))));
+	proc_exit(0);
+}
+
+/*
+ * What runs between these reads the user's tables or waits for their
+ * locks, which may take long: a stop cancels it (CP_STOP_CANCEL).  A stop
+ * requested before is served first; one that came meanwhile, after.
+ */
+static void
+begin_cancellable(void)
+{
+	cp_worker_stop_point();
+	cp_worker_set_stop_mode(CP_STOP_CANCEL);
+}
+
+static void
+end_cancellable(void)
+{
+	cp_worker_set_stop_mode(CP_STOP_DEFER);
+	cp_worker_stop_point();
+}
+
+static void run_loop(CpRun *run) pg_attribute_noreturn();
+
+/*
+ * Everything before the first decoding round: the streams, their
+ * preconditions, the slot (created at the first start), the decoder.
+ */
+static void
+start_run(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
 
 	cp_cdc_slot_name(&run->sync->id, cdc->slot_name);
 	cp_cdc_check_server();
 
+	begin_cancellable();
 	/* names and keys of the streams; each checked readable by run_as */
 	cp_cdc_backfill_init(run);
 
@@ -762,8 +829,16 @@ cp_cdc_run(CpRun *run)
 
 	if (run->sync->cdc_lsn == InvalidXLogRecPtr)
 	{
-		XLogRecPtr	start = cp_cdc_slot_create(cdc->slot_name, run->sync->name);
+		XLogRecPtr	start;
 
+		/*
+		 * It waits for the transactions running now (sync_status shows
+		 * which while it does): a stop cancels that.
+		 */
+		cp_worker_set_state(run, CP_RUN_CREATING_SLOT, 0);
+		start = cp_cdc_slot_create(cdc->slot_name, run->sync->name);
+		cp_worker_set_state(run, CP_RUN_STARTING, 0);
+		end_cancellable();
 		cp_catalog_set_cdc_lsn(run->sync, start, true);
 		run->sync->cdc_lsn = start;
 		ereport(LOG,
@@ -772,6 +847,7 @@ cp_cdc_run(CpRun *run)
 	}
 	else
 	{
+		end_cancellable();
 		/* a slot that cannot continue stays so: stop, do not retry */
 		PG_TRY();
 		{
@@ -809,18 +885,80 @@ cp_cdc_run(CpRun *run)
 								   plugin_options(run), run->mcxt);
 	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 	report_progress(run);
+}
+
+void
+cp_cdc_run(CpRun *run)
+{
+	CpCdcRun   *cdc;
+	MemoryContext oldcxt = MemoryContextSwitchTo(run->mcxt);
+
+	cdc = palloc0(sizeof(CpCdcRun));
+	cdc->txn_touched = palloc0(sizeof(bool) * Max(run->nstreams, 1));
+	cdc->reread = palloc0(sizeof(char) * Max(run->nstreams, 1));
+	cdc->backfill_stream = -1;
+	run->cdc = cdc;
+	run->acknowledged = cdc_acknowledged;
+	cdc->sink.arg = run;
+	cdc->sink.begin = sink_begin;
+	cdc->sink.buffer = sink_buffer;
+	cdc->sink.lines = sink_lines;
+	cdc->sink.commit = sink_commit;
+	cdc->sink.message = sink_message;
+	MemoryContextSwitchTo(oldcxt);
+	pending = NULL;
+	pending_cxt = run->mcxt;
+	pending_head = pending_tail = pending_size = 0;
+
+	/*
+	 * From here SIGTERM stops the worker cleanly (stop_cleanly): at a stop
+	 * point, or by cancelling a read or lock wait.  Any other error goes to
+	 * the worker's error boundary.
+	 */
+	cp_worker_set_stop_mode(CP_STOP_DEFER);
+	PG_TRY();
+	{
+		start_run(run);
+		run_loop(run);
+	}
+	PG_CATCH();
+	{
+		if (!cp_worker_stop_caught())
+			PG_RE_THROW();
+		cp_worker_stop_recover(run->mcxt);
+		stop_cleanly(run);
+	}
+	PG_END_TRY();
+}
+
+/* The decoding rounds, and what happens between them; never returns. */
+static void
+run_loop(CpRun *run)
+{
+	CpCdcRun   *cdc = run->cdc;
+
+	/*
+	 * What one pass of the loop allocates in the current context: gone at
+	 * the next.  What lives longer says where (run->mcxt, the chunk's and
+	 * the delivery's contexts, the decoding context).
+	 */
+	MemoryContext passcxt = AllocSetContextCreate(run->mcxt,
+												  "calabi_push CDC pass",
+												  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		int			nrecords;
 		bool		at_end;
 		bool		worked = false;
+		bool		recheck;
 		TimestampTz round_start;
 		XLogRecPtr	flushed;
 
 		MemoryContextReset(passcxt);
 		MemoryContextSwitchTo(passcxt);
 		CHECK_FOR_INTERRUPTS();
+		cp_worker_stop_point();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -830,7 +968,9 @@ cp_cdc_run(CpRun *run)
 
 		if (cp_cdc_backfill_wants_chunk(run))
 		{
+			begin_cancellable();
 			cp_cdc_backfill_read_chunk(run);
+			end_cancellable();
 			cp_decoder_catalog_used(cdc->decoder);
 			worked = true;
 		}
@@ -851,6 +991,7 @@ cp_cdc_run(CpRun *run)
 		run->in_decoding = true;
 		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
 		run->in_decoding = false;
+		cp_worker_stop_point();
 		if (at_end)
 		{
 			/* every commit flushed before round_start is decoded */
@@ -879,16 +1020,23 @@ cp_cdc_run(CpRun *run)
 		 * although no later change of the table may ever be decoded (SET
 		 * UNLOGGED, ENABLE ROW LEVEL SECURITY on a quiet table).
 		 */
+		recheck = false;
 		if (cp_cdc_relcache_take_recheck())
 		{
-			check_streams(run);
+			recheck = true;
 			cdc->recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  RECHECK_AGAIN_MS);
 		}
 		else if (cdc->recheck_at != 0 && GetCurrentTimestamp() >= cdc->recheck_at)
 		{
+			recheck = true;
 			cdc->recheck_at = 0;
+		}
+		if (recheck)
+		{
+			begin_cancellable();
 			check_streams(run);
+			end_cancellable();
 		}
 
 		if (cdc->chunk.state == CP_CHUNK_REACHED)

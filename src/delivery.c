@@ -214,6 +214,17 @@ cp_delivery_commit_deferred(CpRun *run)
 	deferred->pending = false;
 }
 
+/* The endpoint accepted items [from, to) of batch: checkpoint them. */
+static void
+accepted(CpRun *run, CpBatch *batch, int from, int to, int records,
+		 int64 bytes, int64 retries)
+{
+	cp_test_point("before_checkpoint");
+	commit_ack(run, batch, from, to, records, bytes, retries);
+	cp_worker_acknowledged();
+	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+}
+
 /*
  * The request for items [from, to) of batch, under a new number.  gzip: the
  * body is compressed into send->body (by the compressor when prepared, else
@@ -296,16 +307,17 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 			started = NULL;
 		}
 		else
+		{
+			/* a worker that is stopping sends nothing more */
+			cp_worker_stop_point();
 			cp_http_post(run->http, &req, &result);
+		}
 
 		switch (result.outcome)
 		{
 			case CP_HTTP_ACCEPTED:
-				cp_test_point("before_checkpoint");
-				commit_ack(run, batch, from, to, records,
-						   req.body_len + req.tail_len, retries);
-				cp_worker_acknowledged();
-				cp_worker_set_state(run, CP_RUN_RUNNING, 0);
+				accepted(run, batch, from, to, records,
+						 req.body_len + req.tail_len, retries);
 				pfree(body.data);
 				return;
 
@@ -359,6 +371,13 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 			case CP_HTTP_REFUSED:
 				cp_worker_stop_refused(run, result.message,
 									   result.message_redacted);
+
+			case CP_HTTP_ABANDONED:
+				/* only a stop gives a request up: stop (see cdc_sync.c) */
+				run->abandoned_seq = req.batch_seq;
+				cp_worker_stop_point();
+				elog(ERROR, "batch " INT64_FORMAT " given up, but no stop was asked for",
+					 req.batch_seq);
 		}
 	}
 }
@@ -411,6 +430,8 @@ start_sending(CpRun *run)
 	MemoryContext oldcontext;
 
 	Assert(!run->send.active);
+	/* a worker that is stopping sends nothing more */
+	cp_worker_stop_point();
 	run->inflight = run->sending;
 	run->sending = batch;
 	oldcontext = MemoryContextSwitchTo(run->deliverycxt);
@@ -419,6 +440,24 @@ start_sending(CpRun *run)
 	cp_http_post_start(run->http, &run->send.req);
 	run->send.active = true;
 	MemoryContextSwitchTo(oldcontext);
+}
+
+bool
+cp_delivery_await_sent(CpRun *run, int64 *seq, CpHttpResult *result)
+{
+	CpSend	   *send = &run->send;
+	bool		delivered;
+
+	if (!send->active)
+		return true;
+	send->active = false;
+	*seq = send->req.batch_seq;
+	cp_http_post_finish(run->http, &send->req, result);
+	delivered = result->outcome == CP_HTTP_ACCEPTED;
+	if (delivered)
+		accepted(run, run->sending, 0, run->sending->nitems, send->records,
+				 send->req.body_len + send->req.tail_len, 0);
+	return delivered;
 }
 
 void

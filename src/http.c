@@ -407,6 +407,7 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 
 	memset(result, 0, sizeof(*result));
 	result->retry_after_ms = -1;
+	client->abandoned = false;
 	if (!started)
 	{
 		check_request(client, req);
@@ -496,6 +497,16 @@ post(CpHttpClient *client, const CpHttpRequest *req, CpHttpResult *result,
 									(status == 401 && retried) ?
 									" (after fetching a new OAuth2 token)" : NULL);
 		break;
+	}
+
+	if (client->abandoned)
+	{
+		/* the token request or the batch's: either way, nothing is known */
+		result->outcome = CP_HTTP_ABANDONED;
+		result->status = 0;
+		strlcpy(result->message, "given up without an answer: the worker is stopping",
+				sizeof(result->message));
+		result->message_redacted[0] = '\0';
 	}
 
 	/* a message without anything the endpoint sent is shown as it is */

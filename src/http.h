@@ -28,8 +28,10 @@ typedef enum CpHttpOutcome
 	CP_HTTP_TRANSIENT,			/* 408 425 429 5xx-retryable, transport
 								 * failure, timeout: retry the same bytes */
 	CP_HTTP_TOO_LARGE,			/* 413: split the batch */
-	CP_HTTP_REFUSED				/* any other 4xx (and 401 without OAuth2,
+	CP_HTTP_REFUSED,			/* any other 4xx (and 401 without OAuth2,
 								 * or after one token refresh): stop */
+	CP_HTTP_ABANDONED			/* given up unanswered (cp_http_wait_limit):
+								 * what the endpoint did with it is unknown */
 } CpHttpOutcome;
 
 typedef struct CpHttpResult
@@ -68,6 +70,16 @@ typedef struct CpHttpRequest
 } CpHttpRequest;
 
 typedef struct CpHttpClient CpHttpClient;
+
+/*
+ * How much longer, in milliseconds, a request may wait for its answer (-1:
+ * as long as its own timeouts allow), asked after every wake-up of the wait
+ * (a latch set by a signal included).  At 0 the request is given up and
+ * the call returns CP_HTTP_ABANDONED.  A worker that is asked to stop sets
+ * it, so that a slow endpoint holds its stop for a bounded time only.
+ */
+typedef long (*CpHttpWaitLimit) (void);
+extern CpHttpWaitLimit cp_http_wait_limit;
 
 /*
  * Creates a client for cfg (copied into mcxt).  Errors (ereport) on a

@@ -340,14 +340,18 @@ cp_http_sender_await(CpHttpClient *client, CURLcode *rc)
 		WaitEvent	events[3];
 		int			nevents;
 		bool		over;
+		long		limit = cp_http_caller_wait_limit();
 
 		pthread_mutex_lock(&sender.mutex);
 		over = sender.state != SENDER_DRIVING;
 		pthread_mutex_unlock(&sender.mutex);
-		if (over)
+		/* given up: the worker detaches it (cp_http_transfer_wait) */
+		if (over || limit == 0)
 			return cp_http_sender_take_back(rc);
 
-		nevents = WaitEventSetWait(client->sender_wes, CP_HTTP_MAX_WAIT_MS,
+		nevents = WaitEventSetWait(client->sender_wes,
+								   limit > 0 ? Min(limit, CP_HTTP_MAX_WAIT_MS) :
+								   CP_HTTP_MAX_WAIT_MS,
 								   events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)

@@ -434,6 +434,14 @@ rebuild_wait_set(CpHttpClient *client)
 	client->sockets_changed = false;
 }
 
+CpHttpWaitLimit cp_http_wait_limit = NULL;
+
+long
+cp_http_caller_wait_limit(void)
+{
+	return cp_http_wait_limit != NULL ? cp_http_wait_limit() : -1;
+}
+
 long
 cp_http_wait_timeout_ms(CpHttpClient *client)
 {
@@ -611,13 +619,24 @@ cp_http_transfer_wait(CpHttpClient *client, CURL *easy, char *errbuf)
 		CpReadySocket ready[CP_HTTP_MAX_SOCKETS + 2];
 		int			nevents;
 		int			nready = 0;
+		long		limit = cp_http_caller_wait_limit();
+		long		timeout = cp_http_wait_timeout_ms(client);
+
+		if (limit == 0)
+		{
+			/* curl closes the connection: the answer can no longer come */
+			client->abandoned = true;
+			rc = CURLE_ABORTED_BY_CALLBACK;
+			break;
+		}
+		if (limit > 0)
+			timeout = Min(timeout, limit);
 
 		if (client->sockets_changed || client->wes == NULL ||
 			client->wes_latch != MyLatch)
 			rebuild_wait_set(client);
 
-		nevents = WaitEventSetWait(client->wes,
-								   cp_http_wait_timeout_ms(client),
+		nevents = WaitEventSetWait(client->wes, timeout,
 								   events, lengthof(events),
 								   PG_WAIT_EXTENSION);
 

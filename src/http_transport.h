@@ -66,6 +66,7 @@ struct CpHttpClient
 	bool		started;
 	bool		start_failed;	/* before any transfer: start_result says why */
 	CpHttpResult start_result;
+	bool		abandoned;		/* the last transfer was given up (wait limit) */
 	struct curl_slist *headers; /* of the request in flight */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		token_errbuf[CURL_ERROR_SIZE];
@@ -153,6 +154,12 @@ extern void cp_http_detach(CpHttpClient *client);
 /* Attach easy to the multi handle. */
 extern CURLcode cp_http_transfer_begin(CpHttpClient *client, CURL *easy,
 									   char *errbuf);
+/*
+ * The caller's limit on a wait (cp_http_wait_limit): -1 none, 0 give up
+ * now, else at most that many ms.  Worker side only: the sending thread
+ * never calls it.
+ */
+extern long cp_http_caller_wait_limit(void);
 /* Let the attached transfer start without waiting for it. */
 extern void cp_http_transfer_kick(CpHttpClient *client);
 /* Drive the attached transfer to its end; may longjmp (interrupts). */

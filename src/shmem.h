@@ -30,7 +30,9 @@ typedef enum CpRunState
 	CP_RUN_RUNNING,				/* reading and sending */
 	CP_RUN_RETRYING,			/* waiting to retry a batch */
 	CP_RUN_IDLE,				/* run complete, waiting for the schedule */
-	CP_RUN_NO_WORKER			/* no background worker free to start it */
+	CP_RUN_NO_WORKER,			/* no background worker free to start it */
+	CP_RUN_CREATING_SLOT		/* CDC: creating its slot, which may wait
+								 * for the transactions running then */
 } CpRunState;
 
 /* How a worker last ended, so the launcher knows whether to restart it. */

@@ -45,6 +45,9 @@ state_name(CpRunState state)
 			return "idle";
 		case CP_RUN_NO_WORKER:
 			return "waiting_for_worker";
+		case CP_RUN_CREATING_SLOT:
+			/* sync_status tells whether it waits, and for whom */
+			return "creating_slot";
 		case CP_RUN_NONE:
 			break;
 	}

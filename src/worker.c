@@ -9,6 +9,13 @@
  * the sync instead: retrying would only be refused again; so does a CDC
  * slot that cannot continue (only resync can).
  *
+ * SIGTERM (stop_sync, a server's shutdown, pg_terminate_backend) ends a
+ * worker at once, as die() ends a backend, unless the code it runs asked
+ * for a clean stop (CpStopMode): a CDC sync's run awaits the answer to the
+ * batch it sent, for CP_STOP_GRACE_MS at most, checkpoints what the endpoint
+ * acknowledged and exits (cdc_sync.c), so that a clean restart sends
+ * nothing twice.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,6 +46,11 @@ static int	my_slotno = -1;
 static uint64 my_generation = 0;
 static CpExitKind my_exit = CP_EXIT_UNKNOWN;
 static pg_uuid_t my_sync_id;
+
+/* SIGTERM arrived, and what it does in the code running now */
+static volatile sig_atomic_t stop_requested = false;
+static volatile sig_atomic_t stop_mode = CP_STOP_DIE;
+static TimestampTz stop_deadline = 0;	/* set when the stop is first served */
 
 static CpSyncSlot *
 my_slot(void)
@@ -110,6 +122,105 @@ cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked, TimestampTz pending_sinc
 	LWLockRelease(cp_shared->lock);
 }
 
+/*
+ * SIGTERM.  A second one changes nothing: a clean stop under way goes on,
+ * bounded by CP_STOP_GRACE_MS.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	stop_requested = true;
+	switch ((CpStopMode) stop_mode)
+	{
+		case CP_STOP_DIE:
+			die(postgres_signal_arg);
+			break;
+		case CP_STOP_CANCEL:
+			/* the statement or lock wait under way ends with an ERROR */
+			QueryCancelPending = true;
+			InterruptPending = true;
+			SetLatch(MyLatch);
+			break;
+		case CP_STOP_DEFER:
+			SetLatch(MyLatch);
+			break;
+	}
+	errno = save_errno;
+}
+
+CpStopMode
+cp_worker_set_stop_mode(CpStopMode mode)
+{
+	CpStopMode	old = (CpStopMode) stop_mode;
+
+	stop_mode = mode;
+
+	/*
+	 * A cancel the section left pending would end the next wait instead,
+	 * that for the answer to a batch, say: the caller stops at its next
+	 * stop point anyway.
+	 */
+	if (old == CP_STOP_CANCEL && mode != CP_STOP_CANCEL && stop_requested)
+		QueryCancelPending = false;
+	return old;
+}
+
+bool
+cp_worker_stop_requested(void)
+{
+	return stop_requested && stop_mode != CP_STOP_DIE;
+}
+
+void
+cp_worker_stop_point(void)
+{
+	if (cp_worker_stop_requested())
+		ereport(ERROR,
+				(errcode(ERRCODE_ADMIN_SHUTDOWN),
+				 errmsg_internal("calabi_push sync worker stopping")));
+}
+
+bool
+cp_worker_stop_caught(void)
+{
+	int			code = geterrcode();
+
+	return cp_worker_stop_requested() &&
+		(code == ERRCODE_ADMIN_SHUTDOWN || code == ERRCODE_QUERY_CANCELED);
+}
+
+void
+cp_worker_stop_recover(MemoryContext cxt)
+{
+	/* from here a SIGTERM only notes: the stop is under way */
+	cp_worker_set_stop_mode(CP_STOP_DEFER);
+	HOLD_INTERRUPTS();
+	LWLockReleaseAll();			/* outside a transaction nothing else does */
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	MemoryContextSwitchTo(cxt);
+	RESUME_INTERRUPTS();
+}
+
+/*
+ * cp_http_wait_limit while a clean stop is under way: CP_STOP_GRACE_MS from
+ * the first wait that saw it (the latch wakes a wait at once).
+ */
+static long
+stop_grace_left(void)
+{
+	TimestampTz now;
+
+	if (!cp_worker_stop_requested())
+		return -1;
+	now = GetCurrentTimestamp();
+	if (stop_deadline == 0)
+		stop_deadline = TimestampTzPlusMilliseconds(now, CP_STOP_GRACE_MS);
+	return TimestampDifferenceMilliseconds(now, stop_deadline);
+}
+
 void
 cp_worker_wait_until(TimestampTz until)
 {
@@ -123,6 +234,7 @@ cp_worker_wait_until(TimestampTz until)
 						 left, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		cp_worker_stop_point();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -359,7 +471,8 @@ calabi_push_worker_main(Datum main_arg)
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint64));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, worker_sigterm);
+	cp_http_wait_limit = stop_grace_left;
 	BackgroundWorkerUnblockSignals();
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
@@ -386,6 +499,8 @@ calabi_push_worker_main(Datum main_arg)
 	{
 		ErrorData  *edata;
 
+		/* the worker ends: from here a SIGTERM ends it at once */
+		cp_worker_set_stop_mode(CP_STOP_DIE);
 		HOLD_INTERRUPTS();
 		LWLockReleaseAll();		/* outside a transaction nothing else does */
 		EmitErrorReport();

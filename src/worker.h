@@ -78,6 +78,7 @@ typedef struct CpRun
 	bool		in_decoding;	/* inside a replayed transaction: no catalog writes */
 	XLogRecPtr	sent_lsn;		/* position of the last batch sent */
 	CpDeferredAck deferred;
+	int64		abandoned_seq;	/* a batch given up unanswered at a stop, or 0 */
 } CpRun;
 
 /* full_refresh.c: read one stream to its end, flushing as batches fill */
@@ -104,6 +105,14 @@ extern void cp_delivery_flush_upto(CpRun *run, int keep_from);
 extern void cp_delivery_reserve(CpRun *run, int n);
 extern void cp_delivery_commit_deferred(CpRun *run);
 
+/*
+ * delivery.c, for a clean stop: await the answer to the batch sent in the
+ * background, if any (one attempt, no retry, bounded by cp_http_wait_limit)
+ * and checkpoint it when accepted.  False when it was not: *seq is its
+ * number and *result says why.
+ */
+extern bool cp_delivery_await_sent(CpRun *run, int64 *seq, CpHttpResult *result);
+
 /* cdc_sync.c: a CDC sync's run; never returns but by error or signal */
 extern void cp_cdc_run(CpRun *run);
 
@@ -114,8 +123,38 @@ extern void cp_worker_acknowledged(void);
 /* worker.c: publish a CDC sync's positions and the oldest unacknowledged commit */
 extern void cp_worker_report_cdc(XLogRecPtr sent, XLogRecPtr acked,
 								 TimestampTz pending_since);
-/* worker.c: sleep until then, serving signals (SIGTERM ends the process) */
+/* worker.c: sleep until then, serving signals (and stop points, see below) */
 extern void cp_worker_wait_until(TimestampTz until);
+
+/*
+ * worker.c: what SIGTERM does in the code running now.  DIE, the default,
+ * ends the process at once, as die() does.  Code that can stop cleanly
+ * defers it: SIGTERM only notes the request (and sets the latch), and the
+ * code stops at its next stop point, where cp_worker_stop_point raises an
+ * ERROR (ERRCODE_ADMIN_SHUTDOWN) for it to catch; waits for an answer
+ * (cp_http_wait_limit) give up CP_STOP_GRACE_MS after they saw the
+ * request.  Code that reads the user's tables or waits for their locks is
+ * cancelled instead: the statement or wait under way ends with
+ * ERRCODE_QUERY_CANCELED.  The caller's PG_CATCH asks cp_worker_stop_caught
+ * whether the error is such a stop, then cp_worker_stop_recover leaves any
+ * transaction and the error behind (mode DEFER from then on, so a second
+ * SIGTERM changes nothing).
+ */
+typedef enum CpStopMode
+{
+	CP_STOP_DIE,
+	CP_STOP_CANCEL,
+	CP_STOP_DEFER
+} CpStopMode;
+
+extern CpStopMode cp_worker_set_stop_mode(CpStopMode mode);
+extern bool cp_worker_stop_requested(void);
+extern void cp_worker_stop_point(void);
+extern bool cp_worker_stop_caught(void);
+extern void cp_worker_stop_recover(MemoryContext cxt);
+
+/* how long a clean stop awaits the answer to a batch sent, at most */
+#define CP_STOP_GRACE_MS 5000
 /*
  * worker.c: the error being raised stops the sync in 'error' (until
  * start_sync or resync) instead of restarting its worker.

@@ -18,11 +18,16 @@ SELECT s.name,
            -- a hot standby runs no sync: its primary does (a promoted
            -- server runs them from then on)
            WHEN pg_catalog.pg_is_in_recovery() THEN 'standby'
+           -- a CDC sync's first start creates its slot, which waits for
+           -- the transactions running then to end (state_detail: which)
+           WHEN r.state = 'creating_slot' THEN
+               CASE WHEN w.waits_for IS NOT NULL THEN 'waiting_for_transactions' ELSE 'starting' END
            WHEN r.state IS NOT NULL THEN r.state
            WHEN s.run_completed_at IS NOT NULL AND r.last_exit = 'done' THEN 'idle'
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
            ELSE 'starting'
        END AS state,
+       'its new replication slot waits for these transactions to end: ' || w.waits_for AS state_detail,
        r.pid,
        s.run_started_at AS started_at,
        s.run_completed_at AS completed_at,
@@ -71,10 +76,23 @@ SELECT s.name,
   -- why the sync is a copy of one made elsewhere (NULL: it belongs here)
   CROSS JOIN LATERAL (SELECT calabi_push._copied(s.name, s.home_system, s.home_database,
                                                  s.home_timeline) AS why) c
-  LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id;
+  LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id
+  -- the worker creating the slot waits on the lock of each transaction
+  -- running when it began, in turn: the sessions holding them.  A prepared
+  -- transaction has none (pid 0).  The age of another role's transaction
+  -- is shown only to roles that may see it in pg_stat_activity.
+  LEFT JOIN LATERAL (
+      SELECT pg_catalog.string_agg(
+                 CASE WHEN b.pid = 0 THEN 'a prepared transaction (see pg_prepared_xacts)'
+                      ELSE pg_catalog.format('process %s (transaction %s%s)', b.pid, a.backend_xid,
+                                             ', open for ' || pg_catalog.date_trunc('second', now() - a.xact_start))
+                 END, ', ' ORDER BY a.xact_start, b.pid) AS waits_for
+        FROM pg_catalog.unnest(CASE WHEN r.state = 'creating_slot'
+                                    THEN pg_catalog.pg_blocking_pids(r.pid) END) AS b(pid)
+        LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid AND b.pid <> 0) w ON true;
 
 COMMENT ON VIEW sync_status IS
-'one row per sync: state (starting, running, retrying, idle, stopped, error, copied), worker, progress counters and the last error';
+'one row per sync: state (starting, waiting_for_transactions, running, retrying, idle, waiting_for_worker, stopped, error, copied, standby) and what it waits for, worker, progress counters and the last error';
 
 CREATE VIEW stream_status AS
 WITH streams AS (

@@ -255,21 +255,22 @@ sub sent_messages
 	return \@messages;
 }
 
-# The row versions (key "id", position, kind) that a receiver started with
-# log_bodies accepted (2xx) more than once from CDC sync $sync.
+# The row versions (key "id", position, kind: "id|lsn|u" or "id|lsn|d")
+# that a receiver started with log_bodies accepted (2xx) more than once from
+# CDC sync $sync, each repeat once: an array reference.
 sub cdc_repeats
 {
 	my ($recv, $sync) = @_;
 	my %seen;
-	my $n = 0;
+	my @again;
 	for my $m (@{ sent_messages($recv, $sync) })
 	{
 		next unless ($m->{type} // '') eq 'RECORD';
 		my $d = $m->{record}{data};
 		my $k = join('|', $d->{id}, $d->{_calabi_cdc_lsn}, defined $d->{_calabi_cdc_deleted_at} ? 'd' : 'u');
-		$n++ if $seen{$k}++;
+		push @again, $k if $seen{$k}++;
 	}
-	return $n;
+	return \@again;
 }
 
 sub ingest_requests

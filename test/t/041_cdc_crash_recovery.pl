@@ -35,7 +35,7 @@ my ($node, $recv) = cdc_sync_setup(
 sub caught_up { return cdc_caught_up($node, 's') }
 
 # Row versions accepted (2xx) more than once.
-sub repeats { return cdc_repeats($recv, 's') }
+sub repeats { return scalar @{ cdc_repeats($recv, 's') } }
 
 sub kill_worker
 {

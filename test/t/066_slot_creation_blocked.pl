@@ -1,12 +1,15 @@
 # Slot creation blocked by a long-running transaction: a CDC sync's first
 # start creates its replication slot, which (as every logical slot) waits
 # for the transactions running at that moment to end.  While another
-# session holds an old transaction with an xid: start_sync returns at once,
-# the sync shows the state 'starting' and its worker waits on that
-# transaction's lock (pg_stat_activity: wait_event 'transactionid'),
-# without a timeout; stop_sync then ends the wait and leaves nothing
-# half-created (no slot, no checkpoint); once the transaction ends the sync
-# starts and streams, the old transaction's own changes included.
+# session holds an old transaction with an xid: start_sync returns at once;
+# the worker logs once that it waits, naming the oldest transaction; the
+# sync shows the state 'waiting_for_transactions' and state_detail names
+# the blocking session's pid, its transaction and its age, while the worker
+# waits on that transaction's lock (pg_stat_activity: wait_event
+# 'transactionid'), without a timeout; stop_sync then ends the wait and
+# leaves nothing half-created (no slot, no checkpoint); once the transaction
+# ends the sync starts and streams, the old transaction's own changes
+# included.
 use strict;
 use warnings;
 
@@ -43,7 +46,14 @@ ok(wait_until(sub {
 		SELECT wait_event_type = 'Lock' AND wait_event = 'transactionid'
 		  FROM pg_stat_activity WHERE pid = $pid}) eq 't';
 }), 'the worker waits on the old transaction\'s lock');
-is(sync_status($node, 's', 'state'), 'starting', 'sync_status shows the sync starting');
+is(sync_status($node, 's', 'state'), 'waiting_for_transactions', 'sync_status shows the sync waiting for transactions');
+my $old_pid = $node->safe_psql('postgres', qq{SELECT pid FROM pg_stat_activity WHERE backend_xid = '$old_xid'});
+like(sync_status($node, 's', 'state_detail'),
+	qr/^its new replication slot waits for these transactions to end: process $old_pid \(transaction $old_xid, open for \d\d:\d\d:\d\d\)$/,
+	'... and state_detail names the blocking session, its transaction and its age');
+like(slurp_file($node->logfile),
+	qr/sync "s" creates replication slot "calabi_push_\w+": it waits for the transactions running now to end, the oldest of which is $old_xid \(process $old_pid\)/,
+	'the worker logged that it waits, naming the oldest transaction');
 is(sync_status($node, 's', 'slot_name IS NOT NULL AND lsn_acknowledged IS NULL'), 't',
 	'... with its slot name and no position yet');
 is($node->safe_psql('postgres', qq{SELECT string_agg(active_pid::text, ',') FROM pg_replication_slots WHERE slot_name LIKE 'calabi\\_push\\_%'}),
@@ -53,6 +63,8 @@ is($node->safe_psql('postgres', qq{SELECT string_agg(active_pid::text, ',') FROM
 $node->safe_psql('postgres', q{SELECT calabi_push.stop_sync('s')});
 ok($node->poll_query_until('postgres', qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid}),
 	'stop_sync ends the wait: the worker exits');
+like(slurp_file($node->logfile), qr/sync "s" stopped before it began decoding/,
+	'the worker said it stopped, cancelling the wait');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'calabi\_push\_%'}),
 	'0', 'stopped while waiting: no slot left behind');
 is($node->safe_psql('postgres', q{SELECT cdc_lsn IS NULL FROM calabi_push.sync WHERE name = 's'}),
@@ -66,11 +78,13 @@ ok(wait_until(sub {
 	return $p =~ /^\d+$/ && $node->safe_psql('postgres', qq{
 		SELECT wait_event = 'transactionid' FROM pg_stat_activity WHERE pid = $p}) eq 't';
 }), 'started again: waiting again');
+is(sync_status($node, 's', 'state'), 'waiting_for_transactions', 'started again: waiting_for_transactions again');
 $in .= "COMMIT;\n\\q\n";
 $old->finish;
 ok($node->poll_query_until('postgres', q{
 	SELECT state = 'running' AND lsn_acknowledged IS NOT NULL FROM calabi_push.sync_status WHERE name = 's'}),
 	'the old transaction ended: the slot is created and the sync runs');
+is(sync_status($node, 's', 'state_detail IS NULL'), 't', 'running: no state_detail');
 $node->safe_psql('postgres', q{INSERT INTO t VALUES (101, 'after')});
 my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 ok($node->poll_query_until('postgres', qq{
