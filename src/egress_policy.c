@@ -178,6 +178,7 @@ cp_egress_judge(const CpEgressPolicy *policy, const char *host,
 				const struct sockaddr *sa)
 {
 	uint8		a[16];
+	uint8		written[16];
 	CpEgressVerdict kind;
 
 	if (!normalize(sa, a))
@@ -185,12 +186,22 @@ cp_egress_judge(const CpEgressPolicy *policy, const char *host,
 	kind = classify(a);
 	if (cp_egress_always_refused(kind))
 		return kind;
+	/*
+	 * An entry matches the address as normalized (the IPv4 address a
+	 * 6to4, NAT64 or IPv4-compatible address carries) and also as written:
+	 * a superuser who lists 2002:a00:1::/48 allows exactly that range, which
+	 * normalizing alone would make unreachable (found by fuzz_egress_list).
+	 */
+	memcpy(written, a, 16);
+	if (sa->sa_family == AF_INET6)
+		memcpy(written, ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr, 16);
 	for (int i = 0; i < policy->nentries; i++)
 	{
 		const CpEgressEntry *e = &policy->entries[i];
 
 		if (e->is_name ? (host != NULL && name_equal(host, e->name))
-			: in_range(a, e->addr, e->bits))
+			: (in_range(a, e->addr, e->bits) ||
+			   in_range(written, e->addr, e->bits)))
 			return CP_EGRESS_LISTED;
 	}
 	return kind;

@@ -12,9 +12,6 @@
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const uint8 nat64[12] = {0, 0x64, 0xff, 0x9b};
-static const uint8 zero12[12] = {0};
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -60,14 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (e->bits < 0 || e->bits > 128)
 			abort();
-		/*
-		 * The range's own first address.  Entries written in a form that
-		 * carries an IPv4 address (NAT64, IPv4-compatible) are left out:
-		 * addresses are judged as the IPv4 address they carry, entries are
-		 * kept as written (see the report of the fuzzing commit).
-		 */
-		if (memcmp(e->addr, nat64, 12) == 0 || memcmp(e->addr, zero12, 12) == 0)
-			continue;
+		/* the range's own first address, as written */
 		memcpy(in6.sin6_addr.s6_addr, e->addr, 16);
 		v = cp_egress_judge(policy, NULL, (struct sockaddr *) &in6);
 		if (!cp_egress_allowed(v) && !cp_egress_always_refused(v))

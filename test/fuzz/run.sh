@@ -70,7 +70,7 @@ for t in "${targets[@]}"; do
 		-artifact_prefix="$build/crashes/$t-" -print_final_stats=1 \
 		"$work" "$here/corpus/$t" "$here/regressions/$t" \
 		>"$build/$t.log" 2>&1; then
-		echo "ok $t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$build/$t.log") runs in ${seconds} s"
+		echo "ok $t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$build/$t.log" | tail -1) runs in ${seconds} s"
 		passed=$((passed + 1))
 	else
 		grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$build/$t.log" | head -5
