@@ -22,7 +22,7 @@ our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
   sql_error wait_until ingest_requests start_connect_proxy sent_messages
   grant_sync_management cdc_caught_up cdc_sync_setup cdc_backfilled
-  start_slowed_read cdc_running_sync cdc_repeats);
+  start_slowed_read cdc_running_sync cdc_repeats cdc_version_of);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
 # bearer token) landing in database "calabi_dest" of the same node, and a
@@ -255,6 +255,13 @@ sub sent_messages
 	return \@messages;
 }
 
+# A row version of a CDC record as the endpoint received it: key|position|kind.
+sub cdc_version_of
+{
+	my ($d) = @_;
+	return join('|', $d->{id}, $d->{_calabi_cdc_lsn}, defined $d->{_calabi_cdc_deleted_at} ? 'd' : 'u');
+}
+
 # The row versions (key "id", position, kind: "id|lsn|u" or "id|lsn|d")
 # that a receiver started with log_bodies accepted (2xx) more than once from
 # CDC sync $sync, each repeat once: an array reference.
@@ -266,8 +273,7 @@ sub cdc_repeats
 	for my $m (@{ sent_messages($recv, $sync) })
 	{
 		next unless ($m->{type} // '') eq 'RECORD';
-		my $d = $m->{record}{data};
-		my $k = join('|', $d->{id}, $d->{_calabi_cdc_lsn}, defined $d->{_calabi_cdc_deleted_at} ? 'd' : 'u');
+		my $k = cdc_version_of($m->{record}{data});
 		push @again, $k if $seen{$k}++;
 	}
 	return \@again;

@@ -106,7 +106,7 @@ for my $round (1 .. 3)
 	assert_dest_equals_source($node, 'public', 't', 'stalled answer: nothing lost');
 
 	my ($held) = grep { ($_->{batch_seq} // 0) == $seq } @{ ingest_requests($recv, 's') };
-	my @in_batch = sort map { version_of($_->{record}{data}) }
+	my @in_batch = sort map { cdc_version_of($_->{record}{data}) }
 	  grep { ($_->{type} // '') eq 'RECORD' } map { JSON::PP::decode_json($_) } split /\n/, $held->{body};
 	my @again = @{ repeats() };
 	splice(@again, 0, scalar @before);
