@@ -88,6 +88,17 @@ typedef struct CpCdcTooLarge
 	XLogRecPtr	txn_end;		/* ... and the end of its commit record */
 } CpCdcTooLarge;
 
+/*
+ * Whether a stream's changes were skipped under a cause since fixed, so that
+ * the table is read again (cp_cdc_sink_violation): once per run.
+ */
+typedef enum CpReread
+{
+	CP_REREAD_NONE = 0,
+	CP_REREAD_OWED,
+	CP_REREAD_DONE
+} CpReread;
+
 typedef struct CpCdcRun
 {
 	CpDecoder  *decoder;
@@ -119,7 +130,7 @@ typedef struct CpCdcRun
 
 	/* preconditions (cdc_sync.c) */
 	XLogRecPtr	trusted_lsn;	/* changes committed before the start's check */
-	char	   *reread;			/* per stream: REREAD_* (cdc_sync.c) */
+	char	   *reread;			/* per stream: a CpReread */
 	TimestampTz recheck_at;		/* 0, or when to check the present catalog again */
 
 	/* a change too large to send: the sync stops once decoding does */
@@ -130,6 +141,18 @@ typedef struct CpCdcRun
 extern int	cp_cdc_stream_index(CpRun *run, Oid relid);
 /* cdc_sync.c: append a stream's state item (its checkpoint) to the batch */
 extern void cp_cdc_add_state(CpRun *run, int idx);
+
+/*
+ * cdc_precondition.c: check every stream against the present catalog (a
+ * violation stops the sync); the sink's callbacks for a decoded change that
+ * violates a precondition, or is too large to send; and the stop that
+ * follows the latter once decoding has stopped.
+ */
+extern void cp_cdc_check_streams(CpRun *run);
+extern void cp_cdc_sink_violation(void *arg, Relation rel, int violation);
+extern void cp_cdc_sink_too_large(void *arg, Relation rel, XLogRecPtr lsn,
+								  const char *key, int64 bytes);
+extern void cp_cdc_stop_too_large(CpRun *run) pg_attribute_noreturn();
 
 /* cdc_backfill.c */
 extern void cp_cdc_backfill_init(CpRun *run);

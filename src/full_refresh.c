@@ -30,6 +30,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "method.h"
 #include "protocol.h"
 #include "reader.h"
 #include "worker.h"
@@ -156,8 +157,9 @@ begin_read(CpRun *run, int idx)
 	emit_control(run, idx, "refresh_start", "reading");
 }
 
-void
-cp_full_refresh_stream(CpRun *run, int idx)
+/* Read one stream to its end, flushing as batches fill. */
+static void
+read_stream(CpRun *run, int idx)
 {
 	CpStreamRun *s = &run->streams[idx];
 	FullRefreshRead r;
@@ -238,4 +240,10 @@ cp_full_refresh_stream(CpRun *run, int idx)
 	cp_read_close(s);
 	emit_control(run, idx, "refresh_end", "done");
 	s->def->phase = "done";
+}
+
+CpExitKind
+cp_full_refresh_run(CpRun *run)
+{
+	return cp_schedule_runs(run, read_stream);
 }

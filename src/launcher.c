@@ -46,6 +46,7 @@
 
 #include "launcher.h"
 #include "shmem.h"
+#include "xact.h"
 
 /* at most this many database probes at a time */
 #define MAX_CONCURRENT_PROBES	2
@@ -110,8 +111,8 @@ queue_all_databases(void)
 	TableScanDesc scan;
 	HeapTuple	tup;
 	MemoryContext oldcontext;
+	MemoryContext caller = cp_xact_start();
 
-	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
@@ -128,7 +129,7 @@ queue_all_databases(void)
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	cp_xact_commit(caller);
 }
 
 /*

@@ -37,8 +37,9 @@
 #include "utils/timestamp.h"
 
 #include "compressor.h"
+#include "method.h"
 #include "reader.h"
-#include "worker.h"
+#include "xact.h"
 
 PGDLLEXPORT void calabi_push_worker_main(Datum main_arg);
 
@@ -326,11 +327,10 @@ build_run(void)
 static void
 become_run_as(CpRun *run)
 {
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller = cp_xact_start();
 	HeapTuple	tuple;
 	bool		rolsuper;
 
-	StartTransactionCommand();
 	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(run->sync->run_as));
 	if (!HeapTupleIsValid(tuple))
 	{
@@ -343,8 +343,7 @@ become_run_as(CpRun *run)
 	}
 	rolsuper = ((Form_pg_authid) GETSTRUCT(tuple))->rolsuper;
 	ReleaseSysCache(tuple);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	cp_xact_commit(caller);
 
 	SetSessionAuthorization(run->sync->run_as, rolsuper);
 }
@@ -356,13 +355,25 @@ sync_error_context(void *arg)
 	errcontext("calabi_push sync \"%s\"", (const char *) arg);
 }
 
+/*
+ * The methods a sync worker runs (method.h).  A sync whose method is not
+ * here was created by a newer version of calabi_push.
+ */
+static const struct
+{
+	const char *name;
+	CpMethodRun run;
+}			methods[] =
+{
+	{"full_refresh", cp_full_refresh_run},
+	{"cdc", cp_cdc_run},
+};
+
 static void
 run_sync(void)
 {
 	CpRun	   *run = build_run();
-	TimestampTz started;		/* the current or last run's start */
-	bool		completed;
-	bool		skip_run;		/* that run is complete: wait for the next */
+	CpMethodRun method = NULL;
 
 	/* static: it stays on the stack of contexts for the rest of the run */
 	static ErrorContextCallback errcallback;
@@ -377,88 +388,22 @@ run_sync(void)
 	errcallback.arg = run->sync->name;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
-	become_run_as(run);
 
-	if (strcmp(run->sync->method, "cdc") == 0)
-	{
-		run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
-		if (run->sync->gzip)
-			run->compressor = cp_compressor_create();
-		cp_cdc_run(run);		/* returns only when the sync is gone */
-		my_exit = CP_EXIT_GONE;
-		return;
-	}
-	if (strcmp(run->sync->method, "full_refresh") != 0)
+	for (int i = 0; i < lengthof(methods); i++)
+		if (strcmp(run->sync->method, methods[i].name) == 0)
+			method = methods[i].run;
+	if (method == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("sync \"%s\" uses method \"%s\", which this version cannot run",
 						run->sync->name, run->sync->method),
 				 errhint("Drop the sync, or update calabi_push.")));
 
-	/*
-	 * A completed run-once sync restarted by a server restart has nothing
-	 * to do until start_sync or resync.  A scheduled one restarted after a
-	 * complete run (server start, worker restart) has nothing to read until
-	 * its next run is due: it neither marks nor logs a run it did not make.
-	 * Runs are due every schedule from the start of the previous one, as
-	 * the catalog records it (run_started_at), not from this process's
-	 * start: a restart does not shift the schedule, and a run overdue
-	 * (the server was down) starts at once.  A run cut short resumes now.
-	 */
-	{
-		bool		all_done = true;
-
-		for (int i = 0; i < run->nstreams; i++)
-			if (strcmp(run->streams[i].def->phase, "done") != 0)
-				all_done = false;
-		if (all_done && run->sync->schedule_ms <= 0)
-		{
-			my_exit = CP_EXIT_DONE;
-			return;
-		}
-		started = cp_catalog_last_run(run->sync, &completed);
-		if (started == 0)
-			started = GetCurrentTimestamp();
-		skip_run = all_done && completed;
-	}
-
+	become_run_as(run);
 	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
 	if (run->sync->gzip)
 		run->compressor = cp_compressor_create();
-	cp_worker_set_state(run, skip_run ? CP_RUN_IDLE : CP_RUN_RUNNING, 0);
-
-	for (;;)
-	{
-		if (!skip_run)
-		{
-			for (int i = 0; i < run->nstreams; i++)
-			{
-				if (strcmp(run->streams[i].def->phase, "done") == 0)
-					continue;
-				cp_full_refresh_stream(run, i);
-			}
-			cp_delivery_flush(run, true);
-			cp_catalog_run_completed(run->sync);
-			ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
-								 run->sync->name)));
-
-			if (run->sync->schedule_ms <= 0)
-			{
-				my_exit = CP_EXIT_DONE;
-				return;
-			}
-		}
-		skip_run = false;
-
-		/* wait for the next run */
-		cp_worker_set_state(run, CP_RUN_IDLE, 0);
-		cp_worker_wait_until(TimestampTzPlusMilliseconds(started, run->sync->schedule_ms));
-		cp_catalog_run_begins(run->sync);
-		started = GetCurrentTimestamp();
-		for (int i = 0; i < run->nstreams; i++)
-			run->streams[i].def->phase = "pending";
-		cp_worker_set_state(run, CP_RUN_RUNNING, 0);
-	}
+	my_exit = method(run);
 }
 
 void

@@ -81,9 +81,6 @@ typedef struct CpRun
 	int64		abandoned_seq;	/* a batch given up unanswered at a stop, or 0 */
 } CpRun;
 
-/* full_refresh.c: read one stream to its end, flushing as batches fill */
-extern void cp_full_refresh_stream(CpRun *run, int stream);
-
 /*
  * delivery.c: cp_delivery_flush sends the batch in flight, and makes the
  * current batch the one in flight; final sends it too.
@@ -112,9 +109,6 @@ extern void cp_delivery_commit_deferred(CpRun *run);
  * number and *result says why.
  */
 extern bool cp_delivery_await_sent(CpRun *run, int64 *seq, CpHttpResult *result);
-
-/* cdc_sync.c: a CDC sync's run; never returns but by error or signal */
-extern void cp_cdc_run(CpRun *run);
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);

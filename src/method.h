@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * method.h
+ *	  The sync methods: what a sync worker dispatches to (worker.c).
+ *
+ * A method is one file with one entry point, called once the worker has
+ * set up its session, the error boundary, the HTTP client and the
+ * compressor.  It reads through reader.c (or decodes), writes its lines
+ * through protocol.c and hands batches to delivery.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CALABI_PUSH_METHOD_H
+#define CALABI_PUSH_METHOD_H
+
+#include "postgres.h"
+
+#include "worker.h"
+
+/*
+ * A method's run.  Returns how the worker ends when the sync has nothing
+ * more to do in this process: CP_EXIT_DONE (a run-once sync completed; the
+ * launcher waits for start_sync or resync) or CP_EXIT_GONE (the sync was
+ * dropped or disabled).  Errors leave by ereport, to the worker's boundary.
+ */
+typedef CpExitKind (*CpMethodRun) (CpRun *run);
+
+/* full_refresh.c: every stream read whole, under a new generation */
+extern CpExitKind cp_full_refresh_run(CpRun *run);
+
+/* cdc_sync.c: decoding the WAL; returns only by error or a stop */
+extern CpExitKind cp_cdc_run(CpRun *run);
+
+/*
+ * schedule.c: the runs of a method that reads its streams anew each run
+ * (full refresh; next xmin and cursor): read_stream reads one stream to its
+ * end, flushing as batches fill.  Without a schedule one run is made; with
+ * one, a run is due every schedule_ms from the start of the previous one.
+ */
+typedef void (*CpReadStream) (CpRun *run, int stream);
+extern CpExitKind cp_schedule_runs(CpRun *run, CpReadStream read_stream);
+
+#endif							/* CALABI_PUSH_METHOD_H */
