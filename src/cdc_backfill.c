@@ -163,8 +163,8 @@ next_stream(CpRun *run)
 			s->after = s->def->after;
 			s->refresh_lsn = s->def->refresh_lsn;
 			ereport(LOG,
-					(errmsg("calabi_push sync \"%s\" resumes the backfill of \"%s\".\"%s\" after " INT64_FORMAT " rows",
-							run->sync->name, s->nspname, s->relname, s->rows)));
+					(errmsg("the backfill of \"%s\".\"%s\" resumes after " INT64_FORMAT " rows",
+							s->nspname, s->relname, s->rows)));
 		}
 		else
 		{
@@ -179,8 +179,8 @@ next_stream(CpRun *run)
 			 */
 			s->refresh_lsn = Max(cp_decoder_position(cdc->decoder), cdc->decoded_lsn);
 			ereport(LOG,
-					(errmsg("calabi_push sync \"%s\" begins the backfill of \"%s\".\"%s\" at %X/%X",
-							run->sync->name, s->nspname, s->relname,
+					(errmsg("the backfill of \"%s\".\"%s\" begins at %X/%X",
+							s->nspname, s->relname,
 							LSN_FORMAT_ARGS(s->refresh_lsn))));
 		}
 		s->def->phase = "reading";
@@ -560,8 +560,8 @@ discard_chunk(CpRun *run, const char *why)
 	cdc->rereads++;
 	if (cdc->rereads == REREADS_LOGGED)
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" read a chunk of \"%s\".\"%s\" %d times: %s",
-						run->sync->name, s->nspname, s->relname, cdc->rereads, why)));
+				(errmsg("a chunk of \"%s\".\"%s\" was read %d times: %s",
+						s->nspname, s->relname, cdc->rereads, why)));
 	prune_touches(run);
 	cdc->chunk.state = CP_CHUNK_NONE;
 	MemoryContextReset(cdc->chunk.cxt);
@@ -650,8 +650,8 @@ cp_cdc_backfill_place_chunk(CpRun *run)
 		s->def->phase = "done";
 		cdc->backfill_stream = -1;
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" completed the backfill of \"%s\".\"%s\": " INT64_FORMAT " rows",
-						run->sync->name, s->nspname, s->relname, s->rows)));
+				(errmsg("the backfill of \"%s\".\"%s\" completed: " INT64_FORMAT " rows",
+						s->nspname, s->relname, s->rows)));
 	}
 	cp_cdc_add_state(run, idx);
 
@@ -696,6 +696,6 @@ cp_cdc_backfill_restart(CpRun *run, int idx)
 	/* not "reading": never resumed (see resumable) */
 	s->def->phase = "pending";
 	ereport(LOG,
-			(errmsg("calabi_push sync \"%s\" reads \"%s\".\"%s\" again: changes of it made while it could not be sent were skipped",
-					run->sync->name, s->nspname, s->relname)));
+			(errmsg("table \"%s\".\"%s\" is read again: changes of it made while it could not be sent were skipped",
+					s->nspname, s->relname)));
 }

@@ -239,8 +239,8 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 		int			pid = BackendXidGetPid(oldest);
 
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" creates replication slot \"%s\": it waits for the transactions running now to end, the oldest of which is %u (%s)",
-						sync_name, name, oldest,
+				(errmsg("creating replication slot \"%s\" waits for the transactions running now to end, the oldest of which is %u (%s)",
+						name, oldest,
 						pid != 0 ? psprintf("process %d", pid) : "a prepared transaction"),
 				 errhint("sync_status shows the sync as \"waiting_for_transactions\" and names them in state_detail; end them, or stop_sync to cancel.")));
 	}

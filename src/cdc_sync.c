@@ -518,8 +518,7 @@ stop_cleanly(CpRun *run)
 	if (cdc->decoder == NULL)
 	{
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" stopped before it began decoding",
-						run->sync->name)));
+				(errmsg("the sync stopped before it began decoding")));
 		proc_exit(0);
 	}
 
@@ -535,12 +534,12 @@ stop_cleanly(CpRun *run)
 
 	if (why == NULL)
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" stopped cleanly: every batch sent was acknowledged, and its checkpoint and slot agree at %X/%X",
-						run->sync->name, LSN_FORMAT_ARGS(cdc->acked_lsn))));
+				(errmsg("the sync stopped cleanly: every batch sent was acknowledged, and its checkpoint and slot agree at %X/%X",
+						LSN_FORMAT_ARGS(cdc->acked_lsn))));
 	else
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" stopped without the acknowledgement of batch " INT64_FORMAT " (%s): its changes will be sent again when the sync resumes; checkpoint and slot agree at %X/%X",
-						run->sync->name, seq, why, LSN_FORMAT_ARGS(cdc->acked_lsn))));
+				(errmsg("the sync stopped without the acknowledgement of batch " INT64_FORMAT " (%s): its changes will be sent again when the sync resumes; checkpoint and slot agree at %X/%X",
+						seq, why, LSN_FORMAT_ARGS(cdc->acked_lsn))));
 	proc_exit(0);
 }
 
@@ -604,8 +603,8 @@ start_run(CpRun *run)
 		cp_catalog_set_cdc_lsn(run->sync, start, true);
 		run->sync->cdc_lsn = start;
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" created replication slot \"%s\" at %X/%X",
-						run->sync->name, cdc->slot_name, LSN_FORMAT_ARGS(start))));
+				(errmsg("replication slot \"%s\" created at %X/%X",
+						cdc->slot_name, LSN_FORMAT_ARGS(start))));
 	}
 	else
 	{

@@ -100,8 +100,7 @@ next_batch_seq(CpRun *run)
 		if (run->in_decoding)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("calabi_push sync \"%s\" used every batch number reserved for one decoded transaction",
-							run->sync->name),
+					 errmsg("a decoded transaction used every batch number reserved for it"),
 					 errhint("Raise the sync's batch_rows or batch_bytes: the transaction is read again after a restart.")));
 		cp_delivery_reserve(run, SEQ_RESERVATION);
 	}
@@ -335,8 +334,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 
 					retries++;
 					ereport(LOG,
-							(errmsg("calabi_push sync \"%s\": batch " INT64_FORMAT " not delivered, retrying in " INT64_FORMAT " ms: %s",
-									run->sync->name, req.batch_seq, delay, result.message)));
+							(errmsg("batch " INT64_FORMAT " not delivered, retrying in " INT64_FORMAT " ms: %s",
+									req.batch_seq, delay, result.message)));
 					/* while decoding, the error waits for the next one or the log */
 					if (!run->in_decoding)
 						cp_catalog_record_error(&run->sync->id, result.message,
@@ -359,8 +358,8 @@ deliver_range(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 											   NULL);
 					mid = from + (to - from) / 2;
 					ereport(LOG,
-							(errmsg("calabi_push sync \"%s\": batch " INT64_FORMAT " too large for the endpoint (%zu bytes), splitting it",
-									run->sync->name, req.batch_seq, req.body_len + req.tail_len)));
+							(errmsg("batch " INT64_FORMAT " too large for the endpoint (%zu bytes), splitting it",
+									req.batch_seq, req.body_len + req.tail_len)));
 					/* the halves go first, in order, each under a new number */
 					*pending = lcons_int(mid, lcons_int(to, *pending));
 					*pending = lcons_int(from, lcons_int(mid, *pending));

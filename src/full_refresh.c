@@ -178,8 +178,8 @@ read_stream(CpRun *run, int idx)
 		/* a refresh_start of the open generation changes nothing */
 		emit_control(run, idx, "refresh_start", "reading");
 		ereport(LOG,
-				(errmsg("calabi_push sync \"%s\" resumes reading \"%s\".\"%s\" after " INT64_FORMAT " rows",
-						run->sync->name, s->nspname, s->relname, s->rows)));
+				(errmsg("the read of \"%s\".\"%s\" resumes after " INT64_FORMAT " rows",
+						s->nspname, s->relname, s->rows)));
 	}
 	else
 		begin_read(run, idx);
@@ -219,15 +219,15 @@ read_stream(CpRun *run, int idx)
 				break;
 			case CP_READ_RESHAPED:
 				ereport(LOG,
-						(errmsg("calabi_push sync \"%s\": the columns of \"%s\".\"%s\" changed during its read; reading it again",
-								run->sync->name, s->nspname, s->relname)));
+						(errmsg("the columns of \"%s\".\"%s\" changed during its read; reading it again",
+								s->nspname, s->relname)));
 				prepare_stream(run, idx);	/* a new STREAM message */
 				begin_read(run, idx);
 				continue;
 			case CP_READ_REWRITTEN:
 				ereport(LOG,
-						(errmsg("calabi_push sync \"%s\": \"%s\".\"%s\" was rewritten during its read; reading it again",
-								run->sync->name, s->nspname, s->relname)));
+						(errmsg("\"%s\".\"%s\" was rewritten during its read; reading it again",
+								s->nspname, s->relname)));
 				begin_read(run, idx);
 				continue;
 		}

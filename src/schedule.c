@@ -54,8 +54,7 @@ cp_schedule_runs(CpRun *run, CpReadStream read_stream)
 			}
 			cp_delivery_flush(run, true);
 			cp_catalog_run_completed(run->sync);
-			ereport(LOG, (errmsg("calabi_push sync \"%s\" completed a run",
-								 run->sync->name)));
+			ereport(LOG, (errmsg("the sync completed a run")));
 
 			if (run->sync->schedule_ms <= 0)
 				return CP_EXIT_DONE;

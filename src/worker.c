@@ -276,8 +276,7 @@ cp_worker_stop_refused(CpRun *run, const char *message,
 	/* logged once, by the error boundary */
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_EXCEPTION),
-			 errmsg("calabi_push sync \"%s\" stopped, no retry can help: %s",
-					run->sync->name, message),
+			 errmsg("the sync stopped, no retry can help: %s", message),
 			 errhint("Fix the cause, then run SELECT calabi_push.start_sync('%s').",
 					 run->sync->name)));
 }
@@ -337,8 +336,8 @@ become_run_as(CpRun *run)
 		cp_worker_stop_on_error();
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("sync \"%s\" cannot run: the role it reads as (OID %u) no longer exists",
-						run->sync->name, run->sync->run_as),
+				 errmsg("the sync cannot run: the role it reads as (OID %u) no longer exists",
+						run->sync->run_as),
 				 errhint("Drop the sync and create it again with another run_as role.")));
 	}
 	rolsuper = ((Form_pg_authid) GETSTRUCT(tuple))->rolsuper;
@@ -395,8 +394,8 @@ run_sync(void)
 	if (method == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("sync \"%s\" uses method \"%s\", which this version cannot run",
-						run->sync->name, run->sync->method),
+				 errmsg("the sync uses method \"%s\", which this version cannot run",
+						run->sync->method),
 				 errhint("Drop the sync, or update calabi_push.")));
 
 	become_run_as(run);

@@ -103,7 +103,7 @@ is(sync_status($node, 'ca_s', 'batches_sent || \' \' || records_sent'), '0 0',
 is(scalar(@{ ingest_requests($recv, 'ca_s') }), 0,
 	'no CA configured: no HTTP request reached the endpoint');
 ok(dest_table_absent('calabi_dest', 't_ca'), 'no CA configured: nothing landed');
-ok($node->log_contains(qr/calabi_push sync "ca_s" stopped, no retry can help: .*certificate/),
+ok($node->log_contains(qr/ERROR:  the sync stopped, no retry can help: [^\n]*certificate[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "ca_s"\n/),
 	'no CA configured: the server log says the sync stopped');
 
 # a CA that did not sign the server's certificate: just as refused
@@ -154,7 +154,7 @@ note("mutual TLS without a client certificate: last_error: $mtls_error");
 # ("tlsv13 alert certificate required") or, when the server has already
 # closed the connection, as "getpeername() failed ...": any transport
 # failure text will do, as long as each attempt is logged as not delivered
-like(slurp_file($node->logfile), qr/calabi_push sync "mtls_s": batch \d+ not delivered, retrying/,
+like(slurp_file($node->logfile), qr/LOG:  batch \d+ not delivered, retrying[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "mtls_s"\n/,
 	'mutual TLS without a client certificate: the failed attempts are logged as transient');
 is(sync_status($node, 'mtls_s', 'batches_sent'), '0', 'mutual TLS without a client certificate: nothing delivered');
 is(scalar(grep { accepted($_) } @{ ingest_requests($mtls, 'mtls_s') }), 0,

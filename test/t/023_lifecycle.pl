@@ -407,7 +407,7 @@ is(sync_status($node, 'cfg', "coalesce(last_error, 'no error') || ' ' || retries
 	'reload during a run: no error, no retry');
 assert_dest_equals_source($node, 'public', 'cfg_t', 'reload during a run');
 is(crash_lines(log_since($log_offset)), '', 'reload: nothing crashed');
-unlike(log_since($log_offset), qr/calabi_push sync "cfg".*(?:not delivered|ERROR)/,
+unlike(log_since($log_offset), qr/(?:not delivered|ERROR:  )[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "cfg"\n/,
 	'reload: the worker logged no failure');
 sql(q{ALTER SYSTEM RESET work_mem});
 sql(q{SELECT pg_reload_conf()});

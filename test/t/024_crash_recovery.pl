@@ -54,7 +54,7 @@ sub crash_mid_backfill
 	is($node->safe_psql('postgres',
 		q{SELECT generation FROM calabi_push.stream_status WHERE sync = 's'}),
 		$generation, "$what: the read resumed in the same generation");
-	like(slurp_file($node->logfile), qr/resumes reading "public"."big" after \d+ rows/,
+	like(slurp_file($node->logfile), qr/the read of "public"."big" resumes after \d+ rows/,
 		"$what: the worker resumed from its checkpoint");
 	assert_dest_equals_source($node, 'public', 'big', $what);
 

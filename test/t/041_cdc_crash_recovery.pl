@@ -81,7 +81,7 @@ for my $crash ([ 'kill -9 of the worker', \&kill_worker ], [ 'kill -9 of the pos
 	$do->();
 	$recv->clear_faults;
 	ok(caught_up(), "$what mid-backfill: the backfill completes");
-	like(slurp_file($node->logfile), qr/resumes the backfill of "public"."t" after \d+ rows/,
+	like(slurp_file($node->logfile), qr/the backfill of "public"."t" resumes after \d+ rows/,
 		"$what mid-backfill: resumed from its checkpoint");
 	assert_dest_equals_source($node, 'public', 't', "$what mid-backfill");
 	my $twice = records_received() - $received - 3000;

@@ -56,7 +56,7 @@ sub start_load
 		'>', \$out, '2>', \$err);
 }
 
-sub clean_stops { my @l = slurp_file($node->logfile) =~ /sync "s" stopped cleanly/g; return scalar @l }
+sub clean_stops { my @l = slurp_file($node->logfile) =~ /the sync stopped cleanly[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "s"\n/g; return scalar @l }
 
 ok(caught_up(), 'backfilled and caught up');
 my $repeats = scalar @{ repeats() };
@@ -96,7 +96,7 @@ for my $round (1 .. 3)
 	$node->restart;
 	$load->finish;
 	my $log = slurp_file($node->logfile, $offset);
-	like($log, qr/sync "s" stopped without the acknowledgement of batch \d+ \(no answer within 5 s\)/,
+	like($log, qr/the sync stopped without the acknowledgement of batch \d+ \(no answer within 5 s\)[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "s"\n/,
 		'stalled answer: the worker said it stopped without the answer');
 	my ($seq) = $log =~ /stopped without the acknowledgement of batch (\d+)/;
 	ok(caught_up(), 'stalled answer: caught up after the restart');

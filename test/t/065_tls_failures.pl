@@ -94,7 +94,7 @@ for my $case (@cases)
 	is(sync_status($node, $name, 'batches_sent || \' \' || records_sent'), '0 0', "$name: nothing delivered");
 	is(scalar(grep { ($_->{path} // '') eq '/ingest' } @{ $recv->requests }), 0,
 		"$name: no HTTP request reached the endpoint");
-	like(slurp_file($node->logfile), qr/calabi_push sync "$name" stopped, no retry can help: [^\n]*$cause/,
+	like(slurp_file($node->logfile), qr/ERROR:  the sync stopped, no retry can help: [^\n]*$cause[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "$name"\n/,
 		"$name: the server log says the same");
 	my $logged = () = slurp_file($node->logfile) =~ /\Q$error\E/g;
 	is($logged, 1, "$name: ... once");

@@ -52,7 +52,7 @@ like(sync_status($node, 's', 'state_detail'),
 	qr/^its new replication slot waits for these transactions to end: process $old_pid \(transaction $old_xid, open for \d\d:\d\d:\d\d\)$/,
 	'... and state_detail names the blocking session, its transaction and its age');
 like(slurp_file($node->logfile),
-	qr/sync "s" creates replication slot "calabi_push_\w+": it waits for the transactions running now to end, the oldest of which is $old_xid \(process $old_pid\)/,
+	qr/creating replication slot "calabi_push_\w+" waits for the transactions running now to end, the oldest of which is $old_xid \(process $old_pid\)[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "s"\n/,
 	'the worker logged that it waits, naming the oldest transaction');
 is(sync_status($node, 's', 'slot_name IS NOT NULL AND lsn_acknowledged IS NULL'), 't',
 	'... with its slot name and no position yet');
@@ -63,7 +63,7 @@ is($node->safe_psql('postgres', qq{SELECT string_agg(active_pid::text, ',') FROM
 $node->safe_psql('postgres', q{SELECT calabi_push.stop_sync('s')});
 ok($node->poll_query_until('postgres', qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid}),
 	'stop_sync ends the wait: the worker exits');
-like(slurp_file($node->logfile), qr/sync "s" stopped before it began decoding/,
+like(slurp_file($node->logfile), qr/the sync stopped before it began decoding[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "s"\n/,
 	'the worker said it stopped, cancelling the wait');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'calabi\_push\_%'}),
 	'0', 'stopped while waiting: no slot left behind');

@@ -62,7 +62,7 @@ my $down_for = time() - $down_at;
 
 # the retries: every delay within the 1 s cap with its jitter (75-125 %)
 my $log = substr(slurp_file($node->logfile), $log_offset);
-my @delays = $log =~ /calabi_push sync "s": batch \d+ not delivered, retrying in (\d+) ms/g;
+my @delays = $log =~ /LOG:  batch \d+ not delivered, retrying in (\d+) ms[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "s"\n/g;
 ok(scalar(@delays) >= 5, scalar(@delays) . ' retries logged');
 is(scalar(grep { $_ < 750 || $_ > 1250 } @delays), 0, 'every retry delay is within the capped backoff (750..1250 ms)');
 # no hot loop: the attempts the endpoint saw are bounded by the smallest delay

@@ -52,7 +52,7 @@ is($node->safe_psql('postgres', q{
 	SELECT started_at || ' ' || completed_at || ' ' || batches_sent
 	  FROM calabi_push.sync_status WHERE name = 'sched'}),
 	$before, 'schedule, after a restart: no run is marked, nothing sent');
-unlike(slurp_file($node->logfile, $log_offset), qr/calabi_push sync "sched" completed a run/,
+unlike(slurp_file($node->logfile, $log_offset), qr/the sync completed a run[^\n]*\n(?:(?:[^\n]*(?:DETAIL|HINT):  |\t)[^\n]*\n)*[^\n]*CONTEXT:  (?:[^\n]*\n\t)*calabi_push sync "sched"\n/,
 	'schedule, after a restart: no "completed a run" in the log');
 
 $recv->stop;
