@@ -171,7 +171,8 @@ SELECT calabi_push.create_sync('orders-only', 'sync-dest', ARRAY['cp_sync_test.o
 SELECT calabi_push.create_sync('x', NULL, ARRAY['cp_sync_test.orders']::regclass[]);
 SELECT calabi_push.create_sync('x', 'no-such-dest', ARRAY['cp_sync_test.orders']::regclass[]);
 -- method and destination_sync_mode
-SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin', destination_sync_mode => 'overwrite');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin', destination_sync_mode => 'upsert');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => 'overwrite');
 SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', destination_sync_mode => 'upsert');
@@ -481,6 +482,111 @@ SELECT name, cdc_lsn FROM calabi_push.sync WHERE name IN ('c-append', 'c-dedup')
 SELECT relation, phase FROM calabi_push.stream_status WHERE sync = 'c-append' ORDER BY ordinal;
 SELECT calabi_push.drop_sync('c-append'), calabi_push.drop_sync('c-pub'), calabi_push.drop_sync('c-dedup');
 DROP PUBLICATION cp_sync_pub, cp_sync_empty_pub;
+
+------------------------------------------------------------------------------
+-- xmin: what it accepts (relations whose rows are a heap's: tables,
+-- partitioned tables through their partitions, materialized views; unlogged
+-- ones too), its default mode (append_dedup where every relation has a key,
+-- else append), schedule but not publication; what start_sync checks again;
+-- resync; the columns of stream_status it fills
+CREATE TABLE cp_sync_test.keyed_parts (id int PRIMARY KEY, at date) PARTITION BY RANGE (id);
+CREATE TABLE cp_sync_test.keyed_parts_1 PARTITION OF cp_sync_test.keyed_parts FOR VALUES FROM (0) TO (1000);
+CREATE TABLE cp_sync_test.mixed_parts (id int, at date) PARTITION BY RANGE (id);
+CREATE TABLE cp_sync_test.mixed_parts_1 PARTITION OF cp_sync_test.mixed_parts FOR VALUES FROM (0) TO (1000);
+CREATE FOREIGN TABLE cp_sync_test.mixed_parts_2 PARTITION OF cp_sync_test.mixed_parts
+  FOR VALUES FROM (1000) TO (2000) SERVER cp_sync_server;
+-- an access method other than heap (here heap's own handler under another
+-- name: the check is by access method, not by what it does)
+CREATE ACCESS METHOD cp_sync_heap2 TYPE TABLE HANDLER heap_tableam_handler;
+CREATE TABLE cp_sync_test.other_am (id int PRIMARY KEY) USING cp_sync_heap2;
+CREATE TABLE cp_sync_test.key_dropped (id int CONSTRAINT key_dropped_pkey PRIMARY KEY);
+GRANT SELECT ON cp_sync_test.keyed_parts, cp_sync_test.mixed_parts, cp_sync_test.other_am,
+  cp_sync_test.key_dropped TO cp_sync_reader;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('xm-keyed', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-keyless', 'sync-dest', ARRAY['cp_sync_test.keyless']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-mixed', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.keyless']::regclass[],
+  method => 'xmin', destination_sync_mode => NULL, options => '{"run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-matview', 'sync-dest', ARRAY['cp_sync_test.totals']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader", "schedule": "90 minutes", "chunk_rows": 500}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-parted', 'sync-dest', ARRAY['cp_sync_test.events', 'cp_sync_test.keyed_parts']::regclass[],
+  method => 'xmin', options => '{"run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-parted-key', 'sync-dest', ARRAY['cp_sync_test.keyed_parts']::regclass[],
+  method => 'xmin', options => '{"run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-unlogged', 'sync-dest', ARRAY['cp_sync_test.scratchpad', 'cp_sync_test.key_dropped']::regclass[],
+  method => 'xmin', destination_sync_mode => 'append_dedup', options => '{"run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('xm-append', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin',
+  destination_sync_mode => 'append') IS NOT NULL AS created;
+RESET ROLE;
+SELECT name, method, destination_sync_mode, run_as, options
+  FROM calabi_push.sync WHERE method = 'xmin' ORDER BY name COLLATE "C";
+-- refused: no xmin (views, foreign tables, a foreign partition), another
+-- access method, append_dedup without a key, overwrite, publication; and what
+-- every method refuses
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.paid']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.remote']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.mixed_parts']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.other_am']::regclass[], method => 'xmin',
+  options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.keyless']::regclass[], method => 'xmin',
+  destination_sync_mode => 'append_dedup', options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.events']::regclass[], method => 'xmin',
+  destination_sync_mode => 'append_dedup', options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.totals']::regclass[], method => 'xmin',
+  destination_sync_mode => 'append_dedup', options => '{"run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin',
+  options => '{"publication": "cp_sync_pub"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.hidden']::regclass[], method => 'xmin');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['scratch']::regclass[], method => 'xmin');
+RESET ROLE;
+SELECT count(*) AS syncs_named_x FROM calabi_push.sync WHERE name = 'x';
+-- start_sync checks again what create_sync checked: a key dropped since
+ALTER TABLE cp_sync_test.key_dropped DROP CONSTRAINT key_dropped_pkey;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('xm-unlogged');
+RESET ROLE;
+-- stream_status: nothing read yet, so no read, position or counts
+SELECT sync, relation, phase, read, position, last_run_rows, pages_examined, pages_skipped, full_read_reason
+  FROM calabi_push.stream_status WHERE sync LIKE 'xm-%' ORDER BY sync COLLATE "C", ordinal;
+-- as the worker leaves them (its checkpoint is the contract): one stream
+-- done by an incremental run, one being read whole as its position was too
+-- old
+UPDATE calabi_push.sync_stream t
+   SET phase = 'done', generation = 2, rows_sent = 2,
+       checkpoint = '{"method": "xmin", "generation": 2, "phase": "done", "read": "incremental",
+                      "rows": 2, "relfilenode": 16400, "since": "4294967801:4294967805:4294967802,4294967803",
+                      "pages_examined": 3, "pages_skipped": 997}'
+ WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'xm-mixed') AND t.ordinal = 1;
+UPDATE calabi_push.sync_stream t
+   SET phase = 'reading', generation = 3, rows_sent = 10000,
+       checkpoint = '{"method": "xmin", "generation": 3, "phase": "reading", "read": "full", "rows": 10000,
+                      "block": 120, "relfilenode": 16401,
+                      "pages_examined": 120, "pages_skipped": 0,
+                      "full_reason": "the previous position is more than 2^31 transactions old"}'
+ WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'xm-mixed') AND t.ordinal = 2;
+SELECT relation, phase, generation, read, position, last_run_rows, pages_examined, pages_skipped, full_read_reason
+  FROM calabi_push.stream_status WHERE sync = 'xm-mixed' ORDER BY ordinal;
+-- resync of one stream: read whole again (no checkpoint: the worker starts
+-- a new generation), the other keeps its position; then of every stream
+SET ROLE cp_sync_admin;
+SELECT calabi_push.resync('xm-mixed', 'cp_sync_test.keyless');
+RESET ROLE;
+SELECT relation, phase, generation, rows_sent, checkpoint IS NULL AS no_checkpoint, read, position, last_run_rows
+  FROM calabi_push.stream_status WHERE sync = 'xm-mixed' ORDER BY ordinal;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.resync('xm-mixed');
+RESET ROLE;
+SELECT relation, phase, generation, rows_sent, checkpoint IS NULL AS no_checkpoint, read, position, last_run_rows
+  FROM calabi_push.stream_status WHERE sync = 'xm-mixed' ORDER BY ordinal;
+SELECT string_agg(name, ', ' ORDER BY name COLLATE "C") AS dropped
+  FROM (SELECT name, calabi_push.drop_sync(name) FROM calabi_push.sync WHERE method = 'xmin') s;
+DROP TABLE cp_sync_test.other_am;
+DROP ACCESS METHOD cp_sync_heap2;
 
 ------------------------------------------------------------------------------
 -- error codes, one of each kind

@@ -275,6 +275,112 @@ BEGIN
 END
 $$;
 
+-- Whether rel has the key its stream is sent with (src/stream.c,
+-- cp_stream_key_index): a primary key, else a replica identity index; as
+-- the server's relation cache, only a valid and not deferrable one.  A
+-- partitioned table's is its own.
+CREATE FUNCTION _has_key(rel regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_index i
+                  WHERE i.indrelid = rel AND i.indisvalid AND i.indimmediate
+                    AND (i.indisprimary OR i.indisreplident))
+$$;
+
+-- Refuses mode append_dedup for rel when it has no key (_has_key): such a
+-- destination keeps one row per key.  detail: what the method would send
+-- that could not be told apart.
+CREATE FUNCTION _check_dedup_key(rel regclass, mode text, detail text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    kind "char" := (SELECT k.relkind FROM pg_class k WHERE k.oid = rel);
+BEGIN
+    IF mode = 'append_dedup' AND NOT _has_key(rel) THEN
+        RAISE EXCEPTION '% "%" has no primary key: an append_dedup destination cannot tell its rows apart',
+                        CASE kind WHEN 'm' THEN 'materialized view'
+                                  WHEN 'p' THEN 'partitioned table'
+                                  ELSE 'table' END, rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = detail,
+                  HINT = CASE kind
+                      WHEN 'm' THEN 'A materialized view cannot have one: use destination_sync_mode => ''append''.'
+                      ELSE format('Add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)), or use destination_sync_mode => ''append''.', rel)
+                  END;
+    END IF;
+END
+$$;
+
+-- Checks that rel can be read by an xmin sync in mode (NULL: the default,
+-- which create_sync decides afterwards): the rows it reads are a heap's, as
+-- xmin is a column of heap tuples.  A table or a materialized view is read
+-- itself, a partitioned table through its leaf partitions; views and
+-- foreign tables have no xmin.  Unlogged tables are read too (every page
+-- of them at each run: their pages carry no WAL position).  Row-level
+-- security applies to the reads as to a full refresh's.
+CREATE FUNCTION _check_xmin_relation(rel regclass, mode text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    p record;
+    what text;
+BEGIN
+    FOR p IN SELECT k.oid::regclass AS part, k.relkind, a.amname
+               FROM pg_class k LEFT JOIN pg_am a ON a.oid = k.relam
+              WHERE k.relkind <> 'p'
+                AND (k.oid = rel
+                     OR k.oid IN (SELECT t.relid FROM pg_partition_tree(rel) t WHERE t.isleaf))
+              ORDER BY k.oid = rel DESC, k.oid::regclass::text LOOP
+        what := CASE WHEN p.part = rel THEN 'it is' ELSE format('its partition %s is', p.part) END;
+        IF p.relkind IN ('v', 'f') THEN
+            RAISE EXCEPTION '"%" cannot be synced by xmin: % %', rel, what,
+                            CASE p.relkind WHEN 'v' THEN 'a view' ELSE 'a foreign table' END
+                USING ERRCODE = 'wrong_object_type',
+                      DETAIL = CASE p.relkind
+                          WHEN 'v' THEN 'A view has no xmin: its rows are computed as it is read, not stored by a transaction.'
+                          ELSE 'A foreign table has no xmin: its rows are stored by another server.'
+                      END,
+                      HINT = CASE WHEN p.part = rel
+                          THEN 'Sync it with method => ''full_refresh'' in a sync of its own (method => ''cursor'', coming in a later version, will read it incrementally by a column).'
+                          ELSE format('Detach that partition (ALTER TABLE %s DETACH PARTITION %s;), or sync the table with method => ''full_refresh''.', rel, p.part)
+                      END;
+        END IF;
+        IF p.amname IS DISTINCT FROM 'heap' THEN
+            RAISE EXCEPTION '"%" cannot be synced by xmin: % stored by the table access method %', rel, what,
+                            coalesce(quote_ident(p.amname), 'none')
+                USING ERRCODE = 'wrong_object_type',
+                      DETAIL = 'xmin is a column of the rows of the heap access method, PostgreSQL''s own.',
+                      HINT = format('Run ALTER %s %s SET ACCESS METHOD heap; or sync it with method => ''full_refresh''.',
+                                    CASE p.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, p.part);
+        END IF;
+    END LOOP;
+    PERFORM _check_dedup_key(rel, mode,
+        'An xmin sync sends a row again each time it changes; without a key the destination cannot replace its older version.');
+END
+$$;
+
+-- The checks of rel that are particular to method (those of every method
+-- are _check_stream_relation's), for create_sync and start_sync.
+CREATE FUNCTION _check_method_relation(method text, rel regclass, role oid, mode text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+BEGIN
+    IF method = 'cdc' THEN
+        PERFORM _check_cdc_table(rel, role, mode);
+    ELSIF method = 'xmin' THEN
+        PERFORM _check_xmin_relation(rel, mode);
+    END IF;
+END
+$$;
+
 -- Checks that rel can be captured by a cdc sync in mode: an ordinary,
 -- WAL-logged table whose changes the WAL can key (an append_dedup
 -- destination keeps one row per key: updates and deletes must carry it),
@@ -288,7 +394,6 @@ AS $$
 DECLARE
     c record;
     col name;
-    has_key boolean;
 BEGIN
     SELECT k.relkind, k.relpersistence, k.relreplident, k.relrowsecurity,
            k.relforcerowsecurity, k.relowner
@@ -319,16 +424,10 @@ BEGIN
             USING ERRCODE = 'duplicate_column',
                   HINT = format('Rename it (ALTER TABLE %s RENAME COLUMN %I TO ...), or sync the table with method => ''full_refresh''.', rel, col);
     END IF;
-    has_key := EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel
-                        AND (i.indisprimary OR i.indisreplident));
-    IF mode = 'append_dedup' AND NOT has_key THEN
-        RAISE EXCEPTION 'table "%" has no primary key: an append_dedup destination cannot tell its rows apart', rel
-            USING ERRCODE = 'invalid_table_definition',
-                  DETAIL = CASE WHEN c.relreplident = 'f'
-                                THEN 'REPLICA IDENTITY FULL puts whole rows in the WAL, but the destination still needs a key to deduplicate on.'
-                                ELSE 'Its updates and deletes cannot be matched to the rows they change.' END,
-                  HINT = format('Add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)), or use destination_sync_mode => ''append''.', rel);
-    END IF;
+    PERFORM _check_dedup_key(rel, mode,
+        CASE WHEN c.relreplident = 'f'
+             THEN 'REPLICA IDENTITY FULL puts whole rows in the WAL, but the destination still needs a key to deduplicate on.'
+             ELSE 'Its updates and deletes cannot be matched to the rows they change.' END);
     IF mode = 'append_dedup' AND c.relreplident = 'n' THEN
         RAISE EXCEPTION 'table "%" has REPLICA IDENTITY NOTHING: its deletes carry no key', rel
             USING ERRCODE = 'invalid_table_definition',
@@ -397,24 +496,27 @@ BEGIN
         RAISE EXCEPTION 'method must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave method out for a full refresh.';
-    ELSIF _create_sync.method IN ('xmin', 'cursor') THEN
+    ELSIF _create_sync.method = 'cursor' THEN
         RAISE EXCEPTION 'sync method "%" is not implemented yet', _create_sync.method
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use method => ''cdc'', which streams every committed change, or ''full_refresh'' (the default), which re-reads every table at each run.';
-    ELSIF _create_sync.method NOT IN ('full_refresh', 'cdc') THEN
+    ELSIF _create_sync.method NOT IN ('full_refresh', 'xmin', 'cdc') THEN
         RAISE EXCEPTION 'unknown sync method "%"', _create_sync.method
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; xmin and cursor are not implemented yet.';
+                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; cursor is not implemented yet.';
     END IF;
 
-    -- NULL: the method's own default
+    -- NULL: the method's own default (xmin's depends on the relations'
+    -- keys: decided once they are checked)
     mode := coalesce(_create_sync.destination_sync_mode,
-                     CASE _create_sync.method WHEN 'cdc' THEN 'append_dedup' ELSE 'overwrite' END);
+                     CASE _create_sync.method WHEN 'cdc' THEN 'append_dedup'
+                                              WHEN 'xmin' THEN NULL
+                                              ELSE 'overwrite' END);
     IF _create_sync.method = 'full_refresh' AND mode = 'append_dedup' THEN
         RAISE EXCEPTION 'destination_sync_mode "append_dedup" needs an incremental method'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (cdc).',
-                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''cdc''.';
+                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (xmin, cdc).',
+                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''xmin'' or ''cdc''.';
     ELSIF _create_sync.method = 'full_refresh' AND mode NOT IN ('overwrite', 'append') THEN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
@@ -428,6 +530,15 @@ BEGIN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With cdc, use append_dedup (the default) or append.';
+    ELSIF _create_sync.method = 'xmin' AND mode = 'overwrite' THEN
+        RAISE EXCEPTION 'destination_sync_mode "overwrite" cannot be used with xmin'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'After its first run an xmin sync sends only the rows that changed; there is no complete copy to replace the destination with at each run.',
+                  HINT = 'Use append_dedup (one row per key) or append (every version sent as a row), or method => ''full_refresh'' to overwrite the destination at each run.';
+    ELSIF _create_sync.method = 'xmin' AND mode NOT IN ('append_dedup', 'append') THEN
+        RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'With xmin, use append_dedup (the default where every relation has a key) or append.';
     END IF;
     IF _create_sync.method = 'cdc' THEN
         PERFORM _check_cdc_server(_create_sync.name);
@@ -538,10 +649,13 @@ BEGIN
                                     (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel),
                                     (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel));
         END IF;
-        IF _create_sync.method = 'cdc' THEN
-            PERFORM _check_cdc_table(rel, run_as, mode);
-        END IF;
+        PERFORM _check_method_relation(_create_sync.method, rel, run_as, mode);
     END LOOP;
+    -- xmin: one row per key where every relation has one
+    IF mode IS NULL THEN
+        SELECT CASE WHEN bool_and(_has_key(t)) THEN 'append_dedup' ELSE 'append' END
+          INTO mode FROM unnest(_create_sync.tables) t;
+    END IF;
 
     -- bound to this cluster, database and timeline (22_home.sql)
     INSERT INTO sync (name, destination, method, destination_sync_mode, options,
@@ -590,15 +704,17 @@ BEGIN
     PERFORM _check_sync_streams(s);
     IF s.method = 'cdc' THEN
         PERFORM _check_cdc_server(s.name, 'calabi_push_' || replace(s.id::text, '-', ''));
-        -- what create_sync checked may have changed since (row-level
-        -- security, replica identity, persistence, key): the worker checks
-        -- again too, at start and whenever a table's definition changes
-        FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
-            PERFORM _check_cdc_table(rel, s.run_as, s.destination_sync_mode);
-        END LOOP;
     END IF;
+    -- what create_sync checked for the method may have changed since
+    -- (row-level security, replica identity, persistence, key, access
+    -- method, partitions attached): for cdc the worker checks again too, at
+    -- start and whenever a table's definition changes
+    FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
+        PERFORM _check_method_relation(s.method, rel, s.run_as, s.destination_sync_mode);
+    END LOOP;
 
-    -- A new run after a complete one reads everything again; a run that was
+    -- A new run after a complete one reads every stream again (xmin: what
+    -- changed since the position its checkpoint keeps); a run that was
     -- stopped part way resumes: streams done stay done, streams being read
     -- keep their checkpoint.  A cdc sync resumes its stream of changes, and
     -- reads again only what resync() asked for.
@@ -819,6 +935,10 @@ REVOKE ALL ON FUNCTION
     _resync(text, regclass),
     _check_stream_relation(regclass, oid),
     _check_cdc_table(regclass, oid, text),
+    _has_key(regclass),
+    _check_dedup_key(regclass, text, text),
+    _check_xmin_relation(regclass, text),
+    _check_method_relation(text, regclass, oid, text),
     _check_cdc_server(text, text),
     _sync_defaults(),
     _sync_options(jsonb),
