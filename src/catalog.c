@@ -168,16 +168,23 @@ uuid_datum(const pg_uuid_t *id)
 	return UUIDPGetDatum((pg_uuid_t *) id);
 }
 
-/* column n (1-based) of row 0 as a palloc'd string in mcxt, or NULL */
+/* column n (1-based) of a row as a palloc'd string in mcxt, or NULL */
 static char *
-text_column(int n, MemoryContext mcxt)
+row_text_column(HeapTuple row, int n, MemoryContext mcxt)
 {
-	char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, n);
+	char	   *value = SPI_getvalue(row, SPI_tuptable->tupdesc, n);
 	char	   *copy = value ? MemoryContextStrdup(mcxt, value) : NULL;
 
 	if (value)
 		pfree(value);
 	return copy;
+}
+
+/* the same of row 0 */
+static char *
+text_column(int n, MemoryContext mcxt)
+{
+	return row_text_column(SPI_tuptable->vals[0], n, mcxt);
 }
 
 static int64
@@ -203,6 +210,16 @@ int_column(HeapTuple tuple, int n)
 			elog(ERROR, "unexpected type %u in calabi_push catalog query", type);
 	}
 	return 0;
+}
+
+/* A pg_lsn column of a row; InvalidXLogRecPtr when NULL. */
+static XLogRecPtr
+lsn_column(HeapTuple row, int n)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(row, SPI_tuptable->tupdesc, n, &isnull);
+
+	return isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 }
 
 /* A text[] column of a row as a List of strings in mcxt. */
@@ -325,7 +342,11 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			 " (checkpoint->>'relfilenode')::oid,"
 			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after')),"
 			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'key')),"
-			 " (checkpoint->>'refresh_lsn')::int8"
+			 " (checkpoint->>'refresh_lsn')::int8,"
+			 " checkpoint->>'read', checkpoint->>'since', checkpoint->>'snapshot',"
+			 " checkpoint->>'marks', (checkpoint->>'pages_examined')::int8,"
+			 " (checkpoint->>'pages_skipped')::int8, checkpoint->>'full_reason',"
+			 " (checkpoint->>'floor')::pg_lsn, checkpoint->>'parts', (checkpoint->>'part')::oid"
 			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
 			 1, types, values, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -343,6 +364,16 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			stream->after = text_array_column(srow, 7, mcxt);
 			stream->key = text_array_column(srow, 8, mcxt);
 			stream->refresh_lsn = (XLogRecPtr) int_column(srow, 9);
+			stream->read = row_text_column(srow, 10, mcxt);
+			stream->since = row_text_column(srow, 11, mcxt);
+			stream->snapshot = row_text_column(srow, 12, mcxt);
+			stream->marks = row_text_column(srow, 13, mcxt);
+			stream->pages_examined = int_column(srow, 14);
+			stream->pages_skipped = int_column(srow, 15);
+			stream->full_reason = row_text_column(srow, 16, mcxt);
+			stream->floor = (XLogRecPtr) lsn_column(srow, 17);
+			stream->parts = row_text_column(srow, 18, mcxt);
+			stream->part = (Oid) int_column(srow, 19);
 			oldcontext = MemoryContextSwitchTo(mcxt);
 			sync->streams = lappend(sync->streams, stream);
 			MemoryContextSwitchTo(oldcontext);
@@ -487,11 +518,14 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 			 "  generation = COALESCE((s.state->>'generation')::int8, generation)"
 			 " FROM s WHERE sync_id = $1 AND relid = $2"
 		/*
-		 * A resync resets the stream to 'pending' while this worker may still
-		 * be acknowledging the read it abandons: never bring that back.  A
-		 * new read always has a greater generation.
+		 * A resync resets the stream to 'pending' without a checkpoint while
+		 * this worker may still be acknowledging the read it abandons: never
+		 * bring that back.  A new read always has a greater generation.  A
+		 * stream made 'pending' by start_sync or a new run keeps its
+		 * checkpoint, and an incremental run (xmin) its generation.
 		 */
-			 " AND (phase <> 'pending' OR (s.state->>'generation')::int8 > generation)",
+			 " AND (phase <> 'pending' OR checkpoint IS NOT NULL"
+			 "      OR (s.state->>'generation')::int8 > generation)",
 			 3, stypes, svalues, SPI_OK_UPDATE);
 	}
 	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"

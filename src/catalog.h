@@ -33,6 +33,17 @@ typedef struct CpStreamDef
 	List	   *key;			/* keyset: the key's column names */
 	List	   *after;			/* keyset position: key values as text */
 	XLogRecPtr	refresh_lsn;	/* CDC backfill: its refresh_start's lsn */
+	/* xmin (xmin.c; NULL or 0 when the checkpoint has none) */
+	char	   *read;			/* "full" or "incremental" */
+	char	   *since;			/* the snapshot a read compares with */
+	char	   *snapshot;		/* a read under way: its own snapshot */
+	char	   *marks;
+	int64		pages_examined;
+	int64		pages_skipped;
+	char	   *full_reason;
+	XLogRecPtr	floor;			/* a read under way: pages at or below skipped */
+	char	   *parts;			/* "relid:relfilenode,..." read by the last run */
+	Oid			part;			/* a read under way: the relation it is in */
 } CpStreamDef;
 
 typedef struct CpSyncDef

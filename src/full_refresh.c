@@ -68,60 +68,6 @@ emit_control(CpRun *run, int idx, const char *kind, const char *phase)
 	pfree(state.data);
 }
 
-/* Describe the stream and decide how to read it (in a transaction). */
-static void
-prepare_stream(CpRun *run, int idx)
-{
-	CpStreamRun *s = &run->streams[idx];
-	Relation	rel;
-	CpRowEncoder *schema_enc;
-	CpBatch    *batch;
-	int			start;
-	MemoryContext oldcontext;
-	MemoryContext caller;
-
-	/*
-	 * Everything describing the stream lives in its own context, rebuilt
-	 * here at each run and whenever its columns changed.  Batches point at
-	 * its names, so deliver them all first.
-	 */
-	if (s->mcxt == NULL)
-		s->mcxt = AllocSetContextCreate(run->mcxt, "calabi_push stream",
-										ALLOCSET_SMALL_SIZES);
-	else
-	{
-		cp_delivery_flush(run, true);
-		MemoryContextReset(s->mcxt);
-	}
-	s->enc = NULL;
-	s->enc_desc = NULL;
-	s->enccxt = NULL;			/* a child of mcxt: gone with it */
-	s->cursor_name = NULL;
-	s->too_large = NULL;
-	batch = run->batch;			/* after the flush: it swaps the buffers */
-
-	caller = cp_xact_start();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = cp_stream_run_open(run, s);
-	cp_stream_run_describe(run, idx, rel);
-	if (!s->keyset)
-		s->cursor_name = MemoryContextStrdup(s->mcxt, psprintf("calabi_push_stream_%d", idx));
-
-	oldcontext = MemoryContextSwitchTo(s->mcxt);
-	/* the STREAM message, sent in every run before the stream's records */
-	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
-	start = cp_batch_line_begin(batch);
-	cp_protocol_append_stream(&batch->lines, rel, schema_enc, "full_refresh",
-							  run->sync->mode, NULL);
-	cp_batch_line_end(batch, start, idx, false);
-	MemoryContextSwitchTo(oldcontext);
-
-	relation_close(rel, NoLock);
-	PopActiveSnapshot();
-	cp_xact_commit(caller);
-	MemoryContextReset(run->chunkcxt);
-}
-
 /*
  * A row of a chunk, encoded in the batch up to its data object: close it
  * as a RECORD, with the state the stream reaches once it is delivered.
@@ -165,7 +111,7 @@ read_stream(CpRun *run, int idx)
 	FullRefreshRead r;
 	bool		exhausted = false;
 
-	prepare_stream(run, idx);
+	cp_method_prepare_stream(run, idx, "full_refresh", NULL);
 
 	/* resume an acknowledged keyset read of the same table, else start */
 	if (strcmp(s->def->phase, "reading") == 0 && s->keyset &&
@@ -221,7 +167,7 @@ read_stream(CpRun *run, int idx)
 				ereport(LOG,
 						(errmsg("the columns of \"%s\".\"%s\" changed during its read; reading it again",
 								s->nspname, s->relname)));
-				prepare_stream(run, idx);	/* a new STREAM message */
+				cp_method_prepare_stream(run, idx, "full_refresh", NULL);	/* a new STREAM message */
 				begin_read(run, idx);
 				continue;
 			case CP_READ_REWRITTEN:

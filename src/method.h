@@ -25,8 +25,20 @@
  */
 typedef CpExitKind (*CpMethodRun) (CpRun *run);
 
+/*
+ * method.c: prepare stream idx for a run of method (in a transaction of
+ * its own): describe it (reader.h), and write its STREAM message, with
+ * cursor_field or NULL, into the batch.  Whatever described it before is
+ * gone: the batches that point at it are delivered first.
+ */
+extern void cp_method_prepare_stream(CpRun *run, int idx, const char *method,
+									 const char *cursor_field);
+
 /* full_refresh.c: every stream read whole, under a new generation */
 extern CpExitKind cp_full_refresh_run(CpRun *run);
+
+/* xmin.c: a full read first, then the rows changed since the last run */
+extern CpExitKind cp_xmin_run(CpRun *run);
 
 /* cdc_sync.c: decoding the WAL; returns only by error or a stop */
 extern CpExitKind cp_cdc_run(CpRun *run);

@@ -195,3 +195,36 @@ cp_protocol_cdc_state(StringInfo buf, const CpStreamRun *s, const char *phase,
 	}
 	appendStringInfoChar(buf, '}');
 }
+
+void
+cp_protocol_xmin_state(StringInfo buf, const CpStreamRun *s, const CpXminState *x)
+{
+	bool		reading = strcmp(x->phase, "reading") == 0;
+
+	appendStringInfo(buf, "{\"method\":\"xmin\",\"generation\":" INT64_FORMAT
+					 ",\"phase\":\"%s\",\"read\":\"%s\",\"rows\":" INT64_FORMAT
+					 ",\"relfilenode\":%u",
+					 s->generation, x->phase, x->full ? "full" : "incremental",
+					 s->rows, s->relfilenode);
+	if (reading)
+	{
+		appendStringInfo(buf, ",\"part\":%u,\"after\":[", x->part);
+		if (s->after != NIL)
+			cp_append_json_string(buf, linitial(s->after), strlen(linitial(s->after)));
+		appendStringInfo(buf, "],\"snapshot\":\"%s\"", x->snapshot);
+		if (!XLogRecPtrIsInvalid(x->floor))
+			appendStringInfo(buf, ",\"floor\":\"%X/%X\"", LSN_FORMAT_ARGS(x->floor));
+	}
+	/* digits, ':', ',', '*', '@', '/' and hex only: no escaping needed */
+	if (x->since != NULL)
+		appendStringInfo(buf, ",\"since\":\"%s\"", x->since);
+	appendStringInfo(buf, ",\"parts\":\"%s\",\"marks\":\"%s\",\"pages_examined\":" INT64_FORMAT
+					 ",\"pages_skipped\":" INT64_FORMAT,
+					 x->parts, x->marks, x->pages_examined, x->pages_skipped);
+	if (x->full_reason != NULL)
+	{
+		appendStringInfoString(buf, ",\"full_reason\":");
+		cp_append_json_string(buf, x->full_reason, strlen(x->full_reason));
+	}
+	appendStringInfoChar(buf, '}');
+}

@@ -87,4 +87,23 @@ extern void cp_protocol_full_refresh_state(StringInfo buf,
 extern void cp_protocol_cdc_state(StringInfo buf, const struct CpStreamRun *s,
 								  const char *phase, XLogRecPtr lsn);
 
+/* What an xmin stream's state holds besides the stream's (xmin.c). */
+typedef struct CpXminState
+{
+	const char *phase;			/* reading, done */
+	bool		full;			/* a full read, or an incremental one */
+	const char *since;			/* the snapshot compared with, or NULL */
+	const char *snapshot;		/* reading: the run's own */
+	XLogRecPtr	floor;			/* reading: pages at or below it skipped */
+	const char *marks;
+	const char *parts;			/* relations read and their relfilenodes */
+	Oid			part;			/* reading: the one being read */
+	int64		pages_examined;
+	int64		pages_skipped;
+	const char *full_reason;	/* why a full read was forced, or NULL */
+} CpXminState;
+
+extern void cp_protocol_xmin_state(StringInfo buf, const struct CpStreamRun *s,
+								   const CpXminState *x);
+
 #endif							/* CALABI_PUSH_PROTOCOL_H */

@@ -19,6 +19,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -608,7 +609,8 @@ cp_read_close(CpStreamRun *s)
  * where the caller keeps what it makes of the rows.
  */
 static void
-run_query(CpRun *run, CpStreamRun *s, const char *query, int nargs, Datum *args)
+run_query(CpRun *run, CpStreamRun *s, const char *query, int nargs,
+		  Oid *argtypes, Datum *args)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			save_userid;
@@ -616,7 +618,7 @@ run_query(CpRun *run, CpStreamRun *s, const char *query, int nargs, Datum *args)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
-	if (SPI_execute_with_args(query, nargs, s->key_types, args, NULL,
+	if (SPI_execute_with_args(query, nargs, argtypes, args, NULL,
 							  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\".\"%s\"", s->nspname, s->relname);
 	SetUserIdAndSecContext(save_userid, save_sec);
@@ -679,7 +681,7 @@ read_keyset(CpRun *run, CpStreamRun *s, CpReadChunk *c, const StringInfo head)
 		return CP_READ_REWRITTEN;
 
 	query = keyset_query(s, c->max_rows, &args);
-	run_query(run, s, query, list_length(s->after), args);
+	run_query(run, s, query, list_length(s->after), s->key_types, args);
 	if (!make_encoder(s, SPI_tuptable->tupdesc))
 		return CP_READ_RESHAPED;
 
@@ -725,38 +727,96 @@ read_cursor(CpRun *run, CpStreamRun *s, CpReadChunk *c, const StringInfo head)
 }
 
 /*
- * A range of blocks of a keyless table (a TID range scan), the next one
- * after; about chunk_rows rows by the table's statistics.  The range
+ * A range of blocks (a TID range scan), the next one after; about
+ * chunk_rows rows by the table's statistics.  Or, with c->tids, the tuples
+ * it chooses of the blocks from the position on (a TID scan).  A range
  * cannot end mid-way: no byte limit.
  */
 static CpReadResult
-read_blocks(CpRun *run, CpStreamRun *s, CpReadChunk *c, const StringInfo head)
+read_blocks(CpRun *run, CpStreamRun *s, CpReadChunk *c, const StringInfo head,
+			Snapshot snapshot)
 {
 	Relation	rel = cp_stream_open(s->def->relid, run->sync->run_as);
+	const char *select = c->block_query != NULL ? c->block_query : s->select_query;
 	BlockNumber first;
-	BlockNumber nblocks;
-	BlockNumber per;
-	double		rows_per_page = DEFAULT_ROWS_PER_PAGE;
+	BlockNumber next;
 	bool		last;
 	char	   *query;
+	Datum		arg = (Datum) 0;
+	Oid			argtype = TIDARRAYOID;
 
+	if (c->block_relid != InvalidOid)
+	{
+		/* a partition: read through the stream's relation, opened above */
+		relation_close(rel, NoLock);
+		rel = try_relation_open(c->block_relid, AccessShareLock);
+		if (rel == NULL)
+		{
+			/* dropped since: nothing of it is left to read */
+			c->after = list_make1(pstrdup("0"));
+			c->exhausted = true;
+			return CP_READ_OK;
+		}
+	}
+	/* positions are blocks of one relfilenode: a rewrite moves rows */
+	if (c->restart_if_rewritten && s->relfilenode != InvalidOid &&
+		rel->rd_rel->relfilenode != s->relfilenode)
+	{
+		relation_close(rel, NoLock);
+		return CP_READ_REWRITTEN;
+	}
 	first = s->after != NIL ? (BlockNumber) strtoul(linitial(s->after), NULL, 10) : 0;
-	nblocks = RelationGetNumberOfBlocks(rel);
-	if (rel->rd_rel->relpages > 0 && rel->rd_rel->reltuples > 0)
-		rows_per_page = Max(rel->rd_rel->reltuples / rel->rd_rel->relpages, 1);
-	relation_close(rel, NoLock);
-	per = Max((BlockNumber) (c->max_rows / rows_per_page), 1);
-	last = first >= nblocks || nblocks - first <= per;
-	if (last)
-		per = first < nblocks ? nblocks - first : 0;
-	c->after = list_make1(psprintf("%u", first + per));
+	if (c->tids != NULL)
+	{
+		ItemPointerData *tids;
+		int			ntids;
 
-	query = psprintf("%s WHERE ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
-					 s->select_query, first, first + per);
-	run_query(run, s, query, 0, NULL);
-	if (!make_encoder(s, SPI_tuptable->tupdesc))
-		return CP_READ_RESHAPED;
-	(void) take_rows(run, s, c, SPI_tuptable, SPI_processed, head, false);
+		/* a block's tuples are all taken: room for one more block's */
+		tids = palloc(sizeof(ItemPointerData) * (c->max_rows + MaxHeapTuplesPerPage));
+		next = c->tids(c->arg, rel, snapshot, first, c->max_rows, tids, &ntids, &last);
+		relation_close(rel, NoLock);
+		if (ntids == 0)
+			query = NULL;
+		else
+		{
+			Datum	   *elems = palloc(sizeof(Datum) * ntids);
+
+			for (int i = 0; i < ntids; i++)
+				elems[i] = PointerGetDatum(&tids[i]);
+			arg = PointerGetDatum(construct_array(elems, ntids, TIDOID,
+												  sizeof(ItemPointerData), false,
+												  TYPALIGN_SHORT));
+			query = psprintf("%s%s ctid = ANY($1)", select,
+							 c->block_query != NULL ? " AND" : " WHERE");
+		}
+	}
+	else
+	{
+		BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
+		BlockNumber per;
+		double		rows_per_page = DEFAULT_ROWS_PER_PAGE;
+
+		if (rel->rd_rel->relpages > 0 && rel->rd_rel->reltuples > 0)
+			rows_per_page = Max(rel->rd_rel->reltuples / rel->rd_rel->relpages, 1);
+		relation_close(rel, NoLock);
+		per = Max((BlockNumber) (c->max_rows / rows_per_page), 1);
+		last = first >= nblocks || nblocks - first <= per;
+		if (last)
+			per = first < nblocks ? nblocks - first : 0;
+		next = first + per;
+		query = psprintf("%s%s ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
+						 select, c->block_query != NULL ? " AND" : " WHERE",
+						 first, next);
+	}
+	c->after = list_make1(psprintf("%u", next));
+
+	if (query != NULL)
+	{
+		run_query(run, s, query, arg != (Datum) 0 ? 1 : 0, &argtype, &arg);
+		if (!make_encoder(s, SPI_tuptable->tupdesc))
+			return CP_READ_RESHAPED;
+		(void) take_rows(run, s, c, SPI_tuptable, SPI_processed, head, false);
+	}
 	c->exhausted = last && s->too_large == NULL;
 	return CP_READ_OK;
 }
@@ -775,7 +835,7 @@ cp_read_chunk(CpRun *run, CpStreamRun *s, CpReadChunk *c)
 	c->after = NIL;
 
 	/* the cursor's query runs with the server's settings */
-	if (!s->keyset && !s->by_blocks && !s->cursor_open)
+	if (!s->by_blocks && !s->keyset && !s->cursor_open)
 		open_cursor(run, s);
 
 	caller = cp_xact_start();
@@ -795,8 +855,8 @@ cp_read_chunk(CpRun *run, CpStreamRun *s, CpReadChunk *c)
 		initStringInfo(&head);
 		cp_protocol_record_head(&head, s->record_prefix,
 								c->emitted_at != 0 ? c->emitted_at : GetCurrentTimestamp());
-		result = s->keyset ? read_keyset(run, s, c, &head) :
-			s->by_blocks ? read_blocks(run, s, c, &head) :
+		result = s->by_blocks ? read_blocks(run, s, c, &head, snapshot) :
+			s->keyset ? read_keyset(run, s, c, &head) :
 			read_cursor(run, s, c, &head);
 	}
 	MemoryContextSwitchTo(oldcontext);

@@ -30,6 +30,8 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
+#include "storage/block.h"
+#include "storage/itemptr.h"
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -107,7 +109,8 @@ typedef enum CpReadResult
 {
 	CP_READ_OK,					/* read (maybe no row, maybe stopped early) */
 	CP_READ_SKIPPED,			/* the caller's begin declined the chunk */
-	CP_READ_REWRITTEN,			/* keyset: the table was rewritten since the read began */
+	CP_READ_REWRITTEN,			/* keyset, blocks: the table was rewritten since
+								 * the read began (s->relfilenode) */
 	CP_READ_RESHAPED,			/* the rows no longer have the encoder's shape */
 } CpReadResult;
 
@@ -124,18 +127,38 @@ typedef CpReadResult (*CpReadBeginFn) (void *arg, Snapshot snapshot);
 typedef void (*CpReadRowFn) (void *arg, int start, const Datum *values,
 							 const bool *isnull);
 
+/*
+ * By blocks: choose which tuples of rel to read, from block first on, in
+ * the chunk's transaction and under its snapshot: about max of them, into
+ * tids (room for max + MaxHeapTuplesPerPage, in TID order), whole blocks
+ * only.  Returns the block the next chunk begins with; *last: none left.
+ */
+typedef BlockNumber (*CpReadTidsFn) (void *arg, Relation rel, Snapshot snapshot,
+									 BlockNumber first, int max,
+									 ItemPointerData *tids, int *ntids,
+									 bool *last);
+
 typedef struct CpReadChunk
 {
 	/* set by the caller */
 	int			max_rows;
 	StringInfo	out;			/* where rows are encoded */
 	int			line_room;		/* bytes a line takes after its data object */
-	bool		restart_if_rewritten;	/* keyset: CP_READ_REWRITTEN */
+	bool		restart_if_rewritten;	/* keyset, blocks: CP_READ_REWRITTEN */
 	MemoryContext cxt;			/* the chunk's memory; the caller resets it */
 	TimestampTz emitted_at;		/* 0: when the chunk is read; begin may set it */
 	CpReadBeginFn begin;		/* or NULL */
 	CpReadRowFn row;
+	CpReadTidsFn tids;			/* by blocks: or NULL, every tuple */
 	void	   *arg;
+
+	/*
+	 * By blocks: the relation whose blocks are read, when not the stream's
+	 * own (a partition of it: the stream's privileges apply), and the query
+	 * that reads its rows through the stream's relation; or 0 and NULL.
+	 */
+	Oid			block_relid;
+	const char *block_query;
 
 	/* set by the reader */
 	int			rows;			/* rows handed to row */

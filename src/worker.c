@@ -365,6 +365,7 @@ static const struct
 }			methods[] =
 {
 	{"full_refresh", cp_full_refresh_run},
+	{"xmin", cp_xmin_run},
 	{"cdc", cp_cdc_run},
 };
 
