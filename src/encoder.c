@@ -9,6 +9,8 @@
  * value).  Everything else goes through the type's own output function while
  * the settings that function may read are pinned to fixed values.
  *
+ * The date/time types are rendered by encoder_datetime.h, inline here.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -23,7 +25,6 @@
 #include "utils/builtins.h"
 #include "utils/cash.h"
 #include "utils/date.h"
-#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -32,6 +33,7 @@
 
 #include "compat.h"
 #include "encoder.h"
+#include "encoder_datetime.h"
 
 /*
  * Settings pinned while encoding.  The first five are what type-mapping.md
@@ -305,25 +307,6 @@ append_literal(StringInfo buf, const char *lit, int len)
 
 #define APPEND_LITERAL(buf, lit) append_literal((buf), (lit), sizeof(lit) - 1)
 
-/* Write v with at least width digits (zero-padded); return the new end. */
-static inline char *
-put_uint_padded(char *p, uint32 v, int width)
-{
-	char		tmp[10];
-	int			n = 0;
-
-	do
-	{
-		tmp[n++] = '0' + v % 10;
-		v /= 10;
-	} while (v != 0);
-	while (n < width)
-		tmp[n++] = '0';
-	while (n > 0)
-		*p++ = tmp[--n];
-	return p;
-}
-
 /*
  * A number rendered in place: make room for at most maxlen bytes plus the
  * terminator, let fn write them, and take the length it reports.
@@ -450,172 +433,6 @@ encode_numeric(StringInfo buf, Datum value)
 		pfree(num);
 }
 
-static void
-encode_date(StringInfo buf, DateADT date)
-{
-	struct pg_tm tm;
-	char		text[MAXDATELEN + 1];
-
-	if (DATE_NOT_FINITE(date))
-	{
-		APPEND_LITERAL(buf, "null");
-		return;
-	}
-	j2date(date + POSTGRES_EPOCH_JDATE, &tm.tm_year, &tm.tm_mon, &tm.tm_mday);
-	/* ISO style is the type-mapping form, " BC" suffix included */
-	EncodeDateOnly(&tm, USE_ISO_DATES, text);
-	cp_append_json_string(buf, text, strlen(text));
-}
-
-/*
- * timestamp and timestamptz: ISO 8601 with a 'T', always six fraction
- * digits, 'Z' for timestamptz (converted to UTC), " BC" after everything.
- */
-static void
-encode_timestamp(StringInfo buf, Timestamp ts, bool with_zone)
-{
-	/*
-	 * The date part of the day last encoded ("YYYY-MM-DD"): the rows of a
-	 * load or a transaction mostly share their days, and the calendar
-	 * arithmetic is half of the cost.  The time of day is plain division,
-	 * as timestamp2tm does it.
-	 */
-	static int64 cached_day = PG_INT64_MIN;
-	static char cached_date[16];
-	static int	cached_date_len;
-	static bool cached_bc;
-	int64		day;
-	int64		tod;
-	char	   *p;
-
-	if (TIMESTAMP_NOT_FINITE(ts))
-	{
-		APPEND_LITERAL(buf, "null");
-		return;
-	}
-	day = ts / USECS_PER_DAY;
-	tod = ts % USECS_PER_DAY;
-	if (tod < 0)
-	{
-		tod += USECS_PER_DAY;
-		day--;
-	}
-	if (day != cached_day)
-	{
-		struct pg_tm tm;
-		fsec_t		fsec;
-
-		/* no zone argument: the broken-down time is UTC */
-		if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-					 errmsg("timestamp out of range")));
-		cached_bc = tm.tm_year <= 0;
-		p = put_uint_padded(cached_date, cached_bc ? -(tm.tm_year - 1) : tm.tm_year, 4);
-		*p++ = '-';
-		p = put_uint_padded(p, tm.tm_mon, 2);
-		*p++ = '-';
-		p = put_uint_padded(p, tm.tm_mday, 2);
-		cached_date_len = p - cached_date;
-		cached_day = day;
-	}
-
-	enlargeStringInfo(buf, 48);
-	p = buf->data + buf->len;
-	*p++ = '"';
-	memcpy(p, cached_date, cached_date_len);
-	p += cached_date_len;
-	*p++ = 'T';
-	p = put_uint_padded(p, (int) (tod / USECS_PER_HOUR), 2);
-	tod %= USECS_PER_HOUR;
-	*p++ = ':';
-	p = put_uint_padded(p, (int) (tod / USECS_PER_MINUTE), 2);
-	tod %= USECS_PER_MINUTE;
-	*p++ = ':';
-	p = put_uint_padded(p, (int) (tod / USECS_PER_SEC), 2);
-	*p++ = '.';
-	p = put_uint_padded(p, (int) (tod % USECS_PER_SEC), 6);
-	if (with_zone)
-		*p++ = 'Z';
-	if (cached_bc)
-	{
-		memcpy(p, " BC", 3);
-		p += 3;
-	}
-	*p++ = '"';
-	*p = '\0';
-	buf->len = p - buf->data;
-}
-
-/* time as PostgreSQL prints it: the fraction only when it is not zero */
-static int
-time_text(struct pg_tm *tm, fsec_t fsec, char *text)
-{
-	EncodeTimeOnly(tm, fsec, false, 0, USE_ISO_DATES, text);
-	return strlen(text);
-}
-
-static void
-encode_time(StringInfo buf, TimeADT time)
-{
-	struct pg_tm tm;
-	fsec_t		fsec;
-	char		text[MAXDATELEN + 1];
-
-	time2tm(time, &tm, &fsec);
-	cp_append_json_string(buf, text, time_text(&tm, fsec, text));
-}
-
-/* timetz: the time, then its stored offset as Z or +HH:MM[:SS] */
-static void
-encode_timetz(StringInfo buf, TimeTzADT *timetz)
-{
-	struct pg_tm tm;
-	fsec_t		fsec;
-	int			zone;
-	int			east;
-	char		text[MAXDATELEN + 16];
-	char	   *p;
-
-	timetz2tm(timetz, &tm, &fsec, &zone);
-	p = text + time_text(&tm, fsec, text);
-
-	/* PostgreSQL stores the zone in seconds west of Greenwich */
-	east = -zone;
-	if (east == 0)
-		*p++ = 'Z';
-	else
-	{
-		int			abs_east = east < 0 ? -east : east;
-
-		*p++ = east < 0 ? '-' : '+';
-		p = put_uint_padded(p, abs_east / SECS_PER_HOUR, 2);
-		*p++ = ':';
-		p = put_uint_padded(p, (abs_east / SECS_PER_MINUTE) % MINS_PER_HOUR, 2);
-		if (abs_east % SECS_PER_MINUTE != 0)
-		{
-			*p++ = ':';
-			p = put_uint_padded(p, abs_east % SECS_PER_MINUTE, 2);
-		}
-	}
-	cp_append_json_string(buf, text, p - text);
-}
-
-static void
-encode_interval(StringInfo buf, Interval *span)
-{
-	char		text[MAXDATELEN + 1];
-
-	/* infinite intervals (PG17) are written like infinite dates: null */
-	if (!cp_interval_is_finite(span))
-	{
-		APPEND_LITERAL(buf, "null");
-		return;
-	}
-	cp_encode_interval_postgres(span, text);
-	cp_append_json_string(buf, text, strlen(text));
-}
-
 /* One dimension of an array; elements come from the iterator in order. */
 static void
 encode_array_dimension(const CpTypeEncoder *enc, StringInfo buf,
@@ -740,22 +557,22 @@ cp_encode_value(const CpTypeEncoder *enc, StringInfo buf, Datum value)
 				break;
 			}
 		case CP_KIND_DATE:
-			encode_date(buf, DatumGetDateADT(value));
+			cp_encode_date(buf, DatumGetDateADT(value));
 			break;
 		case CP_KIND_TIMESTAMP:
-			encode_timestamp(buf, DatumGetTimestamp(value), false);
+			cp_encode_timestamp(buf, DatumGetTimestamp(value), false);
 			break;
 		case CP_KIND_TIMESTAMPTZ:
-			encode_timestamp(buf, DatumGetTimestampTz(value), true);
+			cp_encode_timestamp(buf, DatumGetTimestampTz(value), true);
 			break;
 		case CP_KIND_TIME:
-			encode_time(buf, DatumGetTimeADT(value));
+			cp_encode_time(buf, DatumGetTimeADT(value));
 			break;
 		case CP_KIND_TIMETZ:
-			encode_timetz(buf, DatumGetTimeTzADTP(value));
+			cp_encode_timetz(buf, DatumGetTimeTzADTP(value));
 			break;
 		case CP_KIND_INTERVAL:
-			encode_interval(buf, DatumGetIntervalP(value));
+			cp_encode_interval(buf, DatumGetIntervalP(value));
 			break;
 		case CP_KIND_ARRAY:
 			encode_array(enc, buf, value);
@@ -896,23 +713,12 @@ cp_encode_type_schema(const CpTypeEncoder *enc, StringInfo buf)
 			APPEND_LITERAL(buf, "{\"type\":\"boolean\"}");
 			break;
 		case CP_KIND_DATE:
-			APPEND_LITERAL(buf, "{\"type\":\"string\",\"format\":\"date\"}");
-			break;
 		case CP_KIND_TIMESTAMP:
-			APPEND_LITERAL(buf, "{\"type\":\"string\",\"format\":\"date-time\","
-						   "\"airbyte_type\":\"timestamp_without_timezone\"}");
-			break;
 		case CP_KIND_TIMESTAMPTZ:
-			APPEND_LITERAL(buf, "{\"type\":\"string\",\"format\":\"date-time\","
-						   "\"airbyte_type\":\"timestamp_with_timezone\"}");
-			break;
 		case CP_KIND_TIME:
-			APPEND_LITERAL(buf, "{\"type\":\"string\",\"format\":\"time\","
-						   "\"airbyte_type\":\"time_without_timezone\"}");
-			break;
 		case CP_KIND_TIMETZ:
-			APPEND_LITERAL(buf, "{\"type\":\"string\",\"format\":\"time\","
-						   "\"airbyte_type\":\"time_with_timezone\"}");
+		case CP_KIND_INTERVAL:
+			cp_encode_datetime_schema(enc->kind, buf);
 			break;
 		case CP_KIND_ARRAY:
 			APPEND_LITERAL(buf, "{\"type\":\"array\",\"items\":");
@@ -922,7 +728,6 @@ cp_encode_type_schema(const CpTypeEncoder *enc, StringInfo buf)
 		case CP_KIND_BYTEA:
 		case CP_KIND_TEXT:
 		case CP_KIND_NAME:
-		case CP_KIND_INTERVAL:
 		case CP_KIND_OTHER:
 			APPEND_LITERAL(buf, "{\"type\":\"string\"}");
 			break;
