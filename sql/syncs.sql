@@ -589,6 +589,233 @@ DROP TABLE cp_sync_test.other_am;
 DROP ACCESS METHOD cp_sync_heap2;
 
 ------------------------------------------------------------------------------
+-- cursor: every kind of relation, read by a column of an ordered type (its
+-- cursor, kept per stream in sync_stream.cursor_column, not in the options);
+-- the "cursor" option as one name or as an object from relation to name;
+-- the default mode (append_dedup where every relation has a key, else
+-- append); "lookback" (an interval or a number, by the cursor's type);
+-- NOTICEs for cursors that can be NULL; every refusal; what start_sync
+-- checks again; what stream_status shows
+CREATE DOMAIN cp_sync_test.version_no AS bigint CHECK (VALUE >= 0);
+CREATE DOMAIN cp_sync_test.place AS point;
+CREATE TYPE cp_sync_test.mood AS ENUM ('low', 'high');
+CREATE TABLE cp_sync_test.cur_items (
+    id int PRIMARY KEY, updated_at timestamptz NOT NULL, seq bigint NOT NULL,
+    version cp_sync_test.version_no NOT NULL, "Stamp" date NOT NULL,
+    label text NOT NULL, code varchar(10), price numeric NOT NULL,
+    spot point, spot_too cp_sync_test.place, gone int);
+ALTER TABLE cp_sync_test.cur_items DROP COLUMN gone;
+CREATE VIEW cp_sync_test.cur_view AS SELECT id, updated_at, seq FROM cp_sync_test.cur_items;
+CREATE FOREIGN TABLE cp_sync_test.cur_remote (id int NOT NULL, changed_at timestamp NOT NULL)
+  SERVER cp_sync_server;
+CREATE TABLE cp_sync_test.cur_shifting (id int PRIMARY KEY, v int NOT NULL);
+GRANT SELECT ON cp_sync_test.cur_items, cp_sync_test.cur_view, cp_sync_test.cur_remote,
+  cp_sync_test.cur_shifting TO cp_sync_reader;
+-- which types have a default ordering: their own btree operator class, a
+-- binary-coercible type's (varchar: text's), a domain's base type's, an
+-- enum's, a range's; arrays and composites by their elements and fields
+SELECT t AS type, calabi_push._type_is_ordered(t::regtype) AS ordered
+  FROM unnest(ARRAY['timestamptz', 'int4', 'text', 'varchar', 'uuid', 'jsonb',
+                    'cp_sync_test.version_no', 'cp_sync_test.mood', 'int4range',
+                    'int4[]', 'cp_sync_test.pair', 'point', 'cp_sync_test.place',
+                    'point[]', 'json', 'xid']) t;
+SET ROLE cp_sync_admin;
+-- one column for every relation; a table with a key: append_dedup
+SELECT calabi_push.create_sync('cu-table', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[],
+  method => 'cursor', options => '{"cursor": "updated_at", "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+-- an object from relation (as in tables: schema-qualified, or by its name
+-- alone) to column, for every kind of relation; a view has no key: append.
+-- Columns that can be NULL are noticed, with what becomes of their rows
+SELECT calabi_push.create_sync('cu-kinds', 'sync-dest',
+  ARRAY['cp_sync_test.orders', 'cp_sync_test.events', 'cp_sync_test.paid',
+        'cp_sync_test.totals', 'cp_sync_test.remote']::regclass[],
+  method => 'cursor', destination_sync_mode => NULL,
+  options => '{"cursor": {"cp_sync_test.orders": "id", "events": "at", "cp_sync_test.paid": "amount",
+                          "totals": "total", "\"cp_sync_test\".\"remote\"": "id"},
+               "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+-- lookback: an interval for a date or time cursor (stored as the interval's
+-- text in PostgreSQL's own style, whatever the session's), a number for a
+-- numeric one (domains: their base type's)
+SET IntervalStyle = iso_8601;
+SELECT calabi_push.create_sync('cu-view', 'sync-dest', ARRAY['cp_sync_test.cur_view', 'cp_sync_test.cur_remote']::regclass[],
+  method => 'cursor', options => '{"cursor": {"cp_sync_test.cur_view": "updated_at", "cp_sync_test.cur_remote": "changed_at"},
+                                   "lookback": "1 hour 30 minutes", "run_as": "cp_sync_reader", "schedule": "5 minutes"}') IS NOT NULL AS created;
+RESET IntervalStyle;
+SELECT calabi_push.create_sync('cu-seq', 'sync-dest', ARRAY['cp_sync_test.cur_items', 'cp_sync_test.cur_view']::regclass[],
+  method => 'cursor', destination_sync_mode => 'append',
+  options => '{"cursor": "seq", "lookback": 100, "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('cu-domain', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[],
+  method => 'cursor', options => '{"cursor": "version", "lookback": 0, "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('cu-price', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[],
+  method => 'cursor', options => '{"cursor": "price", "lookback": 0.5, "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('cu-code', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[],
+  method => 'cursor', options => '{"cursor": "code", "lookback": null, "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('cu-shift', 'sync-dest', ARRAY['cp_sync_test.cur_shifting']::regclass[],
+  method => 'cursor', options => '{"cursor": "v", "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+SELECT calabi_push.create_sync('cu-shift-lookback', 'sync-dest', ARRAY['cp_sync_test.cur_shifting']::regclass[],
+  method => 'cursor', options => '{"cursor": "v", "lookback": 10, "run_as": "cp_sync_reader"}') IS NOT NULL AS created;
+RESET ROLE;
+-- the options keep lookback, not cursor; the streams keep their column
+SELECT name, method, destination_sync_mode, options
+  FROM calabi_push.sync WHERE method = 'cursor' ORDER BY name COLLATE "C";
+SELECT s.name, st.relid, st.ordinal, st.cursor_column
+  FROM calabi_push.sync_stream st JOIN calabi_push.sync s ON s.id = st.sync_id
+ WHERE s.method = 'cursor' ORDER BY s.name COLLATE "C", st.ordinal;
+-- the other methods' streams have none
+SELECT count(*) AS other_streams_with_cursor
+  FROM calabi_push.sync_stream st JOIN calabi_push.sync s ON s.id = st.sync_id
+ WHERE s.method <> 'cursor' AND st.cursor_column IS NOT NULL;
+
+-- refused: the option missing, or with another method; its value of
+-- another shape; relations the object does not name, or names that are not
+-- the sync's relations
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": null}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin',
+  options => '{"cursor": "id"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+  options => '{"lookback": "10 minutes"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": 5}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": ["id"]}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": ""}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": {"cp_sync_test.orders": 1}}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": {"cp_sync_test.orders": "id", "cp_sync_test.paid": "id"}}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": {"cp_sync_test.no_such_table": "id"}}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cursor',
+  options => '{"cursor": {"cp_sync_test.orders": "id", "orders": "status"}}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.paid']::regclass[], method => 'cursor',
+  options => '{"cursor": {"cp_sync_test.orders": "id"}, "run_as": "cp_sync_reader"}');
+RESET ROLE;
+CREATE TABLE cp_sync_test.t (id int);
+SET ROLE cp_sync_admin;
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_closed.t', 'cp_sync_test.t']::regclass[], method => 'cursor',
+  options => '{"cursor": {"t": "id"}}');
+RESET ROLE;
+DROP TABLE cp_sync_test.t;
+SET ROLE cp_sync_admin;
+-- the column: missing (names are exact), dropped, a system column, of a
+-- type without a default ordering (a domain's: its base type's)
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "updated", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "stamp", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "gone", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "xmin", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "ctid", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "spot", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "spot_too", "run_as": "cp_sync_reader"}');
+-- the mode: overwrite, an unknown one, append_dedup without a key (a
+-- table, a view, a foreign table)
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  destination_sync_mode => 'overwrite', options => '{"cursor": "updated_at", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  destination_sync_mode => 'upsert', options => '{"cursor": "updated_at", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.keyless']::regclass[], method => 'cursor',
+  destination_sync_mode => 'append_dedup', options => '{"cursor": "x", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items', 'cp_sync_test.cur_view']::regclass[], method => 'cursor',
+  destination_sync_mode => 'append_dedup', options => '{"cursor": "updated_at", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_remote']::regclass[], method => 'cursor',
+  destination_sync_mode => 'append_dedup', options => '{"cursor": "changed_at", "run_as": "cp_sync_reader"}');
+-- lookback: of the wrong form, negative, not fitting the cursor's type
+-- (an interval for a number, a number for a timestamp, either for text, a
+-- fraction for an integer)
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "updated_at", "lookback": true}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "updated_at", "lookback": "a while"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "updated_at", "lookback": "-5 minutes"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "seq", "lookback": -1}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "seq", "lookback": "10 minutes", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "updated_at", "lookback": 600, "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "label", "lookback": "10 minutes", "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.cur_items']::regclass[], method => 'cursor',
+  options => '{"cursor": "seq", "lookback": 2.5, "run_as": "cp_sync_reader"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders', 'cp_sync_test.events']::regclass[], method => 'cursor',
+  destination_sync_mode => 'append',
+  options => '{"cursor": {"cp_sync_test.orders": "id", "cp_sync_test.events": "at"}, "lookback": 10, "run_as": "cp_sync_reader"}');
+RESET ROLE;
+SELECT count(*) AS syncs_named_x FROM calabi_push.sync WHERE name = 'x';
+-- a role that may not SELECT the cursor column: create_sync and start_sync
+-- ask for SELECT on every column of each relation first, so the cursor's
+-- own check is seen by calling it directly (cp_sync_reader may SELECT
+-- only id of secret)
+SELECT calabi_push._check_cursor_relation('cp_sync_test.secret', 'cp_sync_reader'::regrole, 'append', 'card', NULL);
+
+-- start_sync checks the cursor columns again, naming the sync, the
+-- relation and the column: renamed, changed to a type that does not fit
+-- "lookback", or to one without an ordering
+ALTER TABLE cp_sync_test.cur_items RENAME COLUMN updated_at TO modified_at;
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('cu-table');
+RESET ROLE;
+ALTER TABLE cp_sync_test.cur_items RENAME COLUMN modified_at TO updated_at;
+ALTER TABLE cp_sync_test.cur_shifting ALTER COLUMN v TYPE timestamptz USING to_timestamp(v);
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('cu-shift-lookback');
+RESET ROLE;
+ALTER TABLE cp_sync_test.cur_shifting ALTER COLUMN v TYPE point USING point(extract(epoch FROM v), 0);
+SET ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('cu-shift');
+RESET ROLE;
+-- a stream left without a column (the catalog edited by hand)
+BEGIN;
+UPDATE calabi_push.sync_stream SET cursor_column = NULL
+ WHERE sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'cu-table');
+SELECT calabi_push.start_sync('cu-table');
+ROLLBACK;
+-- back as it was, it starts (rolled back: no worker)
+BEGIN;
+SET LOCAL ROLE cp_sync_admin;
+SELECT calabi_push.start_sync('cu-table');
+SELECT calabi_push.start_sync('cu-kinds');
+ROLLBACK;
+
+-- stream_status: the cursor column of each stream; nothing read yet
+SELECT sync, relation, cursor_field, cursor_value, read, position
+  FROM calabi_push.stream_status WHERE sync IN ('cu-kinds', 'cu-view') ORDER BY sync COLLATE "C", ordinal;
+-- as the worker leaves them (its checkpoint is the contract): a view read
+-- incrementally from the previous run's largest cursor value, a table
+-- whose position is a snapshot
+UPDATE calabi_push.sync_stream t
+   SET phase = 'done', generation = 1, rows_sent = 4,
+       checkpoint = '{"method": "cursor", "generation": 1, "phase": "done", "read": "incremental",
+                      "rows": 4, "since": "2025-03-01 10:00:00+00", "cursor": "2025-03-01 10:20:00+00"}'
+ WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'cu-view') AND t.ordinal = 1;
+UPDATE calabi_push.sync_stream t
+   SET phase = 'done', generation = 1, rows_sent = 2,
+       checkpoint = '{"method": "cursor", "generation": 1, "phase": "done", "read": "incremental",
+                      "rows": 2, "since": "800:805:802", "cursor": "41",
+                      "pages_examined": 2, "pages_skipped": 30}'
+ WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'cu-kinds') AND t.ordinal = 1;
+SELECT sync, relation, phase, read, position, cursor_field, cursor_value, last_run_rows, pages_examined, pages_skipped
+  FROM calabi_push.stream_status WHERE sync IN ('cu-kinds', 'cu-view') ORDER BY sync COLLATE "C", ordinal;
+-- resync forgets the position and the largest value, not the column
+SET ROLE cp_sync_admin;
+SELECT calabi_push.resync('cu-view');
+RESET ROLE;
+SELECT sync, relation, phase, cursor_field, cursor_value, position
+  FROM calabi_push.stream_status WHERE sync = 'cu-view' ORDER BY ordinal;
+SELECT string_agg(name, ', ' ORDER BY name COLLATE "C") AS dropped
+  FROM (SELECT name, calabi_push.drop_sync(name) FROM calabi_push.sync WHERE method = 'cursor') s;
+
+------------------------------------------------------------------------------
 -- error codes, one of each kind
 SET ROLE cp_sync_admin;
 SELECT stmt, pg_temp.try(stmt) FROM (VALUES
@@ -609,7 +836,11 @@ SELECT stmt, pg_temp.try(stmt) FROM (VALUES
     ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', options => ''{"batch_rows": 0}'')'),
     ('SELECT calabi_push.stop_sync(''orders-only'')'),
     ('SELECT calabi_push.resync(''orders-only'', ''cp_sync_test.paid'')'),
-    ('SELECT calabi_push.start_sync(''no-such-sync'')')
+    ('SELECT calabi_push.start_sync(''no-such-sync'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''cursor'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.orders}'', method => ''cursor'', options => ''{"cursor": "updated"}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.cur_items}'', method => ''cursor'', options => ''{"cursor": "spot", "run_as": "cp_sync_reader"}'')'),
+    ('SELECT calabi_push.create_sync(''x'', ''sync-dest'', ''{cp_sync_test.paid}'', method => ''cursor'', destination_sync_mode => ''append_dedup'', options => ''{"cursor": "id", "run_as": "cp_sync_reader"}'')')
   ) v(stmt);
 RESET ROLE;
 

@@ -48,7 +48,8 @@ CREATE TABLE sync (
                     CHECK (method IN ('full_refresh', 'xmin', 'cursor', 'cdc')),
     destination_sync_mode text NOT NULL
                     CHECK (destination_sync_mode IN ('overwrite', 'append', 'append_dedup')),
-    -- schedule, batch_rows, batch_bytes, batch_linger_ms, chunk_rows, ...
+    -- schedule, batch_rows, batch_bytes, batch_linger_ms, chunk_rows,
+    -- lookback (cursor), ...
     options         jsonb NOT NULL DEFAULT '{}',
     run_as          regrole NOT NULL,       -- the role whose privileges reads use
     enabled         boolean NOT NULL DEFAULT false,  -- start_sync'ed, not stopped
@@ -102,6 +103,10 @@ CREATE TABLE sync_stream (
     rows_sent       bigint NOT NULL DEFAULT 0,  -- in the current read
     read_started_at timestamptz,
     read_finished_at timestamptz,
+    -- cursor: the relation's cursor column (its attname), by which the
+    -- reads of a view or foreign table go on from the previous run's
+    -- largest value; NULL for the other methods
+    cursor_column   name,
     PRIMARY KEY (sync_id, relid)
 );
 

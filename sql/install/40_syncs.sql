@@ -75,17 +75,35 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'calabi_push_sync_defaults'
 LANGUAGE C IMMUTABLE;
 
+-- An interval as text in PostgreSQL's own style ('00:10:00', '1 day
+-- 02:00:00'), whatever the session's IntervalStyle: how a cursor sync's
+-- "lookback" is stored, for the worker to cast back to interval.
+CREATE FUNCTION _interval_text(i interval)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+SET IntervalStyle = postgres
+AS $$ SELECT i::text $$;
+
 -- Validates and normalizes a sync's options: the stored options (defaults
 -- filled in; durations as interval texts in one unit, e.g. '90 minutes',
--- which the worker casts to interval) and the run_as role name given (NULL:
--- none).  run_as is not an option that is stored: it is the sync's column.
-CREATE FUNCTION _sync_options(options jsonb, OUT r_options jsonb, OUT r_run_as text)
+-- which the worker casts to interval), the run_as role name given (NULL:
+-- none) and the "cursor" option as given (NULL: none).  Neither run_as nor
+-- cursor is an option that is stored: run_as is the sync's column, the
+-- cursor columns are its streams' (sync_stream.cursor_column), resolved
+-- against the relations by _cursor_columns().  "lookback" is checked for
+-- its form here (an interval, or a number, not negative) and stored as
+-- the interval's text ('00:10:00') or the number; whether it fits the
+-- cursor columns' types, and the method, is for _create_sync to check.
+CREATE FUNCTION _sync_options(options jsonb, OUT r_options jsonb, OUT r_run_as text,
+                              OUT r_cursor jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     known constant text[] := ARRAY['batch_bytes', 'batch_linger_ms', 'batch_rows',
-        'chunk_rows', 'max_backoff', 'publication', 'run_as', 'schedule'];
+        'chunk_rows', 'cursor', 'lookback', 'max_backoff', 'publication', 'run_as',
+        'schedule'];
     o jsonb;
     w constant text := 'sync';
     defaults constant jsonb := _sync_defaults();
@@ -96,6 +114,8 @@ DECLARE
     max_backoff_ms bigint := (defaults->'max_backoff_ms')::bigint;
     schedule_ms bigint;
     publication text;
+    lookback jsonb;
+    lookback_interval interval;
     v jsonb;
 BEGIN
     o := coalesce(options, '{}');
@@ -142,6 +162,36 @@ BEGIN
     IF o ? 'publication' THEN
         publication := _string_option(w, 'publication', o->'publication');
     END IF;
+    r_cursor := o->'cursor';
+    IF o ? 'lookback' THEN
+        v := o->'lookback';
+        IF jsonb_typeof(v) = 'number' THEN
+            IF v::numeric < 0 THEN
+                RAISE EXCEPTION 'sync option "lookback" must not be negative'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Give how far below the previous run''s largest cursor value each run reads again, e.g. ''{"lookback": 100}'' (0: not at all).';
+            END IF;
+            lookback := v;
+        ELSIF jsonb_typeof(v) = 'string' THEN
+            BEGIN
+                lookback_interval := (v #>> '{}')::interval;
+            EXCEPTION WHEN data_exception THEN
+                RAISE EXCEPTION 'sync option "lookback" is not a valid interval'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Give an interval such as ''10 minutes'' for a date or time cursor column, or a number such as 100 for a numeric one.';
+            END;
+            IF lookback_interval < interval '0' THEN
+                RAISE EXCEPTION 'sync option "lookback" must not be negative'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Give how far below the previous run''s largest cursor value each run reads again, e.g. ''{"lookback": "10 minutes"}''.';
+            END IF;
+            lookback := to_jsonb(_interval_text(lookback_interval));
+        ELSE
+            RAISE EXCEPTION 'sync option "lookback" must be an interval or a number'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give an interval such as ''10 minutes'' for a date or time cursor column, or a number such as 100 for a numeric one.';
+        END IF;
+    END IF;
 
     r_options := jsonb_strip_nulls(jsonb_build_object(
         'schedule', _ms_text(schedule_ms),
@@ -150,7 +200,8 @@ BEGIN
         'batch_linger_ms', batch_linger_ms,
         'chunk_rows', chunk_rows,
         'max_backoff', _ms_text(max_backoff_ms),
-        'publication', publication));
+        'publication', publication,
+        'lookback', lookback));
 END
 $$;
 
@@ -304,11 +355,15 @@ BEGIN
         RAISE EXCEPTION '% "%" has no primary key: an append_dedup destination cannot tell its rows apart',
                         CASE kind WHEN 'm' THEN 'materialized view'
                                   WHEN 'p' THEN 'partitioned table'
+                                  WHEN 'v' THEN 'view'
+                                  WHEN 'f' THEN 'foreign table'
                                   ELSE 'table' END, rel
             USING ERRCODE = 'invalid_table_definition',
                   DETAIL = detail,
                   HINT = CASE kind
                       WHEN 'm' THEN 'A materialized view cannot have one: use destination_sync_mode => ''append''.'
+                      WHEN 'v' THEN 'A view cannot have one: use destination_sync_mode => ''append''.'
+                      WHEN 'f' THEN 'A foreign table cannot have one: use destination_sync_mode => ''append''.'
                       ELSE format('Add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)), or use destination_sync_mode => ''append''.', rel)
                   END;
     END IF;
@@ -347,7 +402,7 @@ BEGIN
                           ELSE 'A foreign table has no xmin: its rows are stored by another server.'
                       END,
                       HINT = CASE WHEN p.part = rel
-                          THEN 'Sync it with method => ''full_refresh'' in a sync of its own (method => ''cursor'', coming in a later version, will read it incrementally by a column).'
+                          THEN 'Read it incrementally with method => ''cursor'' and options => ''{"cursor": "<column>"}'' (a column that grows with each write, such as updated_at), or whole at each run with method => ''full_refresh'' in a sync of its own.'
                           ELSE format('Detach that partition (ALTER TABLE %s DETACH PARTITION %s;), or sync the table with method => ''full_refresh''.', rel, p.part)
                       END;
         END IF;
@@ -365,9 +420,321 @@ BEGIN
 END
 $$;
 
+-- The type a domain is over, through domains over domains; any other type
+-- itself.
+CREATE FUNCTION _base_type(typ oid)
+RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+  WITH RECURSIVE d(oid, typtype, typbasetype, depth) AS (
+      SELECT y.oid, y.typtype, y.typbasetype, 0 FROM pg_type y WHERE y.oid = typ
+      UNION ALL
+      SELECT y.oid, y.typtype, y.typbasetype, d.depth + 1
+        FROM d JOIN pg_type y ON y.oid = d.typbasetype
+       WHERE d.typtype = 'd')
+  SELECT d.oid FROM d ORDER BY d.depth DESC LIMIT 1
+$$;
+
+-- Whether the values of type typ have a default ordering, as a cursor
+-- needs (its reads compare and sort by it): a default btree operator class
+-- for its type, or for the base type of a domain, found as PostgreSQL
+-- finds one (GetDefaultOpClass): for the type itself, a type it is binary
+-- coercible to (varchar: text's), or the polymorphic class of enums,
+-- ranges and multiranges.  An array is ordered if its elements are, a
+-- composite if all its fields are.
+CREATE FUNCTION _type_is_ordered(typ oid)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    base constant oid := _base_type(typ);
+    t record;
+BEGIN
+    SELECT y.typtype, y.typelem, y.typsubscript, y.typrelid INTO t FROM pg_type y WHERE y.oid = base;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF t.typsubscript = 'array_subscript_handler'::regproc AND t.typelem <> 0 THEN
+        RETURN _type_is_ordered(t.typelem);
+    END IF;
+    IF t.typtype = 'c' THEN
+        RETURN NOT EXISTS (SELECT 1 FROM pg_attribute a
+                            WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                              AND NOT _type_is_ordered(a.atttypid));
+    END IF;
+    RETURN EXISTS (
+        SELECT 1 FROM pg_opclass c JOIN pg_am m ON m.oid = c.opcmethod
+         WHERE m.amname = 'btree' AND c.opcdefault
+           AND (c.opcintype = base
+                OR EXISTS (SELECT 1 FROM pg_cast k
+                            WHERE k.castsource = base AND k.casttarget = c.opcintype
+                              AND k.castmethod = 'b' AND k.castcontext = 'i')
+                OR (c.opcintype = 'anyenum'::regtype AND t.typtype = 'e')
+                OR (c.opcintype = 'anyrange'::regtype AND t.typtype = 'r')
+                OR (c.opcintype = 'anymultirange'::regtype AND t.typtype = 'm')));
+END
+$$;
+
+-- The cursor column of each relation of tables (in its order), from the
+-- "cursor" option of a cursor sync: one column name (a JSON string) for
+-- every relation, or an object from relation to column name.  A key of the
+-- object is a relation as tables list it: schema-qualified ("shop.orders",
+-- matched by schema and name) or by its name alone when no other relation
+-- of tables has that name; quoted as in SQL ("\"Orders\"").  Keys are
+-- matched against tables rather than resolved by a search_path: this
+-- function runs with its own.  A relation the object does not name gets
+-- NULL (_check_cursor_relation refuses it, once the relation is known to
+-- exist).  tables: checked already (one dimension, no NULL, no duplicate).
+CREATE FUNCTION _cursor_columns(tables regclass[], cursor jsonb)
+RETURNS name[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    cols name[] := array_fill(NULL::name, ARRAY[cardinality(tables)]);
+    k text;
+    v jsonb;
+    parts text[];
+    matches bigint[];
+    listed text;
+BEGIN
+    IF jsonb_typeof(cursor) = 'string' THEN
+        IF cursor #>> '{}' = '' THEN
+            RAISE EXCEPTION 'sync option "cursor" must not be empty'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name the column that grows with each write, e.g. ''{"cursor": "updated_at"}''.';
+        END IF;
+        RETURN array_fill((cursor #>> '{}')::name, ARRAY[cardinality(tables)]);
+    END IF;
+    IF jsonb_typeof(cursor) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'sync option "cursor" must be a column name or an object from relations to column names'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give one column for every relation, e.g. ''{"cursor": "updated_at"}'', or one per relation, e.g. ''{"cursor": {"shop.orders": "updated_at", "shop.events": "id"}}''.';
+    END IF;
+    SELECT string_agg(t::text, ', ' ORDER BY o) INTO listed
+      FROM unnest(tables) WITH ORDINALITY u(t, o);
+    FOR k, v IN SELECT e.key, e.value FROM jsonb_each(cursor) e ORDER BY e.key COLLATE "C" LOOP
+        IF jsonb_typeof(v) <> 'string' OR v #>> '{}' = '' THEN
+            RAISE EXCEPTION 'sync option "cursor" must give relation "%" a column name', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Give the column as a JSON string, e.g. ''{"cursor": {"%s": "updated_at"}}''.', k);
+        END IF;
+        BEGIN
+            parts := parse_ident(k);
+        EXCEPTION WHEN OTHERS THEN
+            parts := NULL;
+        END;
+        SELECT array_agg(u.o ORDER BY u.o) INTO matches
+          FROM unnest(tables) WITH ORDINALITY u(t, o)
+          JOIN pg_class c ON c.oid = u.t
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE CASE cardinality(parts)
+                   WHEN 1 THEN c.relname = parts[1]
+                   WHEN 2 THEN n.nspname = parts[1] AND c.relname = parts[2]
+                   WHEN 3 THEN parts[1] = current_database() AND n.nspname = parts[2]
+                               AND c.relname = parts[3]
+                   ELSE false
+               END;
+        IF matches IS NULL THEN
+            RAISE EXCEPTION 'sync option "cursor" names "%", which is not one of the sync''s relations', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The sync''s relations: %s.', listed),
+                      HINT = 'Give each relation of tables its cursor column, naming it as in tables, e.g. ''{"cursor": {"shop.orders": "updated_at"}}''.';
+        END IF;
+        IF cardinality(matches) > 1 THEN
+            RAISE EXCEPTION 'sync option "cursor" names "%", which could be any of relations %', k,
+                            (SELECT string_agg(tables[m]::text, ', ' ORDER BY m) FROM unnest(matches) m)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Qualify it with its schema, e.g. "shop.orders".';
+        END IF;
+        IF cols[matches[1]] IS NOT NULL THEN
+            RAISE EXCEPTION 'sync option "cursor" gives relation "%" a column more than once', tables[matches[1]]
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give each relation one cursor column.';
+        END IF;
+        cols[matches[1]] := (v #>> '{}')::name;
+    END LOOP;
+    RETURN cols;
+END
+$$;
+
+-- Checks that rel can be read by a cursor sync in mode (NULL: the
+-- default, which create_sync decides afterwards) with col as its cursor
+-- column and lookback (the stored option, or NULL): col is a column of rel
+-- (not a system column), role may SELECT it, its type has a default
+-- ordering, and lookback's form fits its type (an interval for a date or
+-- time, a number for a number).  Every kind of relation a sync streams
+-- can be read by a cursor: a table, a partitioned table or a materialized
+-- view by what was written since the previous run (the server sees it), a
+-- view or a foreign table by the cursor's values.  sync_name: given by
+-- start_sync, whose errors name the sync and the way out of them.
+CREATE FUNCTION _check_cursor_relation(rel regclass, role oid, mode text, col name,
+                                       lookback jsonb, sync_name text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    kind constant "char" := (SELECT k.relkind FROM pg_class k WHERE k.oid = rel);
+    alter_rel constant text := format('ALTER %s %s',
+        CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, rel);
+    starting constant text := CASE WHEN sync_name IS NOT NULL
+                                   THEN format('sync "%s" cannot start: ', sync_name) ELSE '' END;
+    recreate constant text := 'drop the sync and create it again with another cursor column';
+    lookback_option constant text := CASE WHEN sync_name IS NOT NULL
+                                          THEN format('sync "%s" cannot start: its option', sync_name)
+                                          ELSE 'sync option' END;
+    a record;
+    close_name name;
+    base oid;
+    type_text text;
+    interval_types constant regtype[] := ARRAY['date', 'time', 'timetz', 'timestamp', 'timestamptz'];
+    integer_types constant regtype[] := ARRAY['int2', 'int4', 'int8'];
+    number_types constant regtype[] := ARRAY['int2', 'int4', 'int8', 'numeric', 'float4', 'float8'];
+BEGIN
+    IF col IS NULL AND sync_name IS NULL THEN
+        RAISE EXCEPTION 'sync option "cursor" gives no column for relation "%"', rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give every relation of tables its cursor column, e.g. ''{"cursor": {"%s": "updated_at", ...}}'', or one column for all of them, e.g. ''{"cursor": "updated_at"}''.', rel);
+    ELSIF col IS NULL THEN
+        RAISE EXCEPTION 'sync "%" cannot start: relation "%" has no cursor column', sync_name, rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Drop the sync and create it again with a cursor column for every relation.';
+    END IF;
+
+    SELECT x.attnum, x.atttypid, x.attnotnull INTO a
+      FROM pg_attribute x
+     WHERE x.attrelid = rel AND x.attname = col AND NOT x.attisdropped;
+    IF NOT FOUND THEN
+        SELECT x.attname INTO close_name
+          FROM pg_attribute x
+         WHERE x.attrelid = rel AND x.attnum > 0 AND NOT x.attisdropped
+           AND lower(x.attname) = lower(col)
+         ORDER BY x.attnum LIMIT 1;
+        IF sync_name IS NULL THEN
+            RAISE EXCEPTION 'cursor column "%" of "%" does not exist', col, rel
+                USING ERRCODE = 'undefined_column',
+                      HINT = CASE WHEN close_name IS NOT NULL
+                          THEN format('Column names are exact (case matters): did you mean "%s"?', close_name)
+                          ELSE format('Name a column of %s that grows with each write (a timestamp set at every update, an increasing id).', rel)
+                      END;
+        END IF;
+        RAISE EXCEPTION 'sync "%" cannot start: its cursor column "%" of "%" no longer exists', sync_name, col, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('If it was renamed, rename it back (%s RENAME COLUMN ... TO %I;); otherwise %s.',
+                                alter_rel, col, recreate);
+    END IF;
+    IF a.attnum <= 0 THEN
+        RAISE EXCEPTION '%cursor column "%" of "%" is a system column', starting, col, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = CASE WHEN col = 'xmin' AND kind IN ('r', 'p', 'm')
+                      THEN 'Name a column of the relation; to read what transactions wrote since the previous run, use method => ''xmin''.'
+                      ELSE format('Name a column of %s that grows with each write (a timestamp set at every update, an increasing id).', rel)
+                  END;
+    END IF;
+    IF NOT has_column_privilege(role, rel, a.attnum, 'SELECT') THEN
+        RAISE EXCEPTION '%permission denied for cursor column "%" of "%"', starting, col, rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s does not have SELECT on it.', role::regrole),
+                  HINT = format('GRANT SELECT (%I) ON %s TO %s;', col, rel, role::regrole);
+    END IF;
+    type_text := format_type(a.atttypid, NULL);
+    IF NOT _type_is_ordered(a.atttypid) THEN
+        RAISE EXCEPTION '%cursor column "%" of "%" has type %, which has no default ordering', starting, col, rel, type_text
+            USING ERRCODE = 'undefined_function',
+                  DETAIL = 'A cursor sync compares and sorts a column''s values by the default btree operator class of its type, and the type has none.',
+                  HINT = CASE WHEN sync_name IS NULL
+                      THEN format('Choose a column of an ordered type (a timestamp, a date, a number, text, uuid), or sync %s with method => ''full_refresh''.', rel)
+                      ELSE format('Change the column back to an ordered type (%s ALTER COLUMN %I TYPE ...;), or %s.', alter_rel, col, recreate)
+                  END;
+    END IF;
+
+    -- lookback: an amount of the cursor's own kind
+    base := _base_type(a.atttypid);
+    IF jsonb_typeof(lookback) = 'string' AND NOT (base = ANY (interval_types::oid[])) THEN
+        RAISE EXCEPTION '% "lookback" is an interval, but cursor column "%" of "%" has type %',
+                        lookback_option, col, rel, type_text
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'One "lookback" applies to every relation of the sync: an interval to cursor columns of types date, time, timetz, timestamp and timestamptz, a number to int2, int4, int8, numeric, float4 and float8 (or domains over them).',
+                  HINT = CASE
+                      WHEN sync_name IS NOT NULL
+                          THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
+                      WHEN base = ANY (number_types::oid[])
+                          THEN 'Give a number for a numeric cursor column, e.g. ''{"lookback": 100}'', or leave "lookback" out.'
+                      ELSE format('Leave "lookback" out: a cursor of type %s has no distance to look back by.', type_text)
+                  END;
+    END IF;
+    IF jsonb_typeof(lookback) = 'number' AND NOT (base = ANY (number_types::oid[])) THEN
+        RAISE EXCEPTION '% "lookback" is a number, but cursor column "%" of "%" has type %',
+                        lookback_option, col, rel, type_text
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'One "lookback" applies to every relation of the sync: a number to cursor columns of types int2, int4, int8, numeric, float4 and float8, an interval to date, time, timetz, timestamp and timestamptz (or domains over them).',
+                  HINT = CASE
+                      WHEN sync_name IS NOT NULL
+                          THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
+                      WHEN base = ANY (interval_types::oid[])
+                          THEN 'Give an interval for a date or time cursor column, e.g. ''{"lookback": "10 minutes"}'', or leave "lookback" out.'
+                      ELSE format('Leave "lookback" out: a cursor of type %s has no distance to look back by.', type_text)
+                  END;
+    END IF;
+    IF jsonb_typeof(lookback) = 'number' AND base = ANY (integer_types::oid[])
+       AND lookback::numeric <> trunc(lookback::numeric) THEN
+        RAISE EXCEPTION '% "lookback" must be a whole number for cursor column "%" of "%", of type %',
+                        lookback_option, col, rel, type_text
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN sync_name IS NULL
+                      THEN format('Give a whole number, e.g. ''{"lookback": %s}''.', ceil(lookback::numeric))
+                      ELSE format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
+                  END;
+    END IF;
+
+    PERFORM _check_dedup_key(rel, mode,
+        'A cursor sync sends a row again each time it is written; without a key the destination cannot replace its older version.');
+END
+$$;
+
+-- create_sync's notice when rel's cursor column col can be NULL: what
+-- becomes of such rows, which depends on how the relation is read.
+CREATE FUNCTION _notice_nullable_cursor(rel regclass, col name)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+DECLARE
+    kind "char";
+BEGIN
+    SELECT k.relkind INTO kind
+      FROM pg_class k JOIN pg_attribute a ON a.attrelid = k.oid
+     WHERE k.oid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped
+       AND NOT a.attnotnull;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RAISE NOTICE 'cursor column "%" of "%" can be NULL', col, rel
+        USING DETAIL = CASE WHEN kind IN ('v', 'f')
+                  THEN 'A row whose cursor is NULL is sent by the first (full) read only: later runs read the rows whose cursor is greater than the previous run''s largest value, which NULL never is.'
+                  ELSE 'A row whose cursor is NULL is sent by the first read, and again whenever it is written: the server sees which rows were written since the previous run, whatever their cursor.'
+              END,
+              HINT = CASE kind
+                  WHEN 'v' THEN 'A view''s columns are never declared NOT NULL: if the column it reads can be NULL, coalesce() it in the view, e.g. coalesce(updated_at, created_at).'
+                  WHEN 'm' THEN 'A materialized view''s columns cannot be declared NOT NULL: coalesce() it in its query if it can be NULL.'
+                  WHEN 'f' THEN format('If the remote column is never NULL, declare it: ALTER FOREIGN TABLE %s ALTER COLUMN %I SET NOT NULL;', rel, col)
+                  ELSE format('If it is never NULL, declare it: ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', rel, col)
+              END;
+END
+$$;
+
 -- The checks of rel that are particular to method (those of every method
--- are _check_stream_relation's), for create_sync and start_sync.
-CREATE FUNCTION _check_method_relation(method text, rel regclass, role oid, mode text)
+-- are _check_stream_relation's), for create_sync and start_sync.  cursor:
+-- the relation's cursor column and the sync's "lookback" option;
+-- sync_name, given by start_sync, for errors that name the sync.
+CREATE FUNCTION _check_method_relation(method text, rel regclass, role oid, mode text,
+                                       cursor_column name DEFAULT NULL,
+                                       lookback jsonb DEFAULT NULL,
+                                       sync_name text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
@@ -377,6 +744,8 @@ BEGIN
         PERFORM _check_cdc_table(rel, role, mode);
     ELSIF method = 'xmin' THEN
         PERFORM _check_xmin_relation(rel, mode);
+    ELSIF method = 'cursor' THEN
+        PERFORM _check_cursor_relation(rel, role, mode, cursor_column, lookback, sync_name);
     END IF;
 END
 $$;
@@ -407,7 +776,7 @@ BEGIN
         RAISE EXCEPTION '"%" cannot be captured: it is not a table', rel
             USING ERRCODE = 'wrong_object_type',
                   DETAIL = 'Change data capture reads the changes of tables from the WAL; views, materialized views and foreign tables have none there.',
-                  HINT = 'Sync it with method => ''full_refresh'' in a sync of its own.';
+                  HINT = 'Sync it in a sync of its own, with method => ''cursor'' (incrementally, by a column that grows with each write) or ''full_refresh''.';
     END IF;
     IF c.relpersistence = 'u' THEN
         RAISE EXCEPTION '"%" cannot be captured: it is an unlogged table', rel
@@ -473,6 +842,7 @@ DECLARE
     new_id uuid;
     mode text;
     pub text;
+    cursor_columns name[];
 BEGIN
     PERFORM _check_name('sync', _create_sync.name);
     IF EXISTS (SELECT 1 FROM sync y WHERE y.name = _create_sync.name) THEN
@@ -496,27 +866,24 @@ BEGIN
         RAISE EXCEPTION 'method must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave method out for a full refresh.';
-    ELSIF _create_sync.method = 'cursor' THEN
-        RAISE EXCEPTION 'sync method "%" is not implemented yet', _create_sync.method
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Use method => ''cdc'', which streams every committed change, or ''full_refresh'' (the default), which re-reads every table at each run.';
-    ELSIF _create_sync.method NOT IN ('full_refresh', 'xmin', 'cdc') THEN
+    ELSIF _create_sync.method NOT IN ('full_refresh', 'xmin', 'cursor', 'cdc') THEN
         RAISE EXCEPTION 'unknown sync method "%"', _create_sync.method
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The methods are full_refresh, xmin, cursor and cdc; cursor is not implemented yet.';
+                  HINT = 'The methods are full_refresh (the default), xmin, cursor and cdc, in lower case.';
     END IF;
 
-    -- NULL: the method's own default (xmin's depends on the relations'
-    -- keys: decided once they are checked)
+    -- NULL: the method's own default (xmin's and cursor's depend on the
+    -- relations' keys: decided once they are checked)
     mode := coalesce(_create_sync.destination_sync_mode,
                      CASE _create_sync.method WHEN 'cdc' THEN 'append_dedup'
                                               WHEN 'xmin' THEN NULL
+                                              WHEN 'cursor' THEN NULL
                                               ELSE 'overwrite' END);
     IF _create_sync.method = 'full_refresh' AND mode = 'append_dedup' THEN
         RAISE EXCEPTION 'destination_sync_mode "append_dedup" needs an incremental method'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (xmin, cdc).',
-                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''xmin'' or ''cdc''.';
+                  DETAIL = 'A full refresh sends every row at each run; deduplicating by primary key is for the incremental methods (xmin, cursor, cdc).',
+                  HINT = 'Use destination_sync_mode => ''overwrite'' (the default) or ''append'' with full_refresh, or method => ''xmin'', ''cursor'' or ''cdc''.';
     ELSIF _create_sync.method = 'full_refresh' AND mode NOT IN ('overwrite', 'append') THEN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
@@ -539,6 +906,15 @@ BEGIN
         RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With xmin, use append_dedup (the default where every relation has a key) or append.';
+    ELSIF _create_sync.method = 'cursor' AND mode = 'overwrite' THEN
+        RAISE EXCEPTION 'destination_sync_mode "overwrite" cannot be used with cursor'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'After its first run a cursor sync sends only what was written since the previous run (from a view or a foreign table: the rows whose cursor passed the previous run''s largest value); there is no complete copy to replace the destination with at each run.',
+                  HINT = 'Use append_dedup (one row per key) or append (every version sent as a row), or method => ''full_refresh'' to overwrite the destination at each run.';
+    ELSIF _create_sync.method = 'cursor' AND mode NOT IN ('append_dedup', 'append') THEN
+        RAISE EXCEPTION 'unknown destination_sync_mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'With cursor, use append_dedup (the default where every relation has a key) or append.';
     END IF;
     IF _create_sync.method = 'cdc' THEN
         PERFORM _check_cdc_server(_create_sync.name);
@@ -570,6 +946,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A cdc sync runs continuously, sending each change as it commits.',
                   HINT = 'Leave "schedule" out.';
+    END IF;
+
+    -- a cursor sync reads by a column of each relation ("cursor", kept in
+    -- sync_stream.cursor_column) and may read again below the previous
+    -- run's position ("lookback", kept in the options)
+    IF _create_sync.method = 'cursor' AND opts.r_cursor IS NULL THEN
+        RAISE EXCEPTION 'method cursor needs the sync option "cursor"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cursor sync reads each relation by a column that grows with each write: its cursor.',
+                  HINT = 'Name that column, e.g. options => ''{"cursor": "updated_at"}'', or one per relation: ''{"cursor": {"shop.orders": "updated_at", "shop.events": "id"}}''.';
+    END IF;
+    IF _create_sync.method <> 'cursor' AND opts.r_cursor IS NOT NULL THEN
+        RAISE EXCEPTION 'sync option "cursor" is for method cursor'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out, or use method => ''cursor''.';
+    END IF;
+    IF _create_sync.method <> 'cursor' AND opts.r_options ? 'lookback' THEN
+        RAISE EXCEPTION 'sync option "lookback" is for method cursor'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out, or use method => ''cursor''.';
     END IF;
 
     -- a publication names (or limits) the tables, as logical replication's do
@@ -635,7 +1031,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List each relation once.';
     END IF;
-    FOREACH rel IN ARRAY _create_sync.tables LOOP
+    -- (subscripts from 1, whatever the array's bounds)
+    _create_sync.tables := ARRAY(SELECT u.t FROM unnest(_create_sync.tables) WITH ORDINALITY u(t, o)
+                                  ORDER BY u.o);
+    IF _create_sync.method = 'cursor' THEN
+        cursor_columns := _cursor_columns(_create_sync.tables, opts.r_cursor);
+    END IF;
+    FOR i IN 1 .. cardinality(_create_sync.tables) LOOP
+        rel := _create_sync.tables[i];
         PERFORM _check_stream_relation(rel, run_as);
         -- a view's functions run as the role that reads it: as a superuser,
         -- those of a view another role owns would run with all privileges
@@ -649,13 +1052,19 @@ BEGIN
                                     (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel),
                                     (SELECT k.relowner::regrole FROM pg_class k WHERE k.oid = rel));
         END IF;
-        PERFORM _check_method_relation(_create_sync.method, rel, run_as, mode);
+        PERFORM _check_method_relation(_create_sync.method, rel, run_as, mode,
+                                       cursor_columns[i], opts.r_options->'lookback');
     END LOOP;
-    -- xmin: one row per key where every relation has one
+    -- xmin, cursor: one row per key where every relation has one
     IF mode IS NULL THEN
         SELECT CASE WHEN bool_and(_has_key(t)) THEN 'append_dedup' ELSE 'append' END
           INTO mode FROM unnest(_create_sync.tables) t;
     END IF;
+    -- what becomes of rows whose cursor is NULL, once the sync is sure to
+    -- be made
+    FOR i IN 1 .. coalesce(cardinality(cursor_columns), 0) LOOP
+        PERFORM _notice_nullable_cursor(_create_sync.tables[i], cursor_columns[i]);
+    END LOOP;
 
     -- bound to this cluster, database and timeline (22_home.sql)
     INSERT INTO sync (name, destination, method, destination_sync_mode, options,
@@ -665,8 +1074,8 @@ BEGIN
            h.system_identifier, h.database, h.timeline
       FROM _here() h
     RETURNING id INTO new_id;
-    INSERT INTO sync_stream (sync_id, relid, ordinal)
-    SELECT new_id, t.rel, t.ordinal
+    INSERT INTO sync_stream (sync_id, relid, ordinal, cursor_column)
+    SELECT new_id, t.rel, t.ordinal, cursor_columns[t.ordinal]
       FROM unnest(_create_sync.tables) WITH ORDINALITY AS t(rel, ordinal);
     -- created stopped: nothing for the launcher to do
     RETURN new_id;
@@ -692,6 +1101,7 @@ AS $$
 DECLARE
     s sync;
     rel regclass;
+    col name;
 BEGIN
     s := _sync_for_update(_start_sync.name);
     PERFORM _refuse_copied(s);
@@ -707,17 +1117,20 @@ BEGIN
     END IF;
     -- what create_sync checked for the method may have changed since
     -- (row-level security, replica identity, persistence, key, access
-    -- method, partitions attached): for cdc the worker checks again too, at
-    -- start and whenever a table's definition changes
-    FOR rel IN SELECT t.relid FROM sync_stream t WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
-        PERFORM _check_method_relation(s.method, rel, s.run_as, s.destination_sync_mode);
+    -- method, partitions attached, a cursor column renamed, dropped or of
+    -- another type): for cdc the worker checks again too, at start and
+    -- whenever a table's definition changes
+    FOR rel, col IN SELECT t.relid, t.cursor_column FROM sync_stream t
+                     WHERE t.sync_id = s.id ORDER BY t.ordinal LOOP
+        PERFORM _check_method_relation(s.method, rel, s.run_as, s.destination_sync_mode,
+                                       col, s.options->'lookback', s.name);
     END LOOP;
 
-    -- A new run after a complete one reads every stream again (xmin: what
-    -- changed since the position its checkpoint keeps); a run that was
-    -- stopped part way resumes: streams done stay done, streams being read
-    -- keep their checkpoint.  A cdc sync resumes its stream of changes, and
-    -- reads again only what resync() asked for.
+    -- A new run after a complete one reads every stream again (xmin,
+    -- cursor: what changed since the position its checkpoint keeps); a
+    -- run that was stopped part way resumes: streams done stay done,
+    -- streams being read keep their checkpoint.  A cdc sync resumes its
+    -- stream of changes, and reads again only what resync() asked for.
     IF s.method <> 'cdc'
        AND NOT EXISTS (SELECT 1 FROM sync_stream t WHERE t.sync_id = s.id AND t.phase <> 'done') THEN
         UPDATE sync_stream t SET phase = 'pending', rows_sent = 0 WHERE t.sync_id = s.id;
@@ -938,7 +1351,13 @@ REVOKE ALL ON FUNCTION
     _has_key(regclass),
     _check_dedup_key(regclass, text, text),
     _check_xmin_relation(regclass, text),
-    _check_method_relation(text, regclass, oid, text),
+    _check_method_relation(text, regclass, oid, text, name, jsonb, text),
+    _base_type(oid),
+    _type_is_ordered(oid),
+    _cursor_columns(regclass[], jsonb),
+    _check_cursor_relation(regclass, oid, text, name, jsonb, text),
+    _notice_nullable_cursor(regclass, name),
+    _interval_text(interval),
     _check_cdc_server(text, text),
     _sync_defaults(),
     _sync_options(jsonb),

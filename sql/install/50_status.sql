@@ -128,26 +128,34 @@ SELECT s.name AS sync,
        st.read_started_at,
        st.read_finished_at,
        st.checkpoint,
-       -- methods that read what changed since their previous run (xmin;
-       -- NULL for the others): whether the current or last run reads the
-       -- stream whole ('full': the first run, after resync, or when the
-       -- position could not be used, as full_read_reason says) or what
-       -- changed ('incremental'); the position (xmin: a snapshot in
-       -- pg_snapshot text form; once the stream is done, its run's, which
-       -- the next run compares against; while a run reads incrementally,
-       -- the one it compares against; none during a full read); the rows,
-       -- pages examined and pages skipped of that run (so far, while it
-       -- reads).  The worker's checkpoint JSON is the contract (src/xmin*.c).
+       -- methods that read what changed since their previous run (xmin,
+       -- cursor; NULL for the others): whether the current or last run
+       -- reads the stream whole ('full': the first run, after resync, or
+       -- when the position could not be used, as full_read_reason says) or
+       -- what changed ('incremental'); the position (xmin, and cursor over
+       -- a table, a partitioned table or a materialized view: a snapshot in
+       -- pg_snapshot text form; cursor over a view or a foreign table: the
+       -- previous run's largest cursor value, as text; once the stream is
+       -- done, its run's, which the next run compares against; while a run
+       -- reads incrementally, the one it compares against; none during a
+       -- full read); the rows, pages examined and pages skipped of that run
+       -- (so far, while it reads).  The worker's checkpoint JSON is the
+       -- contract (src/xmin*.c, and the cursor method's).
        st.checkpoint->>'read' AS read,
        st.checkpoint->>'since' AS position,
        CASE WHEN st.checkpoint->>'read' IS NOT NULL THEN (st.checkpoint->>'rows')::int8 END AS last_run_rows,
        (st.checkpoint->>'pages_examined')::int8 AS pages_examined,
        (st.checkpoint->>'pages_skipped')::int8 AS pages_skipped,
-       st.checkpoint->>'full_reason' AS full_read_reason
+       st.checkpoint->>'full_reason' AS full_read_reason,
+       -- cursor (NULL for the other methods): the stream's cursor column,
+       -- and the largest value of it the stream's reads have sent so far
+       -- (as text; NULL before the first acknowledged batch)
+       st.cursor_column AS cursor_field,
+       st.checkpoint->>'cursor' AS cursor_value
   FROM streams st
   JOIN calabi_push.sync s ON s.id = st.sync_id;
 
 COMMENT ON VIEW stream_status IS
-'one row per sync and stream: phase, rows sent, estimated total, percent done, ETA and the acknowledged checkpoint; for xmin, whether the run reads the stream whole or what changed (read, full_read_reason), its position, and the rows and pages (examined, skipped) of the last run';
+'one row per sync and stream: phase, rows sent, estimated total, percent done, ETA and the acknowledged checkpoint; for xmin and cursor, whether the run reads the stream whole or what changed (read, full_read_reason), its position, and the rows and pages (examined, skipped) of the last run; for cursor, the cursor column (cursor_field) and the largest value of it sent so far (cursor_value)';
 
 REVOKE ALL ON sync_status, stream_status FROM PUBLIC;
