@@ -180,6 +180,16 @@ row_text_column(HeapTuple row, int n, MemoryContext mcxt)
 	return copy;
 }
 
+void
+cp_stream_def_set(CpStreamDef *def, char **field, const char *value)
+{
+	char	   *old = *field;
+
+	*field = value != NULL ? MemoryContextStrdup(GetMemoryChunkContext(def), value) : NULL;
+	if (old != NULL)
+		pfree(old);
+}
+
 /* the same of row 0 */
 static char *
 text_column(int n, MemoryContext mcxt)
@@ -285,7 +295,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " 'client_secret' = ANY (d.secrets) AND sec.client_secret IS NULL,"
 		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL,"
 		 /* why it is a copy of a sync made elsewhere (src/home.c) */
-		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline)"
+		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline),"
+		 " s.options->>'lookback'"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -337,6 +348,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		missing_client_secret = int_column(row, 31) != 0;
 		missing_client_key = int_column(row, 32) != 0;
 		copied = text_column(33, mcxt);
+		sync->lookback = text_column(34, mcxt);
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
@@ -346,7 +358,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			 " checkpoint->>'read', checkpoint->>'since', checkpoint->>'snapshot',"
 			 " checkpoint->>'marks', (checkpoint->>'pages_examined')::int8,"
 			 " (checkpoint->>'pages_skipped')::int8, checkpoint->>'full_reason',"
-			 " (checkpoint->>'floor')::pg_lsn, checkpoint->>'parts', (checkpoint->>'part')::oid"
+			 " (checkpoint->>'floor')::pg_lsn, checkpoint->>'parts', (checkpoint->>'part')::oid,"
+			 " cursor_column, checkpoint->>'cursor'"
 			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
 			 1, types, values, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -374,6 +387,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			stream->floor = (XLogRecPtr) lsn_column(srow, 17);
 			stream->parts = row_text_column(srow, 18, mcxt);
 			stream->part = (Oid) int_column(srow, 19);
+			stream->cursor_column = row_text_column(srow, 20, mcxt);
+			stream->cursor = row_text_column(srow, 21, mcxt);
 			oldcontext = MemoryContextSwitchTo(mcxt);
 			sync->streams = lappend(sync->streams, stream);
 			MemoryContextSwitchTo(oldcontext);

@@ -44,7 +44,17 @@ typedef struct CpStreamDef
 	XLogRecPtr	floor;			/* a read under way: pages at or below skipped */
 	char	   *parts;			/* "relid:relfilenode,..." read by the last run */
 	Oid			part;			/* a read under way: the relation it is in */
+	/* cursor (cursor.c) */
+	char	   *cursor_column;	/* the column, as in the catalog */
+	char	   *cursor;			/* the largest cursor value sent, as text */
 } CpStreamDef;
+
+/*
+ * Replace a text of def (one of its own, or NULL) by a copy of value (or
+ * NULL), in def's memory: a scheduled sync's definitions live as long as
+ * its worker, across runs.
+ */
+extern void cp_stream_def_set(CpStreamDef *def, char **field, const char *value);
 
 typedef struct CpSyncDef
 {
@@ -65,6 +75,8 @@ typedef struct CpSyncDef
 	CpDestinationConfig dest;
 	/* CDC: every change committed before this was acknowledged; 0: no slot yet */
 	XLogRecPtr	cdc_lsn;
+	/* cursor: how far below its position a view's run reads again, or NULL */
+	char	   *lookback;
 	List	   *streams;		/* CpStreamDef *, in read order */
 } CpSyncDef;
 

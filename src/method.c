@@ -13,6 +13,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "cursor_column.h"
 #include "method.h"
 #include "protocol.h"
 #include "reader.h"
@@ -20,7 +21,7 @@
 
 void
 cp_method_prepare_stream(CpRun *run, int idx, const char *method,
-						 const char *cursor_field)
+						 CpCursorColumn *cursor)
 {
 	CpStreamRun *s = &run->streams[idx];
 	Relation	rel;
@@ -54,15 +55,18 @@ cp_method_prepare_stream(CpRun *run, int idx, const char *method,
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = cp_stream_run_open(run, s);
 	cp_stream_run_describe(run, idx, rel);
-	if (!s->keyset)
+	if (!s->keyset || cursor != NULL)
 		s->cursor_name = MemoryContextStrdup(s->mcxt, psprintf("calabi_push_stream_%d", idx));
 
 	oldcontext = MemoryContextSwitchTo(s->mcxt);
+	if (cursor != NULL)
+		cp_cursor_column_describe(cursor, rel, s->def->cursor_column, run->sync->name,
+								  run->mcxt);
 	/* the STREAM message, sent in every run before the stream's records */
 	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
 	start = cp_batch_line_begin(batch);
 	cp_protocol_append_stream(&batch->lines, rel, schema_enc, method,
-							  run->sync->mode, cursor_field);
+							  run->sync->mode, cursor != NULL ? cursor->name : NULL);
 	cp_batch_line_end(batch, start, idx, false);
 	MemoryContextSwitchTo(oldcontext);
 

@@ -25,14 +25,18 @@
  */
 typedef CpExitKind (*CpMethodRun) (CpRun *run);
 
+struct CpCursorColumn;
+
 /*
  * method.c: prepare stream idx for a run of method (in a transaction of
- * its own): describe it (reader.h), and write its STREAM message, with
- * cursor_field or NULL, into the batch.  Whatever described it before is
- * gone: the batches that point at it are delivered first.
+ * its own): describe it (reader.h) and, for a cursor sync, its cursor
+ * column (its description in the stream's memory, its largest value in
+ * the run's), and write its STREAM message, with the cursor_field of a
+ * cursor sync, into the batch.  Whatever described it before is gone: the
+ * batches that point at it are delivered first.
  */
 extern void cp_method_prepare_stream(CpRun *run, int idx, const char *method,
-									 const char *cursor_field);
+									 struct CpCursorColumn *cursor);
 
 /* full_refresh.c: every stream read whole, under a new generation */
 extern CpExitKind cp_full_refresh_run(CpRun *run);
@@ -40,12 +44,23 @@ extern CpExitKind cp_full_refresh_run(CpRun *run);
 /* xmin.c: a full read first, then the rows changed since the last run */
 extern CpExitKind cp_xmin_run(CpRun *run);
 
+/*
+ * xmin.c: read stream idx for a run of method as the xmin method does
+ * (the cursor method's read of relations stored by heap), noting in
+ * cursor, if not NULL, the largest value of its column sent.
+ */
+extern void cp_xmin_read_stream(CpRun *run, int idx, const char *method,
+								struct CpCursorColumn *cursor);
+
+/* cursor.c: a full read first, then the rows changed or past the cursor */
+extern CpExitKind cp_cursor_run(CpRun *run);
+
 /* cdc_sync.c: decoding the WAL; returns only by error or a stop */
 extern CpExitKind cp_cdc_run(CpRun *run);
 
 /*
  * schedule.c: the runs of a method that reads its streams anew each run
- * (full refresh; next xmin and cursor): read_stream reads one stream to its
+ * (full refresh, xmin, cursor): read_stream reads one stream to its
  * end, flushing as batches fill.  Without a schedule one run is made; with
  * one, a run is due every schedule_ms from the start of the previous one.
  */

@@ -196,15 +196,17 @@ cp_protocol_cdc_state(StringInfo buf, const CpStreamRun *s, const char *phase,
 	appendStringInfoChar(buf, '}');
 }
 
+static void append_text_field(StringInfo buf, const char *key, const char *value);
+
 void
 cp_protocol_xmin_state(StringInfo buf, const CpStreamRun *s, const CpXminState *x)
 {
 	bool		reading = strcmp(x->phase, "reading") == 0;
 
-	appendStringInfo(buf, "{\"method\":\"xmin\",\"generation\":" INT64_FORMAT
+	appendStringInfo(buf, "{\"method\":\"%s\",\"generation\":" INT64_FORMAT
 					 ",\"phase\":\"%s\",\"read\":\"%s\",\"rows\":" INT64_FORMAT
 					 ",\"relfilenode\":%u",
-					 s->generation, x->phase, x->full ? "full" : "incremental",
+					 x->method, s->generation, x->phase, x->full ? "full" : "incremental",
 					 s->rows, s->relfilenode);
 	if (reading)
 	{
@@ -221,10 +223,36 @@ cp_protocol_xmin_state(StringInfo buf, const CpStreamRun *s, const CpXminState *
 	appendStringInfo(buf, ",\"parts\":\"%s\",\"marks\":\"%s\",\"pages_examined\":" INT64_FORMAT
 					 ",\"pages_skipped\":" INT64_FORMAT,
 					 x->parts, x->marks, x->pages_examined, x->pages_skipped);
-	if (x->full_reason != NULL)
+	append_text_field(buf, "full_reason", x->full_reason);
+	append_text_field(buf, "cursor", x->cursor);
+	appendStringInfoChar(buf, '}');
+}
+
+/* ,"key":"value" unless value is NULL */
+static void
+append_text_field(StringInfo buf, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	appendStringInfo(buf, ",\"%s\":", key);
+	cp_append_json_string(buf, value, strlen(value));
+}
+
+void
+cp_protocol_cursor_state(StringInfo buf, const CpStreamRun *s, const CpCursorState *c)
+{
+	appendStringInfo(buf, "{\"method\":\"cursor\",\"generation\":" INT64_FORMAT
+					 ",\"phase\":\"%s\",\"read\":\"%s\",\"rows\":" INT64_FORMAT,
+					 s->generation, c->phase, c->full ? "full" : "incremental", s->rows);
+	if (strcmp(c->phase, "reading") == 0)
 	{
-		appendStringInfoString(buf, ",\"full_reason\":");
-		cp_append_json_string(buf, x->full_reason, strlen(x->full_reason));
+		appendStringInfoString(buf, ",\"after\":[");
+		if (s->after != NIL)
+			cp_append_json_string(buf, linitial(s->after), strlen(linitial(s->after)));
+		appendStringInfoChar(buf, ']');
 	}
+	append_text_field(buf, "since", c->since);
+	append_text_field(buf, "cursor", c->cursor);
+	append_text_field(buf, "full_reason", c->full_reason);
 	appendStringInfoChar(buf, '}');
 }

@@ -90,6 +90,7 @@ extern void cp_protocol_cdc_state(StringInfo buf, const struct CpStreamRun *s,
 /* What an xmin stream's state holds besides the stream's (xmin.c). */
 typedef struct CpXminState
 {
+	const char *method;			/* xmin, or cursor on a heap relation */
 	const char *phase;			/* reading, done */
 	bool		full;			/* a full read, or an incremental one */
 	const char *since;			/* the snapshot compared with, or NULL */
@@ -101,9 +102,28 @@ typedef struct CpXminState
 	int64		pages_examined;
 	int64		pages_skipped;
 	const char *full_reason;	/* why a full read was forced, or NULL */
+	const char *cursor;			/* cursor: the largest value sent, or NULL */
 } CpXminState;
 
 extern void cp_protocol_xmin_state(StringInfo buf, const struct CpStreamRun *s,
 								   const CpXminState *x);
+
+/*
+ * What the state of a cursor stream read by its cursor column (a view, a
+ * foreign table: cursor.c) holds besides the stream's.  While it reads,
+ * the stream's position (s->after) is the largest value sent, from which
+ * a resumed read goes on (ties at it are sent again).
+ */
+typedef struct CpCursorState
+{
+	const char *phase;			/* reading, done */
+	bool		full;			/* a full read, or an incremental one */
+	const char *since;			/* the largest value of the previous run */
+	const char *cursor;			/* the largest value sent, or NULL */
+	const char *full_reason;	/* why a full read was forced, or NULL */
+} CpCursorState;
+
+extern void cp_protocol_cursor_state(StringInfo buf, const struct CpStreamRun *s,
+									 const CpCursorState *c);
 
 #endif							/* CALABI_PUSH_PROTOCOL_H */

@@ -94,21 +94,20 @@ typedef struct KeyColumn
 	bool		nulls_first;
 } KeyColumn;
 
-static Oid
-key_operator(Oid opfamily, Oid intype, int16 strategy, const char *column)
+Oid
+cp_reader_operator(Oid opfamily, Oid intype, int16 strategy, const char *column)
 {
 	Oid			opno = get_opfamily_member(opfamily, intype, intype, strategy);
 
 	/* every btree family has all five for its opclasses' input types */
 	if (!OidIsValid(opno))
-		elog(ERROR, "operator family %u lacks strategy %d for type %u of key column \"%s\"",
+		elog(ERROR, "operator family %u lacks strategy %d for type %u of column \"%s\"",
 			 opfamily, strategy, intype, column);
 	return opno;
 }
 
-/* OPERATOR(schema.name): the very operator, whatever the search_path */
-static void
-append_operator(StringInfo buf, Oid opno)
+void
+cp_reader_append_operator(StringInfo buf, Oid opno)
 {
 	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
 	Form_pg_operator op;
@@ -121,6 +120,53 @@ append_operator(StringInfo buf, Oid opno)
 					 quote_identifier(get_namespace_name(op->oprnamespace)),
 					 NameStr(op->oprname));
 	ReleaseSysCache(tuple);
+}
+
+/*
+ * A column whose type is not the opclass's input type (varchar under
+ * text_ops, a domain) is cast to it, binary-coercibly as an index does, so
+ * that the operator is found by its exact types; a polymorphic opclass
+ * (enums, arrays, ranges) takes the column's.  Returns the type compared.
+ */
+Oid
+cp_reader_ordered_column(const char *quoted, Oid type, Oid intype, Oid collation,
+						 int param, char **expr, char **paramtext)
+{
+	StringInfoData e;
+	StringInfoData p;
+	Oid			compared = type;
+
+	initStringInfo(&e);
+	initStringInfo(&p);
+	appendStringInfo(&e, "(%s", quoted);
+	appendStringInfo(&p, "($%d", param);
+	if (intype != type && get_typtype(intype) != TYPTYPE_PSEUDO)
+	{
+		char	   *name = format_type_be_qualified(intype);
+
+		appendStringInfo(&e, "::%s", name);
+		appendStringInfo(&p, "::%s", name);
+		compared = intype;
+	}
+	if (OidIsValid(collation))
+	{
+		HeapTuple	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+		Form_pg_collation coll;
+
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for collation %u", collation);
+		coll = (Form_pg_collation) GETSTRUCT(tuple);
+		/* on the column: an explicit collation wins over the parameter's */
+		appendStringInfo(&e, " COLLATE %s",
+						 quote_qualified_identifier(get_namespace_name(coll->collnamespace),
+													NameStr(coll->collname)));
+		ReleaseSysCache(tuple);
+	}
+	appendStringInfoChar(&e, ')');
+	appendStringInfoChar(&p, ')');
+	*expr = e.data;
+	*paramtext = p.data;
+	return compared;
 }
 
 /*
@@ -188,60 +234,21 @@ describe_key_order(CpStreamRun *s, Oid indexoid)
 		Oid			collation = index->rd_indcollation[k];
 		int16		option = index->rd_indoption[k];
 		KeyColumn  *c = &cols[k];
-		StringInfoData expr;
-		StringInfoData param;
 
 		c->desc = (option & INDOPTION_DESC) != 0;
 		c->nulls_first = (option & INDOPTION_NULLS_FIRST) != 0;
-		c->gt = key_operator(opfamily, intype,
-							 c->desc ? BTLessStrategyNumber : BTGreaterStrategyNumber,
-							 s->key_names[k]);
-		c->ge = key_operator(opfamily, intype,
-							 c->desc ? BTLessEqualStrategyNumber : BTGreaterEqualStrategyNumber,
-							 s->key_names[k]);
-		c->eq = key_operator(opfamily, intype, BTEqualStrategyNumber, s->key_names[k]);
-		c->lt = key_operator(opfamily, intype,
-							 c->desc ? BTGreaterStrategyNumber : BTLessStrategyNumber,
-							 s->key_names[k]);
-
-		/*
-		 * A column whose type is not the opclass's input type (varchar
-		 * under text_ops, a domain) is cast to it, binary-coercibly as the
-		 * index does, so the operator is found by its exact types; a
-		 * polymorphic opclass (enums, arrays, ranges) takes the column's.
-		 */
-		initStringInfo(&expr);
-		initStringInfo(&param);
-		appendStringInfoChar(&expr, '(');
-		appendStringInfoString(&expr, s->key_quoted[k]);
-		appendStringInfo(&param, "($%d", k + 1);
-		exprtypes[k] = s->key_types[k];
-		if (intype != s->key_types[k] && get_typtype(intype) != TYPTYPE_PSEUDO)
-		{
-			char	   *type = format_type_be_qualified(intype);
-
-			appendStringInfo(&expr, "::%s", type);
-			appendStringInfo(&param, "::%s", type);
-			exprtypes[k] = intype;
-		}
-		if (OidIsValid(collation))
-		{
-			HeapTuple	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
-			Form_pg_collation coll;
-
-			if (!HeapTupleIsValid(tuple))
-				elog(ERROR, "cache lookup failed for collation %u", collation);
-			coll = (Form_pg_collation) GETSTRUCT(tuple);
-			/* on the column: an explicit collation wins over the parameter's */
-			appendStringInfo(&expr, " COLLATE %s",
-							 quote_qualified_identifier(get_namespace_name(coll->collnamespace),
-														NameStr(coll->collname)));
-			ReleaseSysCache(tuple);
-		}
-		appendStringInfoChar(&expr, ')');
-		appendStringInfoChar(&param, ')');
-		c->expr = expr.data;
-		c->param = param.data;
+		c->gt = cp_reader_operator(opfamily, intype,
+								   c->desc ? BTLessStrategyNumber : BTGreaterStrategyNumber,
+								   s->key_names[k]);
+		c->ge = cp_reader_operator(opfamily, intype,
+								   c->desc ? BTLessEqualStrategyNumber : BTGreaterEqualStrategyNumber,
+								   s->key_names[k]);
+		c->eq = cp_reader_operator(opfamily, intype, BTEqualStrategyNumber, s->key_names[k]);
+		c->lt = cp_reader_operator(opfamily, intype,
+								   c->desc ? BTGreaterStrategyNumber : BTLessStrategyNumber,
+								   s->key_names[k]);
+		exprtypes[k] = cp_reader_ordered_column(s->key_quoted[k], s->key_types[k], intype,
+												collation, k + 1, &c->expr, &c->param);
 	}
 
 	initStringInfo(&buf);
@@ -251,7 +258,7 @@ describe_key_order(CpStreamRun *s, Oid indexoid)
 		for (int k = 0; k < s->nkeys; k++)
 			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].expr);
 		appendStringInfoChar(&buf, ')');
-		append_operator(&buf, cols[0].gt);
+		cp_reader_append_operator(&buf, cols[0].gt);
 		appendStringInfoChar(&buf, '(');
 		for (int k = 0; k < s->nkeys; k++)
 			appendStringInfo(&buf, "%s%s", k ? ", " : "", cols[k].param);
@@ -267,7 +274,7 @@ describe_key_order(CpStreamRun *s, Oid indexoid)
 		if (s->nkeys > 1)
 		{
 			appendStringInfoString(&buf, cols[0].expr);
-			append_operator(&buf, cols[0].ge);
+			cp_reader_append_operator(&buf, cols[0].ge);
 			appendStringInfo(&buf, "%s AND ", cols[0].param);
 		}
 		for (int k = 0; k < s->nkeys; k++)
@@ -275,12 +282,12 @@ describe_key_order(CpStreamRun *s, Oid indexoid)
 			if (k < s->nkeys - 1)
 				appendStringInfoChar(&buf, '(');
 			appendStringInfoString(&buf, cols[k].expr);
-			append_operator(&buf, cols[k].gt);
+			cp_reader_append_operator(&buf, cols[k].gt);
 			appendStringInfoString(&buf, cols[k].param);
 			if (k < s->nkeys - 1)
 			{
 				appendStringInfo(&buf, " OR (%s", cols[k].expr);
-				append_operator(&buf, cols[k].eq);
+				cp_reader_append_operator(&buf, cols[k].eq);
 				appendStringInfo(&buf, "%s AND ", cols[k].param);
 			}
 		}
@@ -293,7 +300,7 @@ describe_key_order(CpStreamRun *s, Oid indexoid)
 	for (int k = 0; k < s->nkeys; k++)
 	{
 		appendStringInfo(&buf, "%s%s USING", k ? ", " : "", cols[k].expr);
-		append_operator(&buf, cols[k].lt);
+		cp_reader_append_operator(&buf, cols[k].lt);
 		appendStringInfoString(&buf, cols[k].nulls_first ? "NULLS FIRST" : "NULLS LAST");
 	}
 	s->key_order = buf.data;
@@ -561,7 +568,7 @@ keyset_query(CpStreamRun *s, int max_rows, Datum **argsp)
  * must still be in force then, not only while the cursor is declared.
  */
 static void
-open_cursor(CpRun *run, CpStreamRun *s)
+open_cursor(CpRun *run, CpStreamRun *s, CpReadChunk *c)
 {
 	Oid			save_userid;
 	int			save_sec;
@@ -578,7 +585,15 @@ open_cursor(CpRun *run, CpStreamRun *s)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(run->sync->run_as, save_sec | CP_RUN_AS_FLAGS);
-	if (SPI_cursor_parse_open(s->cursor_name, s->select_query, &options) == NULL)
+	if (c->cursor_query != NULL)
+	{
+		/* the parameters are the caller's: none is NULL */
+		if (SPI_cursor_open_with_args(s->cursor_name, c->cursor_query, c->cursor_nargs,
+									  c->cursor_argtypes, c->cursor_args, NULL, true,
+									  CURSOR_OPT_HOLD | CURSOR_OPT_NO_SCROLL) == NULL)
+			elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
+	}
+	else if (SPI_cursor_parse_open(s->cursor_name, s->select_query, &options) == NULL)
 		elog(ERROR, "could not open a cursor on \"%s\".\"%s\"", s->nspname, s->relname);
 	SPI_finish();
 	PopActiveSnapshot();
@@ -836,7 +851,7 @@ cp_read_chunk(CpRun *run, CpStreamRun *s, CpReadChunk *c)
 
 	/* the cursor's query runs with the server's settings */
 	if (!s->by_blocks && !s->keyset && !s->cursor_open)
-		open_cursor(run, s);
+		open_cursor(run, s, c);
 
 	caller = cp_xact_start();
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -160,6 +160,16 @@ typedef struct CpReadChunk
 	Oid			block_relid;
 	const char *block_query;
 
+	/*
+	 * A held cursor: the query it is opened with (its $n are the args,
+	 * none NULL), when not the stream's SELECT; used by the chunk that
+	 * opens it, the first after cp_read_close.
+	 */
+	const char *cursor_query;
+	int			cursor_nargs;
+	Oid		   *cursor_argtypes;
+	Datum	   *cursor_args;
+
 	/* set by the reader */
 	int			rows;			/* rows handed to row */
 	bool		exhausted;		/* nothing after them */
@@ -193,6 +203,19 @@ extern void cp_stream_run_remember_key(CpRun *run, CpStreamRun *s, const Datum *
  * then calls cp_stream_run_stop_too_large outside the transaction.
  */
 extern CpReadResult cp_read_chunk(CpRun *run, CpStreamRun *s, CpReadChunk *c);
+
+/*
+ * Ordering by a btree operator family, whatever the search_path: the
+ * operator of strategy for intype (errors name column), written as
+ * OPERATOR(schema.name); and a column compared by it, "(col[::intype]
+ * [COLLATE c])", with its parameter $param cast alike.  Returns the type
+ * the two are compared as.
+ */
+extern Oid	cp_reader_operator(Oid opfamily, Oid intype, int16 strategy, const char *column);
+extern void cp_reader_append_operator(StringInfo buf, Oid opno);
+extern Oid	cp_reader_ordered_column(const char *quoted, Oid type, Oid intype,
+									 Oid collation, int param, char **expr,
+									 char **paramtext);
 
 /* Drop the stream's held cursor, if it has one open. */
 extern void cp_read_close(CpStreamRun *s);

@@ -366,6 +366,7 @@ static const struct
 {
 	{"full_refresh", cp_full_refresh_run},
 	{"xmin", cp_xmin_run},
+	{"cursor", cp_cursor_run},
 	{"cdc", cp_cdc_run},
 };
 

@@ -57,6 +57,7 @@
 #include "utils/ruleutils.h"
 
 #include "changed.h"
+#include "cursor_column.h"
 #include "method.h"
 #include "protocol.h"
 #include "reader.h"
@@ -79,6 +80,8 @@ typedef struct XminRead
 {
 	CpRun	   *run;
 	int			idx;
+	const char *method;			/* xmin, or cursor */
+	CpCursorColumn *cursor;		/* cursor: its column; or NULL */
 	MemoryContext cxt;			/* everything below; gone with the read */
 	bool		full;
 	CpChangedSnapshot since;	/* incremental: what the read compares with */
@@ -137,6 +140,7 @@ append_state(XminRead *x, StringInfo buf, const char *phase)
 	bool		done = strcmp(phase, "done") == 0;
 	CpXminState st;
 
+	st.method = x->method;
 	st.phase = phase;
 	st.full = x->full;
 	/* once done, the next run compares with this run's snapshot */
@@ -149,7 +153,10 @@ append_state(XminRead *x, StringInfo buf, const char *phase)
 	st.pages_examined = x->counts.pages_examined;
 	st.pages_skipped = x->counts.pages_skipped;
 	st.full_reason = x->full_reason;
+	st.cursor = x->cursor != NULL ? cp_cursor_column_max_text(x->cursor) : NULL;
 	cp_protocol_xmin_state(buf, s, &st);
+	if (st.cursor != NULL)
+		pfree(unconstify(char *, st.cursor));
 }
 
 /* An item that moves the stream's state to phase once delivered. */
@@ -174,6 +181,8 @@ add_record(void *arg, int start, const Datum *values, const bool *isnull)
 	appendStringInfoString(&batch->lines, "}}");
 	cp_batch_line_end(batch, start, x->idx, true);
 	x->run->streams[x->idx].rows++;
+	if (x->cursor != NULL)
+		cp_cursor_column_see(x->cursor, values, isnull);
 }
 
 /* Which tuples of the blocks from first on an incremental chunk reads. */
@@ -345,6 +354,9 @@ begin_run(XminRead *x)
 	}
 	x->marks_text = cp_changed_marks_text(marks);
 	MemoryContextSwitchTo(caller);
+	/* a new generation starts the largest value sent over */
+	if (x->cursor != NULL)
+		cp_cursor_column_set_max(x->cursor, x->full ? NULL : def->cursor);
 
 	list_units(x);
 	x->unit = 0;
@@ -384,6 +396,8 @@ resume_run(XminRead *x)
 	x->counts.pages_skipped = def->pages_skipped;
 	x->full_reason = def->full_reason != NULL ? pstrdup(def->full_reason) : NULL;
 	MemoryContextSwitchTo(oldcontext);
+	if (x->cursor != NULL)
+		cp_cursor_column_set_max(x->cursor, def->cursor);
 
 	list_units(x);
 	s->generation = def->generation;
@@ -418,18 +432,19 @@ end_run(XminRead *x)
 {
 	CpStreamRun *s = &x->run->streams[x->idx];
 	CpStreamDef *def = s->def;
-	MemoryContext oldcontext;
+	MemoryContext oldcontext = MemoryContextSwitchTo(x->cxt);
 
 	add_state(x, "done");
-	oldcontext = MemoryContextSwitchTo(x->run->mcxt);
 	def->phase = "done";
-	def->read = pstrdup(x->full ? "full" : "incremental");
-	def->since = pstrdup(x->snapshot_text);
-	def->snapshot = NULL;
-	def->marks = pstrdup(x->marks_text);
-	def->parts = parts_text(x);
+	cp_stream_def_set(def, &def->read, x->full ? "full" : "incremental");
+	cp_stream_def_set(def, &def->since, x->snapshot_text);
+	cp_stream_def_set(def, &def->snapshot, NULL);
+	cp_stream_def_set(def, &def->marks, x->marks_text);
+	cp_stream_def_set(def, &def->parts, parts_text(x));
+	cp_stream_def_set(def, &def->full_reason, NULL);
+	cp_stream_def_set(def, &def->cursor,
+					  x->cursor != NULL ? cp_cursor_column_max_text(x->cursor) : NULL);
 	def->generation = s->generation;
-	def->full_reason = NULL;
 	MemoryContextSwitchTo(oldcontext);
 }
 
@@ -450,9 +465,8 @@ current_relfilenode(Oid relid)
 	return relfilenode;
 }
 
-/* Read one stream for this run, flushing as batches fill. */
-static void
-read_stream(CpRun *run, int idx)
+void
+cp_xmin_read_stream(CpRun *run, int idx, const char *method, CpCursorColumn *cursor)
 {
 	CpStreamRun *s = &run->streams[idx];
 	XminRead	x = {0};
@@ -461,9 +475,11 @@ read_stream(CpRun *run, int idx)
 
 	x.run = run;
 	x.idx = idx;
+	x.method = method;
+	x.cursor = cursor;
 	x.cxt = AllocSetContextCreate(run->mcxt, "calabi_push xmin read",
 								  ALLOCSET_SMALL_SIZES);
-	cp_method_prepare_stream(run, idx, "xmin", NULL);
+	cp_method_prepare_stream(run, idx, method, cursor);
 	s->by_blocks = true;
 	if (!resume_run(&x))
 		begin_run(&x);
@@ -518,7 +534,7 @@ read_stream(CpRun *run, int idx)
 			if (result == CP_READ_RESHAPED)
 			{
 				/* a new STREAM message for the new shape */
-				cp_method_prepare_stream(run, idx, "xmin", NULL);
+				cp_method_prepare_stream(run, idx, method, cursor);
 				s->by_blocks = true;
 			}
 			if (x.full)
@@ -560,6 +576,12 @@ read_stream(CpRun *run, int idx)
 	}
 	end_run(&x);
 	MemoryContextDelete(x.cxt);
+}
+
+static void
+read_stream(CpRun *run, int idx)
+{
+	cp_xmin_read_stream(run, idx, "xmin", NULL);
 }
 
 CpExitKind
