@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "commands/defrem.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -26,7 +27,7 @@
 
 void
 cp_cursor_column_describe(CpCursorColumn *cur, Relation rel, const char *name,
-						  const char *sync_name, MemoryContext cxt)
+						  const char *sync_name, Oid run_as, MemoryContext cxt)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Form_pg_attribute attr = NULL;
@@ -44,6 +45,7 @@ cp_cursor_column_describe(CpCursorColumn *cur, Relation rel, const char *name,
 		pfree(DatumGetPointer(cur->max));
 	memset(cur, 0, sizeof(*cur));
 	cur->name = pstrdup(name);
+	cur->run_as = run_as;
 	cur->cxt = cxt;
 	/* SELECT * leaves dropped columns out: count the others before it */
 	for (int i = 0, n = 0; i < desc->natts; i++)
@@ -159,6 +161,8 @@ cp_cursor_column_set_max(CpCursorColumn *cur, const char *text)
 	MemoryContext oldcontext;
 	int			nestlevel;
 	Datum		value;
+	Oid			save_userid;
+	int			save_sec;
 
 	if (cur->has_max && !cur->typbyval)
 		pfree(DatumGetPointer(cur->max));
@@ -168,7 +172,15 @@ cp_cursor_column_set_max(CpCursorColumn *cur, const char *text)
 	caller = cp_xact_start();
 	nestlevel = cp_encoder_pin_settings();
 	oldcontext = MemoryContextSwitchTo(cur->cxt);
+
+	/*
+	 * As the sync's role, as its reads: a domain's input runs the domain's
+	 * CHECK constraints, which may call functions any role could write.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(cur->run_as, save_sec | CP_RUN_AS_FLAGS);
 	value = InputFunctionCall(&cur->in, unconstify(char *, text), cur->ioparam, cur->typmod);
+	SetUserIdAndSecContext(save_userid, save_sec);
 	cur->max = datumCopy(value, cur->typbyval, cur->typlen);
 	cur->has_max = true;
 	MemoryContextSwitchTo(oldcontext);

@@ -39,6 +39,7 @@ typedef struct CpCursorColumn
 	int32		typmod;
 	int16		typlen;
 	bool		typbyval;
+	Oid			run_as;			/* a value's text is read back as this role */
 	MemoryContext cxt;			/* where the largest value is kept */
 	bool		has_max;
 	Datum		max;
@@ -53,7 +54,7 @@ typedef struct CpCursorColumn
  */
 extern void cp_cursor_column_describe(CpCursorColumn *cur, Relation rel,
 									  const char *name, const char *sync_name,
-									  MemoryContext cxt);
+									  Oid run_as, MemoryContext cxt);
 
 /* Consider a row read (its values in the stream's SELECT * order). */
 extern void cp_cursor_column_see(CpCursorColumn *cur, const Datum *values,

@@ -61,7 +61,7 @@ cp_method_prepare_stream(CpRun *run, int idx, const char *method,
 	oldcontext = MemoryContextSwitchTo(s->mcxt);
 	if (cursor != NULL)
 		cp_cursor_column_describe(cursor, rel, s->def->cursor_column, run->sync->name,
-								  run->mcxt);
+								  run->sync->run_as, run->mcxt);
 	/* the STREAM message, sent in every run before the stream's records */
 	schema_enc = cp_row_encoder_create(RelationGetDescr(rel), run->chunkcxt);
 	start = cp_batch_line_begin(batch);
