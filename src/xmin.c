@@ -45,6 +45,8 @@
 
 #include "access/relation.h"
 #include "catalog/partition.h"
+#include "catalog/pg_am.h"
+#include "commands/defrem.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "miscadmin.h"
@@ -207,8 +209,25 @@ compare_oids(const void *a, const void *b)
 
 /* A unit for relation rel (locked), read through the stream's query when a partition. */
 static void
-describe_unit(XminUnit *u, Relation rel, const char *stream_query)
+describe_unit(XminRead *x, XminUnit *u, Relation rel, const char *stream_query)
 {
+	CpStreamRun *s = &x->run->streams[x->idx];
+
+	/* changed.c reads heap pages: another access method's are not */
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+	{
+		cp_worker_stop_on_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\".\"%s\" can no longer be read by the %s method: %s is stored by the access method %s",
+						s->nspname, s->relname, x->method, RelationGetRelationName(rel),
+						get_am_name(rel->rd_rel->relam)),
+				 errdetail("xmin is a column of the rows of the heap access method only."),
+				 errhint("Run ALTER TABLE %s SET ACCESS METHOD heap; or sync it with method => 'full_refresh'; then SELECT calabi_push.start_sync('%s');",
+						 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													RelationGetRelationName(rel)),
+						 x->run->sync->name)));
+	}
 	u->relid = RelationGetRelid(rel);
 	u->relfilenode = rel->rd_rel->relfilenode;
 	u->logged = RelationNeedsWAL(rel);
@@ -246,7 +265,7 @@ list_units(XminRead *x)
 	{
 		x->nunits = 1;
 		x->units = palloc0(sizeof(XminUnit));
-		describe_unit(&x->units[0], rel, s->select_query);
+		describe_unit(x, &x->units[0], rel, s->select_query);
 	}
 	else
 	{
@@ -282,7 +301,7 @@ list_units(XminRead *x)
 		{
 			Relation	part = relation_open(leaves[i], AccessShareLock);
 
-			describe_unit(&x->units[i], part, s->select_query);
+			describe_unit(x, &x->units[i], part, s->select_query);
 			relation_close(part, AccessShareLock);
 		}
 	}
