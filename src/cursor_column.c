@@ -18,6 +18,7 @@
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "cursor_column.h"
 #include "encoder.h"
@@ -174,13 +175,17 @@ cp_cursor_column_set_max(CpCursorColumn *cur, const char *text)
 	oldcontext = MemoryContextSwitchTo(cur->cxt);
 
 	/*
-	 * As the sync's role, as its reads: a domain's input runs the domain's
-	 * CHECK constraints, which may call functions any role could write.
+	 * A domain's input runs the domain's CHECK constraints, which may call
+	 * functions any role could write, and which may run queries: as every
+	 * read, under a snapshot, as the sync's role (the session's already)
+	 * in a restricted operation.
 	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(cur->run_as, save_sec | CP_RUN_AS_FLAGS);
 	value = InputFunctionCall(&cur->in, unconstify(char *, text), cur->ioparam, cur->typmod);
 	SetUserIdAndSecContext(save_userid, save_sec);
+	PopActiveSnapshot();
 	cur->max = datumCopy(value, cur->typbyval, cur->typlen);
 	cur->has_max = true;
 	MemoryContextSwitchTo(oldcontext);
