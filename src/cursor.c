@@ -108,33 +108,27 @@ stored_by_heap(Oid relid)
 	return heap;
 }
 
-/* Append the stream's state in phase to buf. */
+/* An item that moves the stream's state to phase once delivered. */
 static void
-append_state(ColumnRead *x, StringInfo buf, const char *phase)
+add_state(ColumnRead *x, const char *phase)
 {
 	CpStreamRun *s = &x->run->streams[x->idx];
 	bool		done = strcmp(phase, "done") == 0;
 	CpCursorState st;
 	char	   *largest = cp_cursor_column_max_text(x->cur);
+	StringInfoData state;
 
 	st.phase = phase;
 	st.full = x->full;
-	/* once done, the next run reads past this one's largest value */
+	/* once done, the next run reads from this one's largest value */
 	st.since = done && largest != NULL ? largest : x->since;
 	st.cursor = largest;
 	st.full_reason = x->full_reason;
-	cp_protocol_cursor_state(buf, s, &st);
-}
-
-static void
-add_state(ColumnRead *x, const char *phase)
-{
-	StringInfoData state;
-
 	initStringInfo(&state);
-	append_state(x, &state, phase);
-	cp_batch_add_state(x->run->batch, x->idx, state.data, state.len);
-	pfree(state.data);
+	cp_protocol_cursor_state(&state, s, &st);
+	cp_method_add_state(x->run, x->idx, &state);
+	if (largest != NULL)
+		pfree(largest);
 }
 
 /* A row of a chunk: close it as a RECORD; note its cursor. */
@@ -142,11 +136,8 @@ static void
 add_record(void *arg, int start, const Datum *values, const bool *isnull)
 {
 	ColumnRead *x = arg;
-	CpBatch    *batch = x->run->batch;
 
-	appendStringInfoString(&batch->lines, "}}");
-	cp_batch_line_end(batch, start, x->idx, true);
-	x->run->streams[x->idx].rows++;
+	cp_method_record_done(x->run, x->idx, start);
 	if (!isnull[x->cur->column])
 	{
 		cp_cursor_column_see(x->cur, values, isnull);

@@ -80,10 +80,7 @@ add_record(void *arg, int start, const Datum *values, const bool *isnull)
 	CpStreamRun *s = &run->streams[r->idx];
 	CpBatch    *batch = run->batch;
 
-	appendStringInfoString(&batch->lines, "}}");
-	cp_batch_line_end(batch, start, r->idx, true);
-	s->rows++;
-
+	cp_method_record_done(run, r->idx, start);
 	if (s->keyset)
 		cp_stream_run_remember_key(run, s, values);
 	resetStringInfo(&r->state);

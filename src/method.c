@@ -75,3 +75,18 @@ cp_method_prepare_stream(CpRun *run, int idx, const char *method,
 	cp_xact_commit(caller);
 	MemoryContextReset(run->chunkcxt);
 }
+
+void
+cp_method_record_done(CpRun *run, int idx, int start)
+{
+	appendStringInfoString(&run->batch->lines, "}}");
+	cp_batch_line_end(run->batch, start, idx, true);
+	run->streams[idx].rows++;
+}
+
+void
+cp_method_add_state(CpRun *run, int idx, StringInfo state)
+{
+	cp_batch_add_state(run->batch, idx, state->data, state->len);
+	pfree(state->data);
+}

@@ -38,6 +38,15 @@ struct CpCursorColumn;
 extern void cp_method_prepare_stream(CpRun *run, int idx, const char *method,
 									 struct CpCursorColumn *cursor);
 
+/*
+ * method.c: a row a chunk encoded into the batch from start, up to its
+ * data object (reader.h): closed as a RECORD of stream idx, counted.
+ */
+extern void cp_method_record_done(CpRun *run, int idx, int start);
+
+/* method.c: the state text state of stream idx, reached once delivered. */
+extern void cp_method_add_state(CpRun *run, int idx, StringInfo state);
+
 /* full_refresh.c: every stream read whole, under a new generation */
 extern CpExitKind cp_full_refresh_run(CpRun *run);
 

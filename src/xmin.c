@@ -134,13 +134,14 @@ part_relfilenode(const char *parts, Oid relid)
 	return InvalidOid;
 }
 
-/* Append the stream's state in phase to buf. */
+/* An item that moves the stream's state to phase once delivered. */
 static void
-append_state(XminRead *x, StringInfo buf, const char *phase)
+add_state(XminRead *x, const char *phase)
 {
 	CpStreamRun *s = &x->run->streams[x->idx];
 	bool		done = strcmp(phase, "done") == 0;
 	CpXminState st;
+	StringInfoData state;
 
 	st.method = x->method;
 	st.phase = phase;
@@ -156,21 +157,11 @@ append_state(XminRead *x, StringInfo buf, const char *phase)
 	st.pages_skipped = x->counts.pages_skipped;
 	st.full_reason = x->full_reason;
 	st.cursor = x->cursor != NULL ? cp_cursor_column_max_text(x->cursor) : NULL;
-	cp_protocol_xmin_state(buf, s, &st);
+	initStringInfo(&state);
+	cp_protocol_xmin_state(&state, s, &st);
+	cp_method_add_state(x->run, x->idx, &state);
 	if (st.cursor != NULL)
 		pfree(unconstify(char *, st.cursor));
-}
-
-/* An item that moves the stream's state to phase once delivered. */
-static void
-add_state(XminRead *x, const char *phase)
-{
-	StringInfoData state;
-
-	initStringInfo(&state);
-	append_state(x, &state, phase);
-	cp_batch_add_state(x->run->batch, x->idx, state.data, state.len);
-	pfree(state.data);
 }
 
 /* A row of a chunk: close it as a RECORD; the chunk's end moves the state. */
@@ -178,11 +169,8 @@ static void
 add_record(void *arg, int start, const Datum *values, const bool *isnull)
 {
 	XminRead   *x = arg;
-	CpBatch    *batch = x->run->batch;
 
-	appendStringInfoString(&batch->lines, "}}");
-	cp_batch_line_end(batch, start, x->idx, true);
-	x->run->streams[x->idx].rows++;
+	cp_method_record_done(x->run, x->idx, start);
 	if (x->cursor != NULL)
 		cp_cursor_column_see(x->cursor, values, isnull);
 }

@@ -12,28 +12,10 @@ use CalabiSyncTest;
 
 our @EXPORT = qw(xmin_run method_run xmin_checkpoint run_records);
 
-# Start one run of sync $sync (run once per start_sync) and wait for it to
-# complete: every stream done, the worker gone, the checkpoint moved.
+# Start one run of sync $sync (xmin or cursor: run once per start_sync) and
+# wait for it to complete: every stream done, the worker gone, the sync's
+# completed_at moved (a cursor stream's position may stay where it was).
 # Returns the number of the receiver's requests before the run began.
-sub xmin_run
-{
-	my ($node, $recv, $sync) = @_;
-	my $before = scalar @{ $recv->requests };
-	my $runs = $node->safe_psql('postgres', qq{
-		SELECT coalesce(string_agg(checkpoint->>'since', ' ' ORDER BY ordinal), '')
-		  FROM calabi_push.stream_status WHERE sync = '$sync'});
-	$node->safe_psql('postgres', qq{SELECT calabi_push.start_sync('$sync')});
-	ok($node->poll_query_until('postgres', qq{
-		SELECT bool_and(st.phase = 'done') AND min(s.pid) IS NULL AND min(s.state) = 'idle'
-		       AND coalesce(string_agg(st.checkpoint->>'since', ' ' ORDER BY st.ordinal), '') <> '$runs'
-		  FROM calabi_push.stream_status st JOIN calabi_push.sync_status s ON s.name = st.sync
-		 WHERE st.sync = '$sync'}), "$sync: a run completes");
-	return $before;
-}
-
-# The same for any method that reads its streams anew at each run (xmin,
-# cursor), waiting for the sync's completed_at to move instead: a run may
-# leave a cursor stream's position where it was.
 sub method_run
 {
 	my ($node, $recv, $sync) = @_;
@@ -48,6 +30,8 @@ sub method_run
 		 WHERE st.sync = '$sync'}), "$sync: a run completes");
 	return $before;
 }
+
+sub xmin_run { return method_run(@_) }
 
 # A stream's checkpoint member.
 sub xmin_checkpoint
@@ -74,5 +58,25 @@ sub run_records
 	}
 	return [ sort { $a <=> $b } @ids ];
 }
+
+# The data of the RECORDs the receiver accepted from sync $sync since
+# request number $since, in the order it accepted them (repeats kept): an
+# array reference of hashes.
+sub run_data
+{
+	my ($recv, $sync, $since) = @_;
+	my @rows;
+	for my $req (@{ ingest_requests($recv, $sync, $since) })
+	{
+		next unless ($req->{status} // 0) == 200 && defined $req->{body};
+		for my $line (split /\n/, $req->{body})
+		{
+			my $m = JSON::PP::decode_json($line);
+			push @rows, $m->{record}{data} if ($m->{type} // '') eq 'RECORD';
+		}
+	}
+	return \@rows;
+}
+push @EXPORT, 'run_data';
 
 1;
