@@ -69,6 +69,14 @@ is(xmin_checkpoint($node, 'c', 'since'), '2026-01-01 01:40:00+00', 'the position
 $since = method_run($node, $recv, 'c');
 is_deeply(run_records($recv, 'c', $since), [20], 'run 3 sent the row at the largest value only');
 
+# resync: the stream is read whole again, under a new generation
+my $generation = xmin_checkpoint($node, 'c', 'generation');
+$node->safe_psql('postgres', q{SELECT calabi_push.resync('c', 'tv')});
+$since = method_run($node, $recv, 'c');
+is(xmin_checkpoint($node, 'c', 'read'), 'full', 'after resync the run is a full read');
+is(xmin_checkpoint($node, 'c', 'generation'), $generation + 1, 'under a new generation');
+is(scalar @{ run_records($recv, 'c', $since) }, 43, 'every row was sent again');
+
 # lookback: a row committed late, 10 minutes below the largest value
 $since = method_run($node, $recv, 'lb');
 is(scalar @{ run_records($recv, 'lb', $since) }, 43, 'lookback sync: run 1 sent every row');
