@@ -591,7 +591,9 @@ DECLARE
     close_name name;
     base oid;
     type_text text;
-    interval_types constant regtype[] := ARRAY['date', 'time', 'timetz', 'timestamp', 'timestamptz'];
+    -- not time or timetz: their values wrap around at midnight, and a
+    -- lookback from just after it would start after the position
+    interval_types constant regtype[] := ARRAY['date', 'timestamp', 'timestamptz'];
     integer_types constant regtype[] := ARRAY['int2', 'int4', 'int8'];
     number_types constant regtype[] := ARRAY['int2', 'int4', 'int8', 'numeric', 'float4', 'float8'];
 BEGIN
@@ -658,7 +660,7 @@ BEGIN
         RAISE EXCEPTION '% "lookback" is an interval, but cursor column "%" of "%" has type %',
                         lookback_option, col, rel, type_text
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'One "lookback" applies to every relation of the sync: an interval to cursor columns of types date, time, timetz, timestamp and timestamptz, a number to int2, int4, int8, numeric, float4 and float8 (or domains over them).',
+                  DETAIL = 'One "lookback" applies to every relation of the sync: an interval to cursor columns of types date, timestamp and timestamptz (not time or timetz, which wrap around at midnight), a number to int2, int4, int8, numeric, float4 and float8 (or domains over them).',
                   HINT = CASE
                       WHEN sync_name IS NOT NULL
                           THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
@@ -671,7 +673,7 @@ BEGIN
         RAISE EXCEPTION '% "lookback" is a number, but cursor column "%" of "%" has type %',
                         lookback_option, col, rel, type_text
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'One "lookback" applies to every relation of the sync: a number to cursor columns of types int2, int4, int8, numeric, float4 and float8, an interval to date, time, timetz, timestamp and timestamptz (or domains over them).',
+                  DETAIL = 'One "lookback" applies to every relation of the sync: a number to cursor columns of types int2, int4, int8, numeric, float4 and float8, an interval to date, timestamp and timestamptz (or domains over them; not time or timetz, which wrap around at midnight).',
                   HINT = CASE
                       WHEN sync_name IS NOT NULL
                           THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)

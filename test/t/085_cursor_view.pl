@@ -71,8 +71,13 @@ is_deeply(run_records($recv, 'c', $since), [20], 'run 3 sent the row at the larg
 
 # resync: the stream is read whole again, under a new generation
 my $generation = xmin_checkpoint($node, 'c', 'generation');
+$since = scalar @{ $recv->requests };
+# an enabled run-once sync: resync starts the run itself
 $node->safe_psql('postgres', q{SELECT calabi_push.resync('c', 'tv')});
-$since = method_run($node, $recv, 'c');
+ok($node->poll_query_until('postgres', q{
+	SELECT s.state = 'idle' AND s.pid IS NULL AND s.completed_at IS NOT NULL AND st.phase = 'done'
+	  FROM calabi_push.sync_status s JOIN calabi_push.stream_status st ON st.sync = s.name
+	 WHERE s.name = 'c'}), 'the run resync started completes');
 is(xmin_checkpoint($node, 'c', 'read'), 'full', 'after resync the run is a full read');
 is(xmin_checkpoint($node, 'c', 'generation'), $generation + 1, 'under a new generation');
 is(scalar @{ run_records($recv, 'c', $since) }, 43, 'every row was sent again');
