@@ -79,7 +79,7 @@ cp_method_prepare_stream(CpRun *run, int idx, const char *method,
 void
 cp_method_record_done(CpRun *run, int idx, int start)
 {
-	appendStringInfoString(&run->batch->lines, "}}");
+	cp_protocol_record_end(&run->batch->lines);
 	cp_batch_line_end(run->batch, start, idx, true);
 	run->streams[idx].rows++;
 }

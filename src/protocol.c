@@ -77,6 +77,12 @@ cp_protocol_record_head(StringInfo buf, const char *prefix, TimestampTz emitted_
 }
 
 void
+cp_protocol_record_end(StringInfo buf)
+{
+	appendStringInfoString(buf, "}}");
+}
+
+void
 cp_protocol_record_emitted(StringInfo buf, TimestampTz emitted_at)
 {
 	appendStringInfo(buf, INT64_FORMAT ",\"data\":", cp_unix_ms(emitted_at));

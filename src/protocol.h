@@ -50,6 +50,9 @@ extern void cp_protocol_append_stream(StringInfo buf, Relation rel,
 extern char *cp_protocol_record_prefix(const char *message_names);
 extern void cp_protocol_record_head(StringInfo buf, const char *prefix,
 									TimestampTz emitted_at);
+
+/* The end of a RECORD whose data object was written after its head. */
+extern void cp_protocol_record_end(StringInfo buf);
 extern void cp_protocol_record_emitted(StringInfo buf, TimestampTz emitted_at);
 
 /*
