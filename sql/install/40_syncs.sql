@@ -656,9 +656,11 @@ BEGIN
 
     -- lookback: an amount of the cursor's own kind
     base := _base_type(a.atttypid);
-    IF jsonb_typeof(lookback) = 'string' AND NOT (base = ANY (interval_types::oid[])) THEN
-        RAISE EXCEPTION '% "lookback" is an interval, but cursor column "%" of "%" has type %',
-                        lookback_option, col, rel, type_text
+    IF (jsonb_typeof(lookback) = 'string' AND NOT (base = ANY (interval_types::oid[])))
+       OR (jsonb_typeof(lookback) = 'number' AND NOT (base = ANY (number_types::oid[]))) THEN
+        RAISE EXCEPTION '% "lookback" is %, but cursor column "%" of "%" has type %', lookback_option,
+                        CASE jsonb_typeof(lookback) WHEN 'string' THEN 'an interval' ELSE 'a number' END,
+                        col, rel, type_text
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'One "lookback" applies to every relation of the sync: an interval to cursor columns of types date, timestamp and timestamptz (not time or timetz, which wrap around at midnight), a number to int2, int4, int8, numeric, float4 and float8 (or domains over them).',
                   HINT = CASE
@@ -666,19 +668,8 @@ BEGIN
                           THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
                       WHEN base = ANY (number_types::oid[])
                           THEN 'Give a number for a numeric cursor column, e.g. ''{"lookback": 100}'', or leave "lookback" out.'
-                      ELSE format('Leave "lookback" out: a cursor of type %s has no distance to look back by.', type_text)
-                  END;
-    END IF;
-    IF jsonb_typeof(lookback) = 'number' AND NOT (base = ANY (number_types::oid[])) THEN
-        RAISE EXCEPTION '% "lookback" is a number, but cursor column "%" of "%" has type %',
-                        lookback_option, col, rel, type_text
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'One "lookback" applies to every relation of the sync: a number to cursor columns of types int2, int4, int8, numeric, float4 and float8, an interval to date, timestamp and timestamptz (or domains over them; not time or timetz, which wrap around at midnight).',
-                  HINT = CASE
-                      WHEN sync_name IS NOT NULL
-                          THEN format('Change the column back (%s ALTER COLUMN %I TYPE ...;), or drop the sync and create it again with a "lookback" that fits, or none.', alter_rel, col)
                       WHEN base = ANY (interval_types::oid[])
-                          THEN 'Give an interval for a date or time cursor column, e.g. ''{"lookback": "10 minutes"}'', or leave "lookback" out.'
+                          THEN 'Give an interval for a date or timestamp cursor column, e.g. ''{"lookback": "10 minutes"}'', or leave "lookback" out.'
                       ELSE format('Leave "lookback" out: a cursor of type %s has no distance to look back by.', type_text)
                   END;
     END IF;

@@ -10,7 +10,7 @@ use JSON::PP ();
 use Test::More;
 use CalabiSyncTest;
 
-our @EXPORT = qw(xmin_run method_run xmin_checkpoint run_records);
+our @EXPORT = qw(xmin_run method_run xmin_checkpoint run_records run_data);
 
 # Start one run of sync $sync (xmin or cursor: run once per start_sync) and
 # wait for it to complete: every stream done, the worker gone, the sync's
@@ -41,24 +41,6 @@ sub xmin_checkpoint
 		SELECT checkpoint->>'$member' FROM calabi_push.stream_status WHERE sync = '$sync'});
 }
 
-# The ids (data member "id") of the RECORDs the receiver accepted from
-# sync $sync since request number $since, sorted numerically.
-sub run_records
-{
-	my ($recv, $sync, $since) = @_;
-	my @ids;
-	for my $req (@{ ingest_requests($recv, $sync, $since) })
-	{
-		next unless ($req->{status} // 0) == 200 && defined $req->{body};
-		for my $line (split /\n/, $req->{body})
-		{
-			my $m = JSON::PP::decode_json($line);
-			push @ids, $m->{record}{data}{id} if ($m->{type} // '') eq 'RECORD';
-		}
-	}
-	return [ sort { $a <=> $b } @ids ];
-}
-
 # The data of the RECORDs the receiver accepted from sync $sync since
 # request number $since, in the order it accepted them (repeats kept): an
 # array reference of hashes.
@@ -77,6 +59,13 @@ sub run_data
 	}
 	return \@rows;
 }
-push @EXPORT, 'run_data';
+
+# The ids (data member "id") of those RECORDs, sorted numerically.
+sub run_records
+{
+	my ($recv, $sync, $since) = @_;
+	return [ sort { $a <=> $b } map { $_->{id} } @{ run_data($recv, $sync, $since) } ];
+}
+
 
 1;
