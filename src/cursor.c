@@ -122,7 +122,8 @@ add_state(ColumnRead *x, const char *phase)
 	st.full = x->full;
 	/* once done, the next run reads from this one's largest value */
 	st.since = done && largest != NULL ? largest : x->since;
-	st.cursor = largest;
+	/* what the stream's reads sent: this one's, or else the ones before */
+	st.cursor = largest != NULL ? largest : s->def->cursor;
 	st.full_reason = x->full_reason;
 	initStringInfo(&state);
 	cp_protocol_cursor_state(&state, s, &st);
@@ -140,7 +141,7 @@ add_record(void *arg, int start, const Datum *values, const bool *isnull)
 	cp_method_record_done(x->run, x->idx, start);
 	if (!isnull[x->cur->column])
 	{
-		cp_cursor_column_see(x->cur, values, isnull);
+		cp_cursor_column_see(x->cur, x->run->streams[x->idx].enc_desc, values, isnull);
 		x->moved = true;
 	}
 }
@@ -227,8 +228,8 @@ begin_read(ColumnRead *x)
 		s->rows = def->rows_sent;
 		if (list_length(def->after) == 1)
 			resume = pstrdup(linitial(def->after));
-		cp_cursor_column_set_max(x->cur, resume != NULL ? resume :
-								 x->full ? NULL : def->cursor);
+		/* the largest value this read sent, from which it resumes */
+		cp_cursor_column_set_max(x->cur, resume);
 		x->moved = resume != NULL;
 		ereport(LOG,
 				(errmsg("resuming the %s read of \"%s\".\"%s\" %s%s after " INT64_FORMAT " rows",
@@ -258,7 +259,11 @@ begin_read(ColumnRead *x)
 	{
 		s->generation = def->generation;
 		x->since = def->since != NULL ? pstrdup(def->since) : NULL;
-		cp_cursor_column_set_max(x->cur, def->cursor);
+		/*
+		 * The largest value this read sends: a lookback reads below the
+		 * previous one first, and a crash must resume there, not past it.
+		 */
+		cp_cursor_column_set_max(x->cur, NULL);
 	}
 	return NULL;
 }
@@ -314,7 +319,7 @@ read_by_column(CpRun *run, int idx, CpCursorColumn *cur)
 		c.arg = &x;
 		c.cursor_query = query;
 		c.cursor_nargs = has_arg ? 1 : 0;
-		c.cursor_argtypes = &cur->type;
+		c.cursor_argtypes = &cur->base;
 		c.cursor_args = &arg;
 		(void) cp_read_chunk(run, s, &c);
 		MemoryContextSwitchTo(cxt);
@@ -346,8 +351,9 @@ read_by_column(CpRun *run, int idx, CpCursorColumn *cur)
 	largest = cp_cursor_column_max_text(cur);
 	def->phase = "done";
 	cp_stream_def_set(def, &def->read, x.full ? "full" : "incremental");
-	cp_stream_def_set(def, &def->cursor, largest);
 	cp_stream_def_set(def, &def->since, largest != NULL ? largest : x.since);
+	if (largest != NULL || x.full)
+		cp_stream_def_set(def, &def->cursor, largest);
 	cp_stream_def_set(def, &def->marks, NULL);
 	cp_stream_def_set(def, &def->full_reason, NULL);
 	def->generation = s->generation;

@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -106,17 +107,43 @@ cp_cursor_column_describe(CpCursorColumn *cur, Relation rel, const char *name,
 	fmgr_info_cxt(cmp, &cur->cmp, CurrentMemoryContext);
 	getTypeOutputInfo(cur->type, &func, &isvarlena);
 	fmgr_info_cxt(func, &cur->out, CurrentMemoryContext);
-	getTypeInputInfo(cur->type, &func, &cur->ioparam);
+	/*
+	 * A stored position is read back as the domain's base type: the value
+	 * was the column's once, and a domain's CHECK (which may have changed
+	 * since, or call any role's functions) has no say in where a read goes.
+	 */
+	cur->base = getBaseTypeAndTypmod(cur->type, &cur->typmod);
+	getTypeInputInfo(cur->base, &func, &cur->ioparam);
 	fmgr_info_cxt(func, &cur->in, CurrentMemoryContext);
-	get_typlenbyval(cur->type, &cur->typlen, &cur->typbyval);
+	get_typlenbyval(cur->base, &cur->typlen, &cur->typbyval);
 }
 
 void
-cp_cursor_column_see(CpCursorColumn *cur, const Datum *values, const bool *isnull)
+cp_cursor_column_see(CpCursorColumn *cur, TupleDesc desc, const Datum *values,
+					 const bool *isnull)
 {
-	Datum		value = values[cur->column];
+	Datum		value;
 	MemoryContext oldcontext;
 
+	/*
+	 * The rows' shape is the chunk's, the column's place and type were the
+	 * preparation's: DDL in between (a column dropped before it, its type
+	 * changed) must not make us compare another column's values.
+	 */
+	if (desc != cur->checked)
+	{
+		Form_pg_attribute attr = cur->column < desc->natts ?
+			TupleDescAttr(desc, cur->column) : NULL;
+
+		if (attr == NULL || attr->atttypid != cur->type ||
+			strcmp(NameStr(attr->attname), cur->name) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cursor column \"%s\" changed while its relation was read", cur->name),
+					 errhint("The sync reads the relation again from its last acknowledged position when its worker restarts.")));
+		cur->checked = desc;
+	}
+	value = values[cur->column];
 	if (isnull[cur->column])
 		return;
 	if (cur->has_max &&
@@ -141,17 +168,26 @@ cp_cursor_column_max_text(CpCursorColumn *cur)
 	int			nestlevel;
 	char	   *text;
 
+	MemoryContext tmp;
+	bool		own = !IsTransactionState();
+
 	if (!cur->has_max)
 		return NULL;
 	/* in a chunk's transaction, the settings are pinned already */
-	if (IsTransactionState())
-		return OutputFunctionCall(&cur->out, cur->max);
-	caller = cp_xact_start();
-	nestlevel = cp_encoder_pin_settings();
-	MemoryContextSwitchTo(caller);
+	caller = own ? cp_xact_start() : CurrentMemoryContext;
+	nestlevel = own ? cp_encoder_pin_settings() : 0;
+	/* what an output function leaves besides its text goes at once */
+	tmp = AllocSetContextCreate(caller, "calabi_push cursor value", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(tmp);
 	text = OutputFunctionCall(&cur->out, cur->max);
-	cp_encoder_unpin_settings(nestlevel);
-	cp_xact_commit(caller);
+	MemoryContextSwitchTo(caller);
+	text = pstrdup(text);
+	MemoryContextDelete(tmp);
+	if (own)
+	{
+		cp_encoder_unpin_settings(nestlevel);
+		cp_xact_commit(caller);
+	}
 	return text;
 }
 
@@ -172,13 +208,12 @@ cp_cursor_column_set_max(CpCursorColumn *cur, const char *text)
 		return;
 	caller = cp_xact_start();
 	nestlevel = cp_encoder_pin_settings();
-	oldcontext = MemoryContextSwitchTo(cur->cxt);
 
 	/*
-	 * A domain's input runs the domain's CHECK constraints, which may call
-	 * functions any role could write, and which may run queries: as every
-	 * read, under a snapshot, as the sync's role (the session's already)
-	 * in a restricted operation.
+	 * An input function (the base type's: see cp_cursor_column_describe)
+	 * runs as every read does: under a snapshot, as the sync's role (the
+	 * session's already) in a restricted operation; in the transaction's
+	 * memory, whatever it leaves besides its value going with it.
 	 */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	GetUserIdAndSecContext(&save_userid, &save_sec);
@@ -186,6 +221,7 @@ cp_cursor_column_set_max(CpCursorColumn *cur, const char *text)
 	value = InputFunctionCall(&cur->in, unconstify(char *, text), cur->ioparam, cur->typmod);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	PopActiveSnapshot();
+	oldcontext = MemoryContextSwitchTo(cur->cxt);
 	cur->max = datumCopy(value, cur->typbyval, cur->typlen);
 	cur->has_max = true;
 	MemoryContextSwitchTo(oldcontext);

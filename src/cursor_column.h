@@ -17,6 +17,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "fmgr.h"
 #include "utils/relcache.h"
 
@@ -25,6 +26,7 @@ typedef struct CpCursorColumn
 	char	   *name;			/* as in the catalog */
 	int			column;			/* 0-based, in the stream's SELECT * */
 	Oid			type;			/* the column's */
+	Oid			base;			/* its base type (a domain's); values are read back as it */
 	Oid			compared;		/* the type its values are compared as */
 	Oid			collation;
 	char	   *expr;			/* (col[::type] [COLLATE c]) */
@@ -40,6 +42,7 @@ typedef struct CpCursorColumn
 	int16		typlen;
 	bool		typbyval;
 	Oid			run_as;			/* a value's text is read back as this role */
+	TupleDesc	checked;		/* the rows' shape last checked against it */
 	MemoryContext cxt;			/* where the largest value is kept */
 	bool		has_max;
 	Datum		max;
@@ -56,9 +59,12 @@ extern void cp_cursor_column_describe(CpCursorColumn *cur, Relation rel,
 									  const char *name, const char *sync_name,
 									  Oid run_as, MemoryContext cxt);
 
-/* Consider a row read (its values in the stream's SELECT * order). */
-extern void cp_cursor_column_see(CpCursorColumn *cur, const Datum *values,
-								 const bool *isnull);
+/*
+ * Consider a row read (its values in the stream's SELECT * order, desc its
+ * shape: a shape where the column is not what it was is an error).
+ */
+extern void cp_cursor_column_see(CpCursorColumn *cur, TupleDesc desc,
+								 const Datum *values, const bool *isnull);
 
 /*
  * The largest value seen, as text (in the current memory context), or

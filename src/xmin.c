@@ -172,7 +172,7 @@ add_record(void *arg, int start, const Datum *values, const bool *isnull)
 
 	cp_method_record_done(x->run, x->idx, start);
 	if (x->cursor != NULL)
-		cp_cursor_column_see(x->cursor, values, isnull);
+		cp_cursor_column_see(x->cursor, x->run->streams[x->idx].enc_desc, values, isnull);
 }
 
 /* Which tuples of the blocks from first on an incremental chunk reads. */
@@ -328,7 +328,9 @@ begin_run(XminRead *x)
 	caller = MemoryContextSwitchTo(x->cxt);
 	x->full = true;
 	x->full_reason = NULL;
-	if (def->since != NULL)
+	if (def->since != NULL && def->marks == NULL)
+		x->full_reason = pstrdup("the previous run read the relation by its cursor column (it was not all stored by heap then): its position is not a snapshot");
+	else if (def->since != NULL)
 	{
 		if (!cp_changed_snapshot_parse(def->since, &x->since))
 			x->full_reason = psprintf("the position \"%s\" of the previous run cannot be read",
@@ -543,6 +545,9 @@ cp_xmin_read_stream(CpRun *run, int idx, const char *method, CpCursorColumn *cur
 				/* a new STREAM message for the new shape */
 				cp_method_prepare_stream(run, idx, method, cursor);
 				s->by_blocks = true;
+				/* describing the column again forgot its largest value */
+				if (cursor != NULL)
+					cp_cursor_column_set_max(cursor, x.full ? NULL : s->def->cursor);
 			}
 			if (x.full)
 			{
