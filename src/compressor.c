@@ -3,11 +3,12 @@
  * compressor.c
  *	  gzip in a helper thread (see compressor.h).
  *
- * Why a thread in a backend: compression is half of a sync's CPU (zlib
- * level 1, its fastest), and batches must go out strictly one after the
+ * Why a thread in a backend: compression is half of a sync's CPU with zlib
+ * (level 1, its fastest; ISA-L's igzip, used when built with it, is several
+ * times faster: gzip.c), and batches must go out strictly one after the
  * other, so without a second core the worker reads, then compresses, then
  * waits.  The thread is kept to what is safe beside PostgreSQL's
- * single-threaded code: zlib and malloc on buffers the main thread does not
+ * single-threaded code: the compressor and malloc on buffers the main thread does not
  * touch meanwhile, every signal blocked so they all reach the main thread,
  * and a mutex and condition variable as the only shared state.  It is never
  * joined: it sleeps on its condition variable until the process exits.
@@ -25,23 +26,21 @@
 #include "postgres.h"
 
 #include <pthread.h>
-#include <zlib.h>
 
 #include "compressor.h"
+#include "gzip.h"
 #include "thread.h"
 
 /* small enough to share the work at the end, large enough to lose no ratio */
 #define PIECE_BYTES (256 * 1024)
-#define GZIP_WINDOW_BITS (15 + 16)
-#define RAW_WINDOW_BITS (-15)
 
 typedef struct Piece
 {
 	unsigned char *out;			/* malloc'd, kept from batch to batch */
 	size_t		outsize;
 	size_t		outlen;
-	uLong		crc;
-	int			zerror;
+	uint32		crc;
+	int			zerror;			/* CP_GZIP_* */
 } Piece;
 
 struct CpCompressor
@@ -49,8 +48,8 @@ struct CpCompressor
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;
 	pthread_t	thread;
-	z_stream	thread_zs;		/* the thread's */
-	z_stream	main_zs;		/* the worker's, for the pieces it takes */
+	CpDeflate  *thread_zs;		/* the thread's */
+	CpDeflate  *main_zs;		/* the worker's, for the pieces it takes */
 	/* the job; protected by mutex */
 	const char *data;
 	size_t		len;
@@ -62,59 +61,18 @@ struct CpCompressor
 	int			maxpieces;
 };
 
-/* Run deflate on the input until consumed, growing out with malloc. */
-static int
-deflate_all(z_stream *zs, unsigned char **out, size_t *outsize, int flush)
-{
-	for (;;)
-	{
-		int			rc;
-
-		if (zs->avail_out == 0)
-		{
-			size_t		used = *outsize;
-			size_t		grown = Max(used * 2, 64 * 1024);
-			unsigned char *bigger = realloc(*out, grown);
-
-			if (bigger == NULL)
-				return Z_MEM_ERROR;
-			*out = bigger;
-			*outsize = grown;
-			zs->next_out = bigger + used;
-			zs->avail_out = grown - used;
-		}
-		rc = deflate(zs, flush);
-		if (rc == Z_STREAM_END)
-			return Z_OK;
-		if (rc != Z_OK && rc != Z_BUF_ERROR)
-			return rc;
-		if (zs->avail_in == 0 && zs->avail_out > 0 && flush != Z_FINISH)
-			return Z_OK;
-	}
-}
-
 /*
  * Compress len bytes at data as a raw deflate piece into p, ending with a
  * sync flush (more follows) or finishing the stream (last).  Thread-safe:
- * zlib and malloc only.
+ * the compressor (gzip.c) and malloc only.
  */
 static void
-compress_piece(z_stream *zs, Piece *p, const char *data, size_t len, bool last)
+compress_piece(CpDeflate *zs, Piece *p, const char *data, size_t len, bool last)
 {
-	int			rc = deflateReset(zs);
-
-	p->crc = crc32(0L, (const Bytef *) data, len);
+	p->crc = cp_gzip_crc(data, len);
 	p->outlen = 0;
-	if (rc == Z_OK)
-	{
-		zs->next_in = (Bytef *) data;
-		zs->avail_in = len;
-		zs->next_out = p->out;
-		zs->avail_out = p->outsize;
-		rc = deflate_all(zs, &p->out, &p->outsize, last ? Z_FINISH : Z_SYNC_FLUSH);
-		p->outlen = zs->total_out;
-	}
-	p->zerror = rc;
+	p->zerror = cp_deflate_piece(zs, data, len, last, &p->out, &p->outsize,
+								 &p->outlen);
 }
 
 /* Take the next piece of the job, if any (mutex held by the caller). */
@@ -125,7 +83,7 @@ take_piece(CpCompressor *c)
 }
 
 static void
-compress_taken(CpCompressor *c, z_stream *zs, int i)
+compress_taken(CpCompressor *c, CpDeflate *zs, int i)
 {
 	size_t		off = (size_t) i * PIECE_BYTES;
 
@@ -148,7 +106,7 @@ compressor_main(void *arg)
 		while ((i = take_piece(c)) >= 0)
 		{
 			pthread_mutex_unlock(&c->mutex);
-			compress_taken(c, &c->thread_zs, i);
+			compress_taken(c, c->thread_zs, i);
 			pthread_mutex_lock(&c->mutex);
 			c->done++;
 			pthread_cond_broadcast(&c->cond);
@@ -156,15 +114,6 @@ compressor_main(void *arg)
 		c->pending = false;
 	}
 	return NULL;
-}
-
-/* Level 1: zlib's fastest, a sixth of the JSON's size or better. */
-static bool
-init_stream(z_stream *zs, int window_bits)
-{
-	memset(zs, 0, sizeof(*zs));
-	return deflateInit2(zs, Z_BEST_SPEED, Z_DEFLATED, window_bits, 8,
-						Z_DEFAULT_STRATEGY) == Z_OK;
 }
 
 CpCompressor *
@@ -175,9 +124,12 @@ cp_compressor_create(void)
 
 	if (c == NULL)
 		return NULL;
-	if (!init_stream(&c->thread_zs, RAW_WINDOW_BITS) ||
-		!init_stream(&c->main_zs, RAW_WINDOW_BITS))
+	c->thread_zs = cp_deflate_new();
+	c->main_zs = cp_deflate_new();
+	if (c->thread_zs == NULL || c->main_zs == NULL)
 	{
+		cp_deflate_free(c->thread_zs);
+		cp_deflate_free(c->main_zs);
 		free(c);
 		return NULL;
 	}
@@ -190,6 +142,8 @@ cp_compressor_create(void)
 		ereport(LOG,
 				(errmsg("calabi_push could not start its compression thread (%s); compressing in the worker",
 						strerror(rc))));
+		cp_deflate_free(c->thread_zs);
+		cp_deflate_free(c->main_zs);
 		free(c);
 		return NULL;
 	}
@@ -227,6 +181,24 @@ cp_compressor_begin(CpCompressor *c, const char *data, size_t len)
 	pthread_mutex_unlock(&c->mutex);
 }
 
+/* gzip header: deflate, no name, no time, unix */
+static void
+append_header(StringInfo out)
+{
+	static const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+
+	appendBinaryStringInfo(out, (const char *) header, sizeof(header));
+}
+
+static void
+check_piece(Piece *p)
+{
+	if (p->zerror != CP_GZIP_OK)
+		ereport(ERROR,
+				(errcode(p->zerror == CP_GZIP_NOMEM ? ERRCODE_OUT_OF_MEMORY : ERRCODE_INTERNAL_ERROR),
+				 errmsg("gzip compression of a batch failed (%s)", cp_gzip_compressor())));
+}
+
 static void
 append_le32(StringInfo out, uint32 v)
 {
@@ -240,9 +212,8 @@ cp_compressor_finish(CpCompressor *c, const char *tail, size_t tail_len,
 					 StringInfo out)
 {
 	/* gzip header: deflate, no name, no time, unix */
-	static const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
 	Piece	   *last = &c->pieces[c->npieces];
-	uLong		crc;
+	uint32		crc;
 	int			i;
 
 	/* rather than wait, take what the thread has not begun */
@@ -250,7 +221,7 @@ cp_compressor_finish(CpCompressor *c, const char *tail, size_t tail_len,
 	while ((i = take_piece(c)) >= 0)
 	{
 		pthread_mutex_unlock(&c->mutex);
-		compress_taken(c, &c->main_zs, i);
+		compress_taken(c, c->main_zs, i);
 		pthread_mutex_lock(&c->mutex);
 		c->done++;
 	}
@@ -258,23 +229,20 @@ cp_compressor_finish(CpCompressor *c, const char *tail, size_t tail_len,
 		pthread_cond_wait(&c->cond, &c->mutex);
 	pthread_mutex_unlock(&c->mutex);
 
-	compress_piece(&c->main_zs, last, tail, tail_len, true);
+	compress_piece(c->main_zs, last, tail, tail_len, true);
 
 	resetStringInfo(out);
-	appendBinaryStringInfo(out, (const char *) header, sizeof(header));
-	crc = crc32(0L, Z_NULL, 0);
+	append_header(out);
+	crc = 0;
 	for (i = 0; i <= c->npieces; i++)
 	{
 		Piece	   *p = &c->pieces[i];
 		size_t		len = i < c->npieces ?
 			Min(PIECE_BYTES, c->len - (size_t) i * PIECE_BYTES) : tail_len;
 
-		if (p->zerror != Z_OK)
-			ereport(ERROR,
-					(errcode(p->zerror == Z_MEM_ERROR ? ERRCODE_OUT_OF_MEMORY : ERRCODE_INTERNAL_ERROR),
-					 errmsg("gzip compression of a batch failed (zlib error %d)", p->zerror)));
+		check_piece(p);
 		appendBinaryStringInfo(out, (const char *) p->out, p->outlen);
-		crc = crc32_combine(crc, p->crc, (z_off_t) len);
+		crc = cp_gzip_crc_combine(crc, p->crc, len);
 	}
 	append_le32(out, (uint32) crc);
 	append_le32(out, (uint32) (c->len + tail_len));
@@ -284,31 +252,31 @@ void
 cp_gzip(const char *data, size_t len, const char *tail, size_t tail_len,
 		StringInfo out)
 {
-	z_stream	zs;
-	unsigned char *buf = NULL;
-	size_t		bufsize = 0;
-	int			rc;
+	CpDeflate  *zs = cp_deflate_new();
+	Piece		body = {0};
+	Piece		end = {0};
+	uint32		crc;
 
-	if (!init_stream(&zs, GZIP_WINDOW_BITS))
-		elog(ERROR, "could not start gzip compression");
-	zs.next_in = (Bytef *) data;
-	zs.avail_in = len;
-	rc = deflate_all(&zs, &buf, &bufsize, Z_NO_FLUSH);
-	if (rc == Z_OK)
-	{
-		zs.next_in = (Bytef *) tail;
-		zs.avail_in = tail_len;
-		rc = deflate_all(&zs, &buf, &bufsize, Z_FINISH);
-	}
-	if (rc == Z_OK)
+	if (zs == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not start gzip compression")));
+	compress_piece(zs, &body, data, len, false);
+	if (body.zerror == CP_GZIP_OK)
+		compress_piece(zs, &end, tail, tail_len, true);
+	cp_deflate_free(zs);
+	if (body.zerror == CP_GZIP_OK && end.zerror == CP_GZIP_OK)
 	{
 		resetStringInfo(out);
-		appendBinaryStringInfo(out, (const char *) buf, zs.total_out);
+		append_header(out);
+		appendBinaryStringInfo(out, (const char *) body.out, body.outlen);
+		appendBinaryStringInfo(out, (const char *) end.out, end.outlen);
+		crc = cp_gzip_crc_combine(body.crc, end.crc, tail_len);
+		append_le32(out, crc);
+		append_le32(out, (uint32) (len + tail_len));
 	}
-	deflateEnd(&zs);
-	free(buf);
-	if (rc != Z_OK)
-		ereport(ERROR,
-				(errcode(rc == Z_MEM_ERROR ? ERRCODE_OUT_OF_MEMORY : ERRCODE_INTERNAL_ERROR),
-				 errmsg("gzip compression of a batch failed (zlib error %d)", rc)));
+	free(body.out);
+	free(end.out);
+	check_piece(&body);
+	check_piece(&end);
 }

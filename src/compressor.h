@@ -4,7 +4,7 @@
  *	  gzip on the second core: compress a batch's lines in a helper thread
  *	  while the worker reads the next batch.
  *
- * The thread runs zlib and nothing else: no palloc, no elog, no other
+ * The thread runs the compressor (gzip.c: ISA-L or zlib) and nothing else: no palloc, no elog, no other
  * PostgreSQL call, all signals blocked.  The main thread hands it a buffer
  * that it leaves untouched until cp_compressor_finish, which compresses the
  * pieces the thread has not begun, appends the tail (the STATE line, known

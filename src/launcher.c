@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "gzip.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "xact.h"
@@ -370,6 +371,10 @@ calabi_push_launcher_main(Datum main_arg)
 	cp_shared->launcher_pid = MyProcPid;
 	LWLockRelease(cp_shared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("calabi_push %s launcher started; gzip bodies are compressed with %s",
+					CALABI_PUSH_VERSION, cp_gzip_compressor())));
 
 	queue_all_databases();
 

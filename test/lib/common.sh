@@ -10,7 +10,7 @@ CP_TEST_USER=${CP_TEST_USER:-calabi}
 CP_PACKAGES=(
 	make gcc pkg-config
 	"postgresql-$CP_PG_MAJOR" "postgresql-server-dev-$CP_PG_MAJOR"
-	libcurl4-openssl-dev libcjson-dev zlib1g-dev
+	libcurl4-openssl-dev libcjson-dev zlib1g-dev libisal-dev
 	libipc-run-perl locales
 	# the reference receiver (test/receiver) and the TAP tests that talk to it
 	python3 python3-psycopg2 openssl libio-socket-ssl-perl
