@@ -12,9 +12,11 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "compressor.h"
 #include "egress.h"
 #include "launcher.h"
 #include "shmem.h"
@@ -48,6 +50,8 @@ _PG_init(void)
 	 * loads us (the management functions check destinations against it).
 	 */
 	cp_egress_define_setting();
+	/* which library gzips batches: reloadable, read when a run starts */
+	cp_compressor_define_setting();
 
 	/* for the TAP tests only: a crash at a named point (test_point.c) */
 	cp_test_point_define_setting();
@@ -74,4 +78,18 @@ _PG_init(void)
 	}
 	cp_launcher_init_backend_hooks();
 	cp_utility_hook_init();
+}
+
+/*
+ * calabi_push.version(): the library's version and the compressor it uses,
+ * "calabi_push 0.1.0, gzip by isa-l 2.30": what a DBA (or a bug report)
+ * needs to know of the build that runs.
+ */
+PG_FUNCTION_INFO_V1(calabi_push_version);
+Datum
+calabi_push_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("calabi_push %s, gzip by %s",
+											  CALABI_PUSH_VERSION,
+											  cp_compressor_name())));
 }

@@ -296,7 +296,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL,"
 		 /* why it is a copy of a sync made elsewhere (src/home.c) */
 		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline),"
-		 " s.options->>'lookback'"
+		 " s.options->>'lookback',"
+		 " COALESCE((d.options->>'compression_level')::int, 0)"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -333,6 +334,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		sync->dest.client_id = text_column(21, mcxt);
 		sync->dest.scope = text_column(22, mcxt);
 		sync->gzip = int_column(row, 23) != 0;
+		sync->gzip_level = (int) int_column(row, 35);
 		sync->dest.token = text_column(24, mcxt);
 		sync->dest.client_secret = text_column(25, mcxt);
 		sync->dest.client_key = text_column(26, mcxt);

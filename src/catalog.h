@@ -72,6 +72,7 @@ typedef struct CpSyncDef
 	int64		schedule_ms;	/* 0: run once per start */
 	int64		max_backoff_ms;
 	bool		gzip;
+	int			gzip_level;		/* the destination's compression_level; 0: not set */
 	CpDestinationConfig dest;
 	/* CDC: every change committed before this was acknowledged; 0: no slot yet */
 	XLogRecPtr	cdc_lsn;

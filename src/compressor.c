@@ -27,9 +27,23 @@
 
 #include <pthread.h>
 
+#include "fmgr.h"
+#include "utils/guc.h"
+
 #include "compressor.h"
 #include "gzip.h"
 #include "thread.h"
+
+/* calabi_push.gzip_library: which library compresses, read when a run starts */
+static int	gzip_library = CP_GZIP_DEFAULT_LIBRARY;
+
+static const struct config_enum_entry gzip_library_options[] = {
+#ifdef CP_HAVE_ISAL
+	{"isa-l", CP_GZIP_ISAL, false},
+#endif
+	{"zlib", CP_GZIP_ZLIB, false},
+	{NULL, 0, false}
+};
 
 /* small enough to share the work at the end, large enough to lose no ratio */
 #define PIECE_BYTES (256 * 1024)
@@ -116,16 +130,54 @@ compressor_main(void *arg)
 	return NULL;
 }
 
+void
+cp_compressor_define_setting(void)
+{
+	DefineCustomEnumVariable("calabi_push.gzip_library",
+							 "The library that compresses gzip batches.",
+							 "isa-l (when the build has it) is several times faster than zlib; "
+							 "a sync uses the value read when its run starts.",
+							 &gzip_library,
+							 CP_GZIP_DEFAULT_LIBRARY,
+							 gzip_library_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+}
+
+const char *
+cp_compressor_name(void)
+{
+	return cp_gzip_library_name(gzip_library);
+}
+
+int
+cp_compressor_level(const char *sync_name, int requested)
+{
+	int			max = cp_gzip_max_level(gzip_library);
+
+	if (requested <= 0)
+		return 1;
+	if (requested > max)
+	{
+		/* set under the other library (calabi_push.gzip_library changed) */
+		ereport(LOG,
+				(errmsg("sync \"%s\" asks for compression_level %d; %s compresses at level %d at most, which is used",
+						sync_name, requested, cp_compressor_name(), max)));
+		return max;
+	}
+	return requested;
+}
+
 CpCompressor *
-cp_compressor_create(void)
+cp_compressor_create(int level)
 {
 	CpCompressor *c = calloc(1, sizeof(CpCompressor));
 	int			rc;
 
 	if (c == NULL)
 		return NULL;
-	c->thread_zs = cp_deflate_new();
-	c->main_zs = cp_deflate_new();
+	c->thread_zs = cp_deflate_new(gzip_library, level);
+	c->main_zs = cp_deflate_new(gzip_library, level);
 	if (c->thread_zs == NULL || c->main_zs == NULL)
 	{
 		cp_deflate_free(c->thread_zs);
@@ -196,7 +248,7 @@ check_piece(Piece *p)
 	if (p->zerror != CP_GZIP_OK)
 		ereport(ERROR,
 				(errcode(p->zerror == CP_GZIP_NOMEM ? ERRCODE_OUT_OF_MEMORY : ERRCODE_INTERNAL_ERROR),
-				 errmsg("gzip compression of a batch failed (%s)", cp_gzip_compressor())));
+				 errmsg("gzip compression of a batch failed (%s)", cp_compressor_name())));
 }
 
 static void
@@ -249,10 +301,10 @@ cp_compressor_finish(CpCompressor *c, const char *tail, size_t tail_len,
 }
 
 void
-cp_gzip(const char *data, size_t len, const char *tail, size_t tail_len,
+cp_gzip(int level, const char *data, size_t len, const char *tail, size_t tail_len,
 		StringInfo out)
 {
-	CpDeflate  *zs = cp_deflate_new();
+	CpDeflate  *zs = cp_deflate_new(gzip_library, level);
 	Piece		body = {0};
 	Piece		end = {0};
 	uint32		crc;
@@ -279,4 +331,15 @@ cp_gzip(const char *data, size_t len, const char *tail, size_t tail_len,
 	free(end.out);
 	check_piece(&body);
 	check_piece(&end);
+}
+
+/*
+ * calabi_push._gzip_max_level(): the highest compression_level the library
+ * in use takes, for the destination option's check.
+ */
+PG_FUNCTION_INFO_V1(calabi_push_gzip_max_level);
+Datum
+calabi_push_gzip_max_level(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(cp_gzip_max_level(gzip_library));
 }

@@ -21,14 +21,20 @@
 
 typedef struct CpCompressor CpCompressor;
 
+extern void cp_compressor_define_setting(void);
+/* "isa-l 2.30": the library calabi_push.gzip_library names */
+extern const char *cp_compressor_name(void);
+/* the level to use for a destination's compression_level (0: not set) */
+extern int	cp_compressor_level(const char *sync_name, int requested);
+
 /* NULL when no thread could be started: then compress in the caller. */
-extern CpCompressor *cp_compressor_create(void);
+extern CpCompressor *cp_compressor_create(int level);
 extern void cp_compressor_begin(CpCompressor *c, const char *data, size_t len);
 extern void cp_compressor_finish(CpCompressor *c, const char *tail, size_t tail_len,
 								 StringInfo out);
 
 /* gzip data then tail into out, in this thread (the fallback, and 413 splits). */
-extern void cp_gzip(const char *data, size_t len, const char *tail, size_t tail_len,
+extern void cp_gzip(int level, const char *data, size_t len, const char *tail, size_t tail_len,
 					StringInfo out);
 
 #endif							/* CALABI_PUSH_COMPRESSOR_H */

@@ -252,7 +252,7 @@ prepare_send(CpRun *run, CpBatch *batch, int from, int to, bool prepared,
 		if (prepared)
 			cp_compressor_finish(run->compressor, state.data, state.len, &send->body);
 		else
-			cp_gzip(batch->lines.data + start, len, state.data, state.len, &send->body);
+			cp_gzip(run->sync->gzip_level, batch->lines.data + start, len, state.data, state.len, &send->body);
 		pfree(state.data);
 		send->req.body = send->body.data;
 		send->req.body_len = send->body.len;

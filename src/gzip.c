@@ -3,10 +3,13 @@
  * gzip.c
  *	  Raw deflate pieces with ISA-L's igzip or zlib (see gzip.h).
  *
- * Level 1 either way: the fastest, and with igzip about seven times
- * zlib's speed at a slightly better ratio (issue 13).  The CRC and its
- * combination come from zlib in both builds (crc32_combine has no ISA-L
- * counterpart); ISA-L computes the CRC of each piece when present.
+ * Level 1 by default either way: the fastest, and with igzip about seven
+ * times zlib's speed at a slightly better ratio (issue 13).  Both libraries
+ * are built in when ISA-L is found, so that the setting
+ * calabi_push.gzip_library can fall back on zlib without a rebuild, and so
+ * that tests and benchmarks compare the two in one build.  The CRC comes
+ * from ISA-L when present (faster; the same polynomial), its combination
+ * from zlib in both builds (crc32_combine has no ISA-L counterpart).
  *
  *-------------------------------------------------------------------------
  */
@@ -21,13 +24,24 @@
 
 #include "gzip.h"
 
+struct CpDeflate
+{
+	CpGzipLibrary lib;
+	int			level;
+	z_stream	zs;				/* zlib's */
+#ifdef CP_HAVE_ISAL
+	struct isal_zstream izs;
+	uint8_t    *level_buf;
+	uint32_t	level_buf_size;
+#endif
+};
+
 static int
-grow(unsigned char **out, size_t *outsize, size_t used)
+grow(unsigned char **out, size_t *outsize)
 {
 	size_t		grown = *outsize * 2 > 64 * 1024 ? *outsize * 2 : 64 * 1024;
 	unsigned char *bigger = realloc(*out, grown);
 
-	(void) used;
 	if (bigger == NULL)
 		return CP_GZIP_NOMEM;
 	*out = bigger;
@@ -37,51 +51,32 @@ grow(unsigned char **out, size_t *outsize, size_t used)
 
 #ifdef CP_HAVE_ISAL
 
-#define CP_ISAL_LEVEL 1
-#define CP_ISAL_LEVEL_BUF ISAL_DEF_LVL1_DEFAULT
-
-struct CpDeflate
+/* the buffer each level needs; ISA-L's "large" sizes, its defaults */
+static uint32_t
+isal_level_buf_size(int level)
 {
-	struct isal_zstream zs;
-	uint8_t    *level_buf;
-};
-
-CpDeflate *
-cp_deflate_new(void)
-{
-	CpDeflate  *d = calloc(1, sizeof(CpDeflate));
-
-	if (d == NULL)
-		return NULL;
-	d->level_buf = malloc(CP_ISAL_LEVEL_BUF);
-	if (d->level_buf == NULL)
+	switch (level)
 	{
-		free(d);
-		return NULL;
+		case 1:
+			return ISAL_DEF_LVL1_DEFAULT;
+		case 2:
+			return ISAL_DEF_LVL2_DEFAULT;
+		default:
+			return ISAL_DEF_LVL3_DEFAULT;
 	}
-	return d;
 }
 
-void
-cp_deflate_free(CpDeflate *d)
+static int
+isal_piece(CpDeflate *d, const char *data, size_t len, bool last,
+		   unsigned char **out, size_t *outsize, size_t *outlen)
 {
-	if (d == NULL)
-		return;
-	free(d->level_buf);
-	free(d);
-}
-
-int
-cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
-				 unsigned char **out, size_t *outsize, size_t *outlen)
-{
-	struct isal_zstream *zs = &d->zs;
+	struct isal_zstream *zs = &d->izs;
 	size_t		used = 0;
 
 	isal_deflate_init(zs);
-	zs->level = CP_ISAL_LEVEL;
+	zs->level = (uint32_t) d->level;
 	zs->level_buf = d->level_buf;
-	zs->level_buf_size = CP_ISAL_LEVEL_BUF;
+	zs->level_buf_size = d->level_buf_size;
 	zs->gzip_flag = IGZIP_DEFLATE;
 	/* a sync flush ends on a byte boundary without BFINAL */
 	zs->flush = last ? NO_FLUSH : SYNC_FLUSH;
@@ -95,7 +90,7 @@ cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
 
 		if (*outsize - used == 0)
 		{
-			rc = grow(out, outsize, used);
+			rc = grow(out, outsize);
 			if (rc != CP_GZIP_OK)
 				return rc;
 		}
@@ -113,7 +108,7 @@ cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
 		if (zs->avail_out == before)
 		{
 			/* no progress with room left: give it more room */
-			rc = grow(out, outsize, used);
+			rc = grow(out, outsize);
 			if (rc != CP_GZIP_OK)
 				return rc;
 		}
@@ -122,58 +117,11 @@ cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
 	return CP_GZIP_OK;
 }
 
-uint32_t
-cp_gzip_crc(const char *data, size_t len)
-{
-	return crc32_gzip_refl(0, (const unsigned char *) data, len);
-}
+#endif							/* CP_HAVE_ISAL */
 
-const char *
-cp_gzip_compressor(void)
-{
-	static char name[32];
-
-	if (name[0] == '\0')
-		snprintf(name, sizeof(name), "isa-l %d.%d", ISAL_MAJOR_VERSION, ISAL_MINOR_VERSION);
-	return name;
-}
-
-#else							/* zlib */
-
-struct CpDeflate
-{
-	z_stream	zs;
-};
-
-CpDeflate *
-cp_deflate_new(void)
-{
-	CpDeflate  *d = calloc(1, sizeof(CpDeflate));
-
-	if (d == NULL)
-		return NULL;
-	/* level 1: zlib's fastest, a sixth of the JSON's size or better */
-	if (deflateInit2(&d->zs, Z_BEST_SPEED, Z_DEFLATED, -15, 8,
-					 Z_DEFAULT_STRATEGY) != Z_OK)
-	{
-		free(d);
-		return NULL;
-	}
-	return d;
-}
-
-void
-cp_deflate_free(CpDeflate *d)
-{
-	if (d == NULL)
-		return;
-	deflateEnd(&d->zs);
-	free(d);
-}
-
-int
-cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
-				 unsigned char **out, size_t *outsize, size_t *outlen)
+static int
+zlib_piece(CpDeflate *d, const char *data, size_t len, bool last,
+		   unsigned char **out, size_t *outsize, size_t *outlen)
 {
 	z_stream   *zs = &d->zs;
 	int			flush = last ? Z_FINISH : Z_SYNC_FLUSH;
@@ -191,7 +139,7 @@ cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
 		{
 			size_t		used = *outsize;
 
-			rc = grow(out, outsize, used);
+			rc = grow(out, outsize);
 			if (rc != CP_GZIP_OK)
 				return rc;
 			zs->next_out = *out + used;
@@ -209,26 +157,107 @@ cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
 	return CP_GZIP_OK;
 }
 
+CpDeflate *
+cp_deflate_new(CpGzipLibrary lib, int level)
+{
+	CpDeflate  *d = calloc(1, sizeof(CpDeflate));
+
+	if (d == NULL)
+		return NULL;
+	if (level < 1)
+		level = 1;
+	if (level > cp_gzip_max_level(lib))
+		level = cp_gzip_max_level(lib);
+	d->level = level;
+#ifdef CP_HAVE_ISAL
+	if (lib == CP_GZIP_ISAL)
+	{
+		d->lib = CP_GZIP_ISAL;
+		d->level_buf_size = isal_level_buf_size(level);
+		d->level_buf = malloc(d->level_buf_size);
+		if (d->level_buf == NULL)
+		{
+			free(d);
+			return NULL;
+		}
+		return d;
+	}
+#endif
+	d->lib = CP_GZIP_ZLIB;
+	if (deflateInit2(&d->zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+	{
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void
+cp_deflate_free(CpDeflate *d)
+{
+	if (d == NULL)
+		return;
+#ifdef CP_HAVE_ISAL
+	free(d->level_buf);
+#endif
+	if (d->lib == CP_GZIP_ZLIB)
+		deflateEnd(&d->zs);
+	free(d);
+}
+
+int
+cp_deflate_piece(CpDeflate *d, const char *data, size_t len, bool last,
+				 unsigned char **out, size_t *outsize, size_t *outlen)
+{
+#ifdef CP_HAVE_ISAL
+	if (d->lib == CP_GZIP_ISAL)
+		return isal_piece(d, data, len, last, out, outsize, outlen);
+#endif
+	return zlib_piece(d, data, len, last, out, outsize, outlen);
+}
+
 uint32_t
 cp_gzip_crc(const char *data, size_t len)
 {
+#ifdef CP_HAVE_ISAL
+	return crc32_gzip_refl(0, (const unsigned char *) data, len);
+#else
 	return (uint32_t) crc32(0L, (const Bytef *) data, len);
-}
-
-const char *
-cp_gzip_compressor(void)
-{
-	static char name[32];
-
-	if (name[0] == '\0')
-		snprintf(name, sizeof(name), "zlib %s", zlibVersion());
-	return name;
-}
-
 #endif
+}
 
 uint32_t
 cp_gzip_crc_combine(uint32_t crc1, uint32_t crc2, size_t len2)
 {
 	return (uint32_t) crc32_combine(crc1, crc2, (z_off_t) len2);
+}
+
+int
+cp_gzip_max_level(CpGzipLibrary lib)
+{
+#ifdef CP_HAVE_ISAL
+	if (lib == CP_GZIP_ISAL)
+		return ISAL_DEF_MAX_LEVEL;
+#endif
+	return Z_BEST_COMPRESSION;
+}
+
+const char *
+cp_gzip_library_name(CpGzipLibrary lib)
+{
+	static char zlib_name[32];
+#ifdef CP_HAVE_ISAL
+	static char isal_name[32];
+
+	if (lib == CP_GZIP_ISAL)
+	{
+		if (isal_name[0] == '\0')
+			snprintf(isal_name, sizeof(isal_name), "isa-l %d.%d",
+					 ISAL_MAJOR_VERSION, ISAL_MINOR_VERSION);
+		return isal_name;
+	}
+#endif
+	if (zlib_name[0] == '\0')
+		snprintf(zlib_name, sizeof(zlib_name), "zlib %s", zlibVersion());
+	return zlib_name;
 }

@@ -44,7 +44,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "gzip.h"
+#include "compressor.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "xact.h"
@@ -374,7 +374,7 @@ calabi_push_launcher_main(Datum main_arg)
 
 	ereport(LOG,
 			(errmsg("calabi_push %s launcher started; gzip bodies are compressed with %s",
-					CALABI_PUSH_VERSION, cp_gzip_compressor())));
+					CALABI_PUSH_VERSION, cp_compressor_name())));
 
 	queue_all_databases();
 

@@ -403,7 +403,10 @@ run_sync(void)
 	become_run_as(run);
 	run->http = cp_http_client_create(&run->sync->dest, run->mcxt);
 	if (run->sync->gzip)
-		run->compressor = cp_compressor_create();
+	{
+		run->sync->gzip_level = cp_compressor_level(run->sync->name, run->sync->gzip_level);
+		run->compressor = cp_compressor_create(run->sync->gzip_level);
+	}
 	my_exit = method(run);
 }
 

@@ -282,6 +282,13 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'calabi_push_check_egress'
 LANGUAGE C STABLE;
 
+-- The highest gzip compression_level of the library that compresses
+-- (calabi_push.gzip_library): 3 for ISA-L, 9 for zlib (src/compressor.c).
+CREATE FUNCTION _gzip_max_level()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'calabi_push_gzip_max_level'
+LANGUAGE C STABLE;
+
 -- The options a destination is stored with unless it gives them
 -- (src/destination.h).
 CREATE FUNCTION _destination_defaults()
@@ -444,13 +451,15 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     known constant text[] := ARRAY['allow_http', 'ca_file', 'ca_pem', 'client_cert',
-        'client_id', 'client_key', 'client_secret', 'compression', 'connect_timeout',
-        'proxy', 'request_timeout', 'scope', 'token_url'];
+        'client_id', 'client_key', 'client_secret', 'compression', 'compression_level',
+        'connect_timeout', 'proxy', 'request_timeout', 'scope', 'token_url'];
     o jsonb;
     w constant text := 'destination';
     defaults constant jsonb := _destination_defaults();
     allow_http boolean := (defaults->'allow_http')::boolean;
     compression text := defaults->>'compression';
+    compression_level integer;
+    max_level integer;
     connect_timeout_ms bigint := (defaults->'connect_timeout_ms')::bigint;
     request_timeout_ms bigint := (defaults->'request_timeout_ms')::bigint;
     proxy text;
@@ -491,6 +500,24 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Batches are gzip-compressed by default; "none" sends them as they are.';
         END IF;
+    END IF;
+    IF o ? 'compression_level' THEN
+        max_level := _gzip_max_level();
+        IF (CASE WHEN jsonb_typeof(o->'compression_level') <> 'number' THEN true
+                 ELSE (o->>'compression_level')::numeric NOT BETWEEN 1 AND max_level
+                      OR (o->>'compression_level')::numeric % 1 <> 0 END) THEN
+            RAISE EXCEPTION 'destination option "compression_level" must be an integer from 1 to %', max_level
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Batches are compressed with %s, whose levels are 1 (the fastest, the default) to %s; '
+                                    'leave the option out for the fastest.',
+                                    current_setting('calabi_push.gzip_library'), max_level);
+        END IF;
+        IF compression <> 'gzip' THEN
+            RAISE EXCEPTION 'destination option "compression_level" applies to gzip only'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave compression_level out (or give it as null) with "compression": "none".';
+        END IF;
+        compression_level := (o->>'compression_level')::integer;
     END IF;
     IF o ? 'connect_timeout' THEN
         connect_timeout_ms := _duration_ms(w, 'connect_timeout', o->'connect_timeout', 100, 300000, '10s');
@@ -587,6 +614,7 @@ BEGIN
     r_options := jsonb_strip_nulls(jsonb_build_object(
         'allow_http', allow_http,
         'compression', compression,
+        'compression_level', compression_level,
         'connect_timeout_ms', connect_timeout_ms,
         'request_timeout_ms', request_timeout_ms,
         'proxy', proxy,
@@ -719,7 +747,7 @@ BEGIN
 
     PERFORM _check_option_keys('destination', _alter_destination.options,
         ARRAY['allow_http', 'ca_file', 'ca_pem', 'client_cert', 'client_id', 'client_key',
-              'client_secret', 'compression', 'connect_timeout', 'proxy', 'request_timeout',
+              'client_secret', 'compression', 'compression_level', 'connect_timeout', 'proxy', 'request_timeout',
               'scope', 'token_url'],
         '{"connect_timeout_ms": "connect_timeout", "request_timeout_ms": "request_timeout"}');
 
@@ -910,6 +938,8 @@ REVOKE ALL ON FUNCTION
     _string_option(text, text, jsonb),
     _parse_url(text, text, text, text),
     _check_egress(text, text),
+    _gzip_max_level(),
+    _gzip_max_level(),
     _destination_defaults(),
     _check_destination(text, boolean, text, text, text, text, text, text, text, text, text, text),
     _check_endpoint(text, text, boolean),

@@ -9,6 +9,9 @@
 #     receiver acknowledging without storing or parsing (--no-store
 #     --validate none), checkpointing each batch; timed from its worker's
 #     launch to the commit of the last acknowledgement;
+#   - the same with gzip by zlib (calabi_push.gzip_library), the fallback
+#     of a build with ISA-L (skipped in a build without it: zlib is then
+#     the first);
 #   - the same with a destination whose compression is none;
 #   - pg_logical_slot_get_binary_changes with pgoutput (proto 1);
 #   - pg_logical_slot_get_changes with wal2json (format-version 2).
@@ -50,11 +53,13 @@ CREATE TABLE t (id int PRIMARY KEY, k int, v text, at timestamptz, n numeric);
 CREATE PUBLICATION bench FOR TABLE t;
 SELECT calabi_push.create_destination('bench', :'url', token => 'bench',
        options => jsonb_build_object('ca_file', :'ca'));
+SELECT calabi_push.create_destination('bench-zlib', :'url', token => 'bench',
+       options => jsonb_build_object('ca_file', :'ca'));
 SELECT calabi_push.create_destination('bench-plain', :'url', token => 'bench',
        options => jsonb_build_object('ca_file', :'ca', 'compression', 'none'));
 SELECT calabi_push.create_sync(d || '-' || i, d, ARRAY['t']::regclass[], method => 'cdc',
        options => '{"batch_rows": 10000}')
-  FROM unnest(ARRAY['bench', 'bench-plain']) d, generate_series(1, :runs) i;
+  FROM unnest(ARRAY['bench', 'bench-zlib', 'bench-plain']) d, generate_series(1, :runs) i;
 SELECT calabi_push.start_sync(name) FROM calabi_push.sync;
 SQL
 wait_acked() {
@@ -68,6 +73,7 @@ wait_acked() {
 lsn=$(cp_psql -At -c 'SELECT pg_current_wal_lsn()')
 for i in $(seq "$runs"); do
 	wait_acked "$lsn" "bench-$i"
+	wait_acked "$lsn" "bench-zlib-$i"
 	wait_acked "$lsn" "bench-plain-$i"
 	cp_psql -c "SELECT pg_create_logical_replication_slot('pgo_$i', 'pgoutput')" \
 		-c "SELECT pg_create_logical_replication_slot('w2j_$i', 'wal2json')" >/dev/null
@@ -121,27 +127,44 @@ timed() {
 	cp_psql -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'
 }
 best() { tr ' ' '\n' | grep . | sort -n | head -1; }
-all_sync="" all_plain="" all_pgo="" all_w2j=""
+libs=$(cp_bench_gzip_libraries)
+default_lib=${libs%% *}
+all_sync="" all_zlib="" all_plain="" all_pgo="" all_w2j=""
 for i in $(seq "$runs"); do
 	all_sync+="$(sync_ms "bench-$i") "
+	if [ "$default_lib" != zlib ]; then
+		cp_bench_gzip_library zlib
+		all_zlib+="$(sync_ms "bench-zlib-$i") "
+		cp_bench_gzip_library "$default_lib"
+	fi
 	all_plain+="$(sync_ms "bench-plain-$i") "
 	all_pgo+="$(timed "SELECT count(*) FROM pg_logical_slot_get_binary_changes('pgo_$i', '$end_lsn', NULL, 'proto_version', '1', 'publication_names', 'bench')") "
 	all_w2j+="$(timed "SELECT count(*) FROM pg_logical_slot_get_changes('w2j_$i', '$end_lsn', NULL, 'format-version', '2')") "
 	cp_psql -c "SELECT pg_drop_replication_slot('pgo_$i')" -c "SELECT pg_drop_replication_slot('w2j_$i')" >/dev/null
 done
 sync_ms=$(echo "$all_sync" | best)
+zlib_ms=$(echo "$all_zlib" | best)
 plain_ms=$(echo "$all_plain" | best)
+# bytes on the wire for the workload (the backfill of the empty table is a
+# few hundred bytes)
+wire() { cp_psql -At -c "SELECT bytes_sent FROM calabi_push.sync_status WHERE name = '$1'"; }
+gzip_bytes=$(wire bench-1) zlib_bytes=$(wire bench-zlib-1) plain_bytes=$(wire bench-plain-1)
 pgo_ms=$(echo "$all_pgo" | best)
 w2j_ms=$(echo "$all_w2j" | best)
-echo "runs (ms): sync gzip [$all_sync] uncompressed [$all_plain] pgoutput [$all_pgo] wal2json [$all_w2j]"
+echo "runs (ms): sync gzip by $default_lib [$all_sync] gzip by zlib [$all_zlib] uncompressed [$all_plain] pgoutput [$all_pgo] wal2json [$all_w2j]"
 
-awk -v n="$changes" -v r="$runs" -v s="$sync_ms" -v u="$plain_ms" -v p="$pgo_ms" -v w="$w2j_ms" 'BEGIN {
+awk -v n="$changes" -v r="$runs" -v s="$sync_ms" -v z="${zlib_ms:-0}" -v u="$plain_ms" -v p="$pgo_ms" -v w="$w2j_ms" \
+	-v lib="$default_lib" -v gb="$gzip_bytes" -v zb="$zlib_bytes" -v ub="$plain_bytes" 'BEGIN {
 	printf "\nCDC throughput: %d changes (inserts, then updates) in transactions of 1,000, same WAL, same run, best of %d\n", n, r
-	printf "  %-70s %6.0f ms %9.0f changes/s\n", "sync, gzip (default): worker launch to last ack, over HTTPS, checkpointed", s, n / (s / 1000)
-	printf "  %-70s %6.0f ms %9.0f changes/s\n", "sync, compression none: the same", u, n / (u / 1000)
+	printf "  %-70s %6.0f ms %9.0f changes/s %7.1f MB\n", "sync, gzip by " lib " (default): worker launch to last ack, HTTPS, checkpointed", s, n / (s / 1000), gb / 1e6
+	if (z > 0)
+		printf "  %-70s %6.0f ms %9.0f changes/s %7.1f MB\n", "sync, gzip by zlib (the fallback): the same", z, n / (z / 1000), zb / 1e6
+	printf "  %-70s %6.0f ms %9.0f changes/s %7.1f MB\n", "sync, compression none: the same", u, n / (u / 1000), ub / 1e6
 	printf "  %-70s %6.0f ms %9.0f changes/s\n", "pg_logical_slot_get_binary_changes, pgoutput (no JSON, no network)", p, n / (p / 1000)
 	printf "  %-70s %6.0f ms %9.0f changes/s\n", "pg_logical_slot_get_changes, wal2json format 2 (no network)", w, n / (w / 1000)
-	printf "  ratio sync / pgoutput: %.2f gzip, %.2f uncompressed (target >= 1.0)\n", p / s, p / u
+	printf "  ratio sync / pgoutput: %.2f gzip by %s (target >= 1.1), %.2f uncompressed\n", p / s, lib, p / u
+	if (z > 0)
+		printf "  ratio sync / pgoutput, gzip by zlib: %.2f\n", p / z
 	printf "  ratio sync / wal2json: %.2f gzip, %.2f uncompressed\n", w / s, w / u
 }'
 

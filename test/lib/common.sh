@@ -217,6 +217,25 @@ cp_bench_receiver_stop() {
 	cp_bench_stop "$1/receiver/pid"
 }
 
+# The gzip libraries this build has, the default first ("isa-l zlib" or
+# "zlib"); cp_bench_gzip_library LIB makes syncs started from now on
+# compress with LIB (calabi_push.gzip_library, reloaded and waited for).
+cp_bench_gzip_libraries() {
+	case "$(cp_psql -At -c 'SELECT calabi_push.version()')" in
+		*"gzip by isa-l"*) echo "isa-l zlib" ;;
+		*) echo "zlib" ;;
+	esac
+}
+cp_bench_gzip_library() {
+	cp_psql -q -c "ALTER SYSTEM SET calabi_push.gzip_library = '$1'" -c 'SELECT pg_reload_conf()' >/dev/null
+	for _ in $(seq 100); do
+		[ "$(cp_psql -At -c 'SHOW calabi_push.gzip_library')" = "$1" ] && return 0
+		sleep 0.05
+	done
+	echo "calabi_push.gzip_library did not become $1" >&2
+	return 1
+}
+
 # The sanitizer pass (test/run sanitize, docs/testing.md): calabi_push built
 # with AddressSanitizer and UndefinedBehaviorSanitizer into a copy of the
 # tree, installed in place of the normal build, and tested with gcc's ASan
