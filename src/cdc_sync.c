@@ -504,7 +504,7 @@ plugin_options(CpRun *run)
  * may have applied it), or the stop cut short a transaction larger than a
  * batch (its part already sent is sent again, as after a crash).
  */
-static void stop_cleanly(CpRun *run) pg_attribute_noreturn();
+pg_noreturn static void stop_cleanly(CpRun *run);
 
 static void
 stop_cleanly(CpRun *run)
@@ -562,7 +562,7 @@ end_cancellable(void)
 	cp_worker_stop_point();
 }
 
-static void run_loop(CpRun *run) pg_attribute_noreturn();
+pg_noreturn static void run_loop(CpRun *run);
 
 /*
  * Everything before the first decoding round: the streams, their

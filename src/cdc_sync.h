@@ -16,6 +16,7 @@
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "cdc_decoder.h"
 #include "cdc_sink.h"
 #include "reader.h"
@@ -152,7 +153,7 @@ extern void cp_cdc_check_streams(CpRun *run);
 extern void cp_cdc_sink_violation(void *arg, Relation rel, int violation);
 extern void cp_cdc_sink_too_large(void *arg, Relation rel, XLogRecPtr lsn,
 								  const char *key, int64 bytes);
-extern void cp_cdc_stop_too_large(CpRun *run) pg_attribute_noreturn();
+pg_noreturn extern void cp_cdc_stop_too_large(CpRun *run);
 
 /* cdc_backfill.c */
 extern void cp_cdc_backfill_init(CpRun *run);

@@ -25,6 +25,14 @@
 #endif
 
 /*
+ * A function that never returns: PG18's pg_noreturn, written before the
+ * declaration (PG18 removed pg_attribute_noreturn(), written after it).
+ */
+#ifndef pg_noreturn
+#define pg_noreturn _Noreturn
+#endif
+
+/*
  * A uniform random number in [0, 1), for retry jitter: PG15's pg_prng, or
  * the random() that PG14 seeds in every backend.
  */

@@ -39,6 +39,7 @@
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
 
+#include "compat.h"
 #include "catalog.h"
 #include "encoder.h"
 #include "worker.h"
@@ -224,6 +225,6 @@ extern void cp_read_close(CpStreamRun *s);
  * Outside any transaction: deliver what the batch holds and stop the sync
  * in error, naming the row too large for any batch.
  */
-extern void cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s) pg_attribute_noreturn();
+pg_noreturn extern void cp_stream_run_stop_too_large(CpRun *run, CpStreamRun *s);
 
 #endif							/* CALABI_PUSH_READER_H */

@@ -13,6 +13,7 @@
 
 #include "access/xlogdefs.h"
 
+#include "compat.h"
 #include "batch.h"
 #include "catalog.h"
 #include "encoder.h"
@@ -159,7 +160,7 @@ extern void cp_worker_stop_on_error(void);
  * message_redacted: the message without the endpoint's response, for roles
  * that may not see it (NULL: message holds none).
  */
-extern void cp_worker_stop_refused(CpRun *run, const char *message,
-								   const char *message_redacted) pg_attribute_noreturn();
+pg_noreturn extern void cp_worker_stop_refused(CpRun *run, const char *message,
+											   const char *message_redacted);
 
 #endif							/* CALABI_PUSH_WORKER_H */
