@@ -71,7 +71,7 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
 
 	Assert(!IsTransactionState());
 	CheckLogicalDecodingRequirements();
-	ReplicationSlotAcquire(slot_name, true);
+	cp_replication_slot_acquire(slot_name, true);
 
 	/*
 	 * start_lsn beyond the slot's confirmed position skips what the sync's

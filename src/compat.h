@@ -3,8 +3,10 @@
  * compat.h
  *	  Every PG_VERSION_NUM difference calabi_push cares about, in one place.
  *
- * calabi_push supports PostgreSQL 14 to 17.  The rest of the code calls the
- * newest API and this header maps it onto older servers.
+ * calabi_push is tested on PostgreSQL 15 and compiled against 17 and 18
+ * (test/check_versions.sh); 14 and 16 are still mapped but no longer
+ * compiled.  The rest of the code calls the newest API and this header maps
+ * it onto older servers.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +32,25 @@
  */
 #ifndef pg_noreturn
 #define pg_noreturn _Noreturn
+#endif
+
+/*
+ * Signatures PG18 changed (the callers include the headers):
+ * - ReplicationSlotAcquire gained error_if_invalid; false keeps the older
+ *   behaviour, where an invalidated slot is acquired and decoding from it
+ *   fails with the reason (src/cdc_slot.c reports it);
+ * - RelationGetPrimaryKeyIndex gained deferrable_ok; false keeps the older
+ *   answer (a deferrable primary key does not identify rows);
+ * - pg_b64_encode takes its input as uint8.
+ */
+#if PG_VERSION_NUM >= 180000
+#define cp_replication_slot_acquire(name, nowait) ReplicationSlotAcquire(name, nowait, false)
+#define cp_relation_primary_key_index(rel) RelationGetPrimaryKeyIndex(rel, false)
+#define cp_b64_encode(src, len, dst, dstlen) pg_b64_encode((const uint8 *) (src), len, dst, dstlen)
+#else
+#define cp_replication_slot_acquire(name, nowait) ReplicationSlotAcquire(name, nowait)
+#define cp_relation_primary_key_index(rel) RelationGetPrimaryKeyIndex(rel)
+#define cp_b64_encode(src, len, dst, dstlen) pg_b64_encode(src, len, dst, dstlen)
 #endif
 
 /*

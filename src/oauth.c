@@ -17,6 +17,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "http_answer.h"
 #include "http_parse.h"
 #include "http_transport.h"
@@ -89,7 +90,7 @@ basic_authorization(const CpDestinationConfig *cfg)
 
 	enclen = pg_b64_enc_len(plain.len);
 	encoded = palloc(enclen + 1);
-	enclen = pg_b64_encode(plain.data, plain.len, encoded, enclen);
+	enclen = cp_b64_encode(plain.data, plain.len, encoded, enclen);
 	explicit_bzero(plain.data, plain.len);
 	pfree(plain.data);
 	if (enclen < 0)

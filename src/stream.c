@@ -19,6 +19,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "stream.h"
 
 Relation
@@ -100,7 +101,7 @@ cp_stream_key_index(Relation rel)
 
 	if (rel->rd_rel->relhasindex)
 	{
-		indexoid = RelationGetPrimaryKeyIndex(rel);
+		indexoid = cp_relation_primary_key_index(rel);
 		if (!OidIsValid(indexoid))
 			indexoid = RelationGetReplicaIndex(rel);
 	}
