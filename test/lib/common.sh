@@ -14,11 +14,18 @@ CP_PACKAGES=(
 	libipc-run-perl locales
 	# the reference receiver (test/receiver) and the TAP tests that talk to it
 	python3 python3-psycopg2 openssl libio-socket-ssl-perl
-	# the libFuzzer targets (test/fuzz): clang and its fuzzer/sanitizer runtimes
-	clang libclang-rt-14-dev
-	# the sanitizer pass (test/run sanitize): gcc 12's ASan and UBSan runtimes
-	libasan8 libubsan1
 )
+# CP_NO_FUZZ_SANITIZE=1 (the Debian roots of test/run --pg, test/lib/pgroot.sh,
+# which run pg_regress and TAP only, and whose releases name these packages
+# differently): without the fuzz and sanitizer packages.
+if [ "${CP_NO_FUZZ_SANITIZE:-}" != 1 ]; then
+	CP_PACKAGES+=(
+		# the libFuzzer targets (test/fuzz): clang and its fuzzer/sanitizer runtimes
+		clang libclang-rt-14-dev
+		# the sanitizer pass (test/run sanitize): gcc 12's ASan and UBSan runtimes
+		libasan8 libubsan1
+	)
+fi
 # Locales the money tests switch lc_monetary to.
 CP_LOCALES=(de_DE.UTF-8 ja_JP.UTF-8)
 
