@@ -15,6 +15,8 @@
 # CP_TEST_LOCK=FILE: the suites (not the root's making) run under
 # flock FILE, the lock the project's test runs share.  CP_PGROOT_DIR: where
 # the roots live (default /tmp; the root is DIR/calabi_push-root-VERSION).
+# CP_PGROOT_SRC=DIR: the tree copied into the root and tested (default: this
+# checkout), e.g. a worktree with a change being tried.
 # CP_PGROOT_REBUILD=1 makes the root again.
 #
 # Mounts (/proc, /dev, a tmpfs /dev/shm, /dev/pts) exist only in a private
@@ -84,13 +86,13 @@ cp_pgroot_chroot() {
 		DEBIAN_FRONTEND=noninteractive "${cp_pgroot_env[@]}" "$@"
 }
 
-# Copies the working tree (as test/run's own copy does, without the build
+# Copies the working tree (CP_PGROOT_SRC or this checkout; as test/run's own copy does, without the build
 # products and logs of the machine's build) to ROOT/src.
 cp_pgroot_copy_tree() {
 	local root=$1
 	rm -rf "${root:?}/src"
 	mkdir -p "$root/src"
-	tar -C "$CP_ROOT" --exclude=./.git --exclude=./test/log --exclude=./tmp_check \
+	tar -C "${CP_PGROOT_SRC:-$CP_ROOT}" --exclude=./.git --exclude=./test/log --exclude=./tmp_check \
 		--exclude=./tmp_regress --exclude=./results --exclude=./test/fuzz/build \
 		--exclude='*.o' --exclude='*.so' --exclude='*.bc' --exclude=./src/cflags.stamp \
 		-cf - . | tar -C "$root/src" -xf -
@@ -186,7 +188,9 @@ cp_pgroot_main() {
 		return 2
 	fi
 	root=${CP_PGROOT_DIR:-/tmp}/calabi_push-root-$v
-	trap 'cp_pgroot_umount_all "$root"' EXIT
+	# (global: the trap runs after this function has returned)
+	CP_PGROOT=$root
+	trap 'cp_pgroot_umount_all "$CP_PGROOT"' EXIT
 	trap 'exit 130' INT TERM
 
 	cp_pgroot_build "$v" "$root" || {
