@@ -117,7 +117,12 @@ cp_pgroot_build() {
 	start=$SECONDS
 	cp_log "making $root: Debian $suite from $mirror (debootstrap)"
 	cp_pgroot_umount_all "$root"
-	rm -rf "${root:?}"
+	if awk -v r="$(readlink -f "$root")" 'index($2, r "/") == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
+		cp_log "something is still mounted under $root: not removing it"
+		return 1
+	fi
+	# (--one-file-system: never into a mount, should one appear regardless)
+	rm -rf --one-file-system "${root:?}"
 	mkdir -p "$root"
 	if ! debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$root.debootstrap.log" 2>&1; then
 		tail -20 "$root.debootstrap.log" >&2
