@@ -21,8 +21,9 @@
  * they are delivered (the end of each transaction's commit record).  When
  * the endpoint acknowledges, that position is committed to the sync's row
  * (sync.cdc_lsn), and only then confirmed to the slot, which is saved.  A
- * restart decodes from the row's position: nothing acknowledged is sent
- * again, and the duplicates a crash can cause are the batches in flight.
+ * restart decodes from the row's position: nothing checkpointed is sent
+ * again, and the duplicates a crash can cause are the batches in flight
+ * and those acknowledged during the last CHECKPOINT_EVERY_MS of a round.
  *
  * While a transaction is replayed (inside the sink's callbacks) no
  * transaction of ours can commit: batch numbers are reserved beforehand,
@@ -93,6 +94,15 @@
  * array), and its invalidation reaches us only at our next transaction.
  */
 #define RECHECK_AGAIN_MS 200
+/*
+ * Acknowledgements that arrive while a round decodes are committed together
+ * once the oldest is this old (and at the end of every round): each commit
+ * waits for a WAL flush, which on a plain disk takes longer than decoding a
+ * batch, so committing each batch's would bound the sync by the disk.  A
+ * crash then sends again at most the batches acknowledged in that time,
+ * besides those in flight.
+ */
+#define CHECKPOINT_EVERY_MS 100
 
 /* Transactions decoded but not yet acknowledged, oldest first: the lag. */
 typedef struct Pending
@@ -358,15 +368,31 @@ sink_message(void *arg, XLogRecPtr lsn, const char *prefix, Size size,
 }
 
 /*
- * Stop decoding to place a chunk, to checkpoint what was acknowledged, or
- * because the worker is asked to stop.
+ * Acknowledgements wait to be committed, the oldest CHECKPOINT_EVERY_MS
+ * ago.  Called for every record decoded: the clock is read once in 64 calls.
+ */
+static bool
+checkpoint_due(CpRun *run)
+{
+	static uint32 calls = 0;
+
+	if (!run->deferred.pending || (++calls & 63) != 0)
+		return false;
+	return TimestampDifferenceExceeds(run->deferred.since, GetCurrentTimestamp(),
+									  CHECKPOINT_EVERY_MS);
+}
+
+/*
+ * Stop decoding to place a chunk, to checkpoint what was acknowledged (now
+ * and then: see CHECKPOINT_EVERY_MS), or because the worker is asked to
+ * stop.
  */
 static bool
 stop_decoding(void *arg)
 {
 	CpRun	   *run = arg;
 
-	return run->cdc->chunk.state == CP_CHUNK_REACHED || run->deferred.pending ||
+	return run->cdc->chunk.state == CP_CHUNK_REACHED || checkpoint_due(run) ||
 		run->cdc->too_large != NULL || cp_worker_stop_requested();
 }
 

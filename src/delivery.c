@@ -157,6 +157,8 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 		deferred->bytes += bytes;
 		deferred->retries += retries;
 		deferred->position = Max(deferred->position, position);
+		if (!deferred->pending)
+			deferred->since = GetCurrentTimestamp();
 		deferred->pending = true;
 		return;
 	}

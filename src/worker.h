@@ -30,6 +30,7 @@ typedef struct CpStreamRun CpStreamRun;
 typedef struct CpDeferredAck
 {
 	bool		pending;
+	TimestampTz since;			/* when the first of them arrived */
 	char	  **states;			/* per stream: last acknowledged state, or NULL */
 	int64		records;
 	int64		bytes;

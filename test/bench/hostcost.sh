@@ -45,7 +45,10 @@
 #
 # Both consumers' far ends (the receiver, pg_recvlogical) run on this
 # machine and take CPU from pgbench; on a host whose consumer lives
-# elsewhere both costs are lower.
+# elsewhere both costs are lower.  Each consumer round also prints the CPU
+# seconds its processes used while pgbench ran (the sync's worker with its
+# threads plus the receiver; the walsender plus pg_recvlogical), a figure
+# that other load on the machine does not move much, unlike TPS.
 #
 #   test/bench/hostcost.sh [SECONDS] [ROUNDS] [SCALE]
 set -euo pipefail
@@ -193,18 +196,46 @@ done
 wait_acked sync "$(now_lsn)" >/dev/null
 stop_consumer sync
 
-declare -A all
+# The processes of consumer $1, both ends on this machine: the sync's
+# worker (its threads included) and the receiver; the walsender and
+# pg_recvlogical.
+consumer_pids() {
+	case $1 in
+	sync) echo "$(cp_psql -At -c "SELECT pid FROM calabi_push.sync_status WHERE name = 'hostcost'")" \
+		"$(cat "$dir/receiver/pid")" ;;
+	walsender) echo "$(cp_psql -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")" \
+		"$(cat "$dir/recvlogical.pid")" ;;
+	esac
+}
+# CPU seconds (user + system) used so far by processes $@: what a consumer
+# takes from the host, whatever else the machine does meanwhile.
+cpu_seconds() {
+	local ticks=0 p f
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		# fields 14 and 15 of stat, counted after the command's parentheses
+		f=$(sed 's/^.*) //' "/proc/$p/stat")
+		ticks=$((ticks + $(echo "$f" | awk '{ print $12 + $13 }')))
+	done
+	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }'
+}
+
+declare -A all cpu
 run_round() {
-	local mode=$1 round=$2 log tps end_lag waited
+	local mode=$1 round=$2 log tps end_lag waited pids cpu0 used
 	log="$dir/pgbench-$mode-$round.log"
 	if [ "$mode" != none ]; then
 		start_consumer "$mode"
 		wait_acked "$mode" "$(now_lsn)" >/dev/null
 	fi
-	cp_psql -c 'VACUUM pgbench_branches, pgbench_tellers' -c 'CHECKPOINT'
+	cp_psql -c 'VACUUM pgbench_branches, pgbench_tellers' -c 'CHECKPOINT' >/dev/null
 	sleep "$pause"
+	pids=""
+	[ "$mode" != none ] && pids=$(consumer_pids "$mode")
+	cpu0=$(cpu_seconds $pids)
 	cp_run_as_server_user "$bindir/pgbench" -c 4 -j 2 -T "$seconds" -n \
 		-h "$dir" -p "$port" -U postgres postgres >"$log" 2>&1 || { cat "$log" >&2; return 1; }
+	used=$(awk -v a="$cpu0" -v b="$(cpu_seconds $pids)" 'BEGIN { printf "%.2f", b - a }')
 	tps=$(awk '$1 == "tps" && $2 == "=" { print $3; exit }' "$log")
 	[ -n "$tps" ] || { echo "no tps in $log" >&2; cat "$log" >&2; return 1; }
 	all[$mode]+="$tps "
@@ -214,8 +245,9 @@ run_round() {
 	fi
 	end_lag=$(lag "$mode")
 	waited=$(wait_acked "$mode" "$(now_lsn)")
-	printf '  round %d  %-9s %10.1f tps   behind when pgbench ended: %s bytes sent, %s bytes acknowledged; caught up %s s later\n' \
-		"$round" "$mode" "$tps" "${end_lag% *}" "${end_lag#* }" "$waited"
+	cpu[$mode]+="$used "
+	printf '  round %d  %-9s %10.1f tps   consumer CPU %6.2f s (%s and its far end); behind when pgbench ended: %s bytes sent, %s bytes acknowledged; caught up %s s later\n' \
+		"$round" "$mode" "$tps" "$used" "$mode" "${end_lag% *}" "${end_lag#* }" "$waited"
 	stop_consumer "$mode"
 }
 
@@ -229,6 +261,7 @@ done
 
 sent=$(cp_psql -At -F ' ' -c "SELECT records_sent, bytes_sent FROM calabi_push.sync_status WHERE name = 'hostcost'")
 awk -v none="${all[none]}" -v sync="${all[sync]}" -v wals="${all[walsender]}" -v s="$seconds" \
+	-v cs="${cpu[sync]}" -v cw="${cpu[walsender]}" \
 	-v n="$rounds" -v scale="$scale" -v lib="$lib" -v sent="$sent" '
 function median(list,    v, k, i, j, t) {
 	k = split(list, v, " ")
@@ -255,5 +288,7 @@ BEGIN {
 	row("walsender", wals, mw, sprintf("%.3f", mw / mn))
 	printf "  sync/none = %.3f, walsender/none = %.3f\n", ms / mn, mw / mn
 	printf "  sync/walsender = %.3f (target >= 1.0)\n", ms / mw
+	printf "  consumer CPU per round (median, both ends): sync %.2f s, walsender %.2f s; per pgbench transaction: sync %.1f us, walsender %.1f us\n",
+		median(cs), median(cw), median(cs) / (ms * s) * 1e6, median(cw) / (mw * s) * 1e6
 	printf "  (lag in the rounds above: pg_recvlogical acknowledges every 10 s, its default status interval; compare the bytes sent)\n"
 }'
