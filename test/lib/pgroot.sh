@@ -98,6 +98,19 @@ cp_pgroot_copy_tree() {
 		-cf - . | tar -C "$root/src" -xf -
 }
 
+# The packages of the root of VERSION: what test/run installs (common.sh's
+# CP_PACKAGES for CP_PG_MAJOR=VERSION, without the fuzz and sanitizer
+# packages: CP_NO_FUZZ_SANITIZE), the libraries the 17 and 18 server
+# headers include (ICU, Kerberos, OpenSSL: pg_config --cflags and the
+# headers name them), and ca-certificates: libcurl's default CA bundle,
+# which the TLS tests verify against (a minbase root has none; Debian 12
+# machines do).
+cp_pgroot_packages() {
+	CP_PG_MAJOR=$1 CP_NO_FUZZ_SANITIZE=1 bash -c \
+		'. "$1/test/lib/common.sh"; printf "%s\n" "${CP_PACKAGES[@]}"' _ "$CP_ROOT" | tr '\n' ' '
+	echo "libicu-dev libkrb5-dev libssl-dev ca-certificates"
+}
+
 # cp_pgroot_build VERSION ROOT: makes the root unless ROOT/.calabi_push-root
 # (written last) says it is complete.
 cp_pgroot_build() {
@@ -106,6 +119,22 @@ cp_pgroot_build() {
 	suite=$(cp_pgroot_suite "$v")
 	if [ -f "$stamp" ] && [ "${CP_PGROOT_REBUILD:-}" != 1 ]; then
 		cp_log "reusing $root ($(cat "$stamp"))"
+		# packages added to the list since the root was made
+		local missing
+		missing=$(for p in $(cp_pgroot_packages "$v"); do
+			chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+				grep -q 'install ok installed' || echo "$p"
+		done | tr '\n' ' ')
+		[ -z "${missing// /}" ] && return 0
+		cp_log "installing in the root: $missing"
+		local cp_pgroot_env=()
+		cp_pgroot_chroot "$root" /bin/bash -c \
+			'apt-get update -q && apt-get install -y -q --no-install-recommends $0 && apt-get clean' \
+			"$missing" >>"$root.apt.log" 2>&1 || {
+			tail -30 "$root.apt.log" >&2
+			cp_log "apt failed in the root: see $root.apt.log"
+			return 1
+		}
 		return 0
 	fi
 	command -v debootstrap >/dev/null || {
@@ -145,14 +174,8 @@ cp_pgroot_build() {
 	echo 'create_main_cluster = false' >"$root/etc/postgresql-common/createcluster.conf"
 	echo 'APT::Install-Recommends "false";' >"$root/etc/apt/apt.conf.d/99calabi-push-no-recommends"
 
-	# What test/run installs for VERSION (common.sh's CP_PACKAGES without the
-	# fuzz and sanitizer packages, CP_NO_FUZZ_SANITIZE), plus the libraries
-	# the 17 and 18 server headers include (ICU, Kerberos, OpenSSL; pg_config
-	# --cflags and the headers name them).
 	local pkgs
-	pkgs=$(CP_PG_MAJOR=$v CP_NO_FUZZ_SANITIZE=1 bash -c \
-		'. "$1/test/lib/common.sh"; printf "%s\n" "${CP_PACKAGES[@]}"' _ "$CP_ROOT" | tr '\n' ' ')
-	pkgs+="libicu-dev libkrb5-dev libssl-dev"
+	pkgs=$(cp_pgroot_packages "$v")
 	cp_log "installing in the root: $pkgs"
 	local cp_pgroot_env=()
 	if ! cp_pgroot_chroot "$root" /bin/bash -c \

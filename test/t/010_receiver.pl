@@ -658,7 +658,10 @@ $r->stop;
 	$o->stop;
 
 	my $e = CalabiReceiver->start(oauth => 'c:s', oauth_expires_in => 1, no_store => 1, name => 'oauth_expiry');
-	$res = HTTP::Tiny->new->request('POST', $e->token_url, {
+	# the receiver's CA, explicitly: HTTP::Tiny 0.083 and later (Debian 13)
+	# verify certificates by default, against the system's CAs
+	$res = HTTP::Tiny->new(verify_SSL => 1, SSL_options => { SSL_ca_file => $e->ca_file })
+		->request('POST', $e->token_url, {
 		headers => { authorization => 'Basic ' . encode_base64('c:s', ''),
 			'content-type' => 'application/x-www-form-urlencoded' },
 		content => 'grant_type=client_credentials' });

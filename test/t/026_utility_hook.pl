@@ -116,6 +116,11 @@ sql(q{
 	CREATE ROLE bystander NOLOGIN;
 	CREATE ROLE role_admin LOGIN CREATEROLE;
 });
+# PostgreSQL 16 and later: CREATEROLE alone no longer lets a role drop any
+# other role, only those it has the ADMIN option on (it has it on the roles
+# it creates); without it, PostgreSQL's own check refuses before ours.
+sql(q{GRANT reader TO role_admin WITH ADMIN OPTION, INHERIT FALSE, SET FALSE})
+	if $node->pg_version >= 16;
 sql(q{SELECT calabi_push.create_sync('as_reader', 'recv', ARRAY['t']::regclass[],
         options => '{"run_as": "reader"}');
       SELECT calabi_push.create_sync('as_reader_2', 'recv', ARRAY['t']::regclass[],
