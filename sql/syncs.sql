@@ -893,7 +893,7 @@ SELECT calabi_push._caller();
 RESET ROLE;
 CREATE FUNCTION cp_planted(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  PERFORM calabi_push.create_sync('planted', 'sync-dest', ARRAY['cp_planted_t']::regclass[]);
+  PERFORM calabi_push.create_sync('planted', 'sync-dest', ARRAY['public.cp_planted_t']::regclass[]);
   RETURN i;
 EXCEPTION WHEN insufficient_privilege THEN
   RAISE NOTICE 'refused: %', SQLERRM;

@@ -148,6 +148,17 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 #endif
 
 /*
+ * A GUC check hook's "extra": PG16 made guc.c free it with guc_free(), a
+ * pfree in the GUC memory context, where older servers call free().
+ * Returns NULL on failure, having logged it (as guc_malloc does).
+ */
+#if PG_VERSION_NUM >= 160000
+#define cp_guc_extra_alloc(size) guc_malloc(LOG, (size))
+#else
+#define cp_guc_extra_alloc(size) malloc(size)
+#endif
+
+/*
  * Logical decoding.  PG15 put a decoded transaction's commit time in a union
  * with the prepare time (txn->xact_time); PG14 has txn->commit_time.  PG17
  * removed ReorderBufferTupleBuf: a change's tuples are plain HeapTuples.

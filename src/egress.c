@@ -32,7 +32,7 @@ PG_FUNCTION_INFO_V1(calabi_push_check_egress);
 
 static char *cp_allowed_hosts = NULL;
 
-/* the parsed setting: GUC "extra" memory, malloc'd and freed by guc.c */
+/* the parsed setting: GUC "extra" memory, owned and freed by guc.c */
 static const CpEgressPolicy *current_policy = NULL;
 static uint64 current_generation = 0;
 static const CpEgressPolicy empty_policy = {0};
@@ -62,7 +62,27 @@ check_allowed_hosts(char **newval, void **extra, GucSource source)
 		GUC_check_errhint("Give a comma-separated list of host names, addresses and CIDR ranges, e.g. '127.0.0.1/32, ::1/128, ingest.internal'.");
 		return false;
 	}
-	*extra = policy;
+
+	/*
+	 * cp_egress_parse_list() mallocs (it is server-free, for the fuzzer);
+	 * the extra must be memory guc.c can free on this server version.
+	 */
+	{
+		size_t		size = offsetof(CpEgressPolicy, entries) +
+			sizeof(CpEgressEntry) * policy->nentries;
+		void	   *copy = cp_guc_extra_alloc(size);
+
+		if (copy != NULL)
+			memcpy(copy, policy, size);
+		free(policy);
+		if (copy == NULL)
+		{
+			GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+			GUC_check_errmsg("out of memory");
+			return false;
+		}
+		*extra = copy;
+	}
 	return true;
 }
 
