@@ -5,8 +5,10 @@
  *
  * logicalfuncs.c is the model: read the WAL that is flushed, record by
  * record, with the waiting page reader, and stop at the flush position seen
- * when the round began (a record is flushed whole, so the reader never
- * waits long).  Unlike the SQL functions the context lives for the whole
+ * when the round began.  A record that begins before that position may end
+ * after it (the WAL writer flushes whole pages only, unless a commit asks
+ * for more), and the reader then waits for its end: a stop is served in
+ * that wait (read_page).  Unlike the SQL functions the context lives for the whole
  * worker: a new one would re-read everything from the slot's restart_lsn,
  * which moves only at running-xacts records.
  *
@@ -34,6 +36,7 @@
 #include "cdc_decoder.h"
 #include "cdc_relcache.h"
 #include "compat.h"
+#include "worker.h"
 #include "xact.h"
 
 struct CpDecoder
@@ -62,6 +65,32 @@ no_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 	elog(ERROR, "calabi_push sync worker: unexpected output plugin write");
 }
 
+/*
+ * read_local_xlog_page, once the page holds flushed WAL up to what the
+ * reader asks for.  Until then it waits here, where a stop is served
+ * (cp_worker_stop_point: no record is half decoded while the reader reads
+ * a page), rather than in read_local_xlog_page's own wait, which checks only
+ * for interrupts: a clean stop (CP_STOP_DEFER) raises none, and at a
+ * server's shutdown nothing flushed the record's end any more, so the worker
+ * slept there, and the shutdown waited for it, forever (seen on PostgreSQL
+ * 18, test/t/062_cdc_two_phase.pl: pg_ctl stop timed out).  On a standby
+ * the position is the replayed one, which read_local_xlog_page awaits.
+ */
+static int
+read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
+		  XLogRecPtr targetRecPtr, char *cur_page)
+{
+	XLogRecPtr	needed = targetPagePtr + reqLen;
+
+	while (!RecoveryInProgress() && needed > cp_flush_rec_ptr())
+	{
+		cp_worker_stop_point();
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(1000L);
+	}
+	return read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);
+}
+
 CpDecoder *
 cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
 				MemoryContext parent)
@@ -79,7 +108,7 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
 	 * commit and the slot's save, nothing acknowledged is sent again.
 	 */
 	decoder->ctx = CreateDecodingContext(start_lsn, options, false,
-										 XL_ROUTINE(.page_read = read_local_xlog_page,
+										 XL_ROUTINE(.page_read = read_page,
 													.segment_open = wal_segment_open,
 													.segment_close = wal_segment_close),
 										 no_prepare_write, no_write, NULL);
