@@ -19,6 +19,7 @@
 #include "compressor.h"
 #include "egress.h"
 #include "launcher.h"
+#include "method.h"
 #include "shmem.h"
 #include "test_point.h"
 #include "utility_hook.h"
@@ -52,6 +53,8 @@ _PG_init(void)
 	cp_egress_define_setting();
 	/* which library gzips batches: reloadable, read when a run starts */
 	cp_compressor_define_setting();
+	/* how often a caught-up CDC sync may send: reloadable */
+	cp_cdc_define_settings();
 
 	/* for the TAP tests only: a crash at a named point (test_point.c) */
 	cp_test_point_define_setting();

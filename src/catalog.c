@@ -511,12 +511,14 @@ cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n)
 
 void
 cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
-					  int64 records, int64 bytes, int64 retries, XLogRecPtr position)
+					  int64 batches, int64 records, int64 bytes, int64 retries,
+					  XLogRecPtr position)
 {
 	Oid			stypes[3] = {UUIDOID, OIDOID, TEXTOID};
-	Oid			types[5] = {UUIDOID, INT8OID, INT8OID, INT8OID, LSNOID};
-	Datum		values[5] = {uuid_datum(&sync->id), Int64GetDatum(records),
-		Int64GetDatum(bytes), Int64GetDatum(retries), LSNGetDatum(position)};
+	Oid			types[6] = {UUIDOID, INT8OID, INT8OID, INT8OID, LSNOID, INT8OID};
+	Datum		values[6] = {uuid_datum(&sync->id), Int64GetDatum(records),
+		Int64GetDatum(bytes), Int64GetDatum(retries), LSNGetDatum(position),
+	Int64GetDatum(batches)};
 
 	begin();
 	for (int i = 0; i < nacks; i++)
@@ -545,14 +547,14 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 			 "      OR (s.state->>'generation')::int8 > generation)",
 			 3, stypes, svalues, SPI_OK_UPDATE);
 	}
-	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + 1,"
+	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + $6,"
 		 " records_sent = records_sent + $2, bytes_sent = bytes_sent + $3,"
 		 " retries = retries + $4, last_ack_at = now(),"
 		 /* NULL: resync asked for a new slot; a late ack must not undo it */
 		 " cdc_lsn = CASE WHEN $5 = '0/0' OR cdc_lsn IS NULL THEN cdc_lsn"
 		 "  ELSE GREATEST(cdc_lsn, $5) END"
 		 " WHERE id = $1",
-		 5, types, values, SPI_OK_UPDATE);
+		 6, types, values, SPI_OK_UPDATE);
 	end();
 }
 

@@ -126,11 +126,12 @@ typedef struct CpStreamAck
 } CpStreamAck;
 
 /*
- * The endpoint acknowledged a batch: record its checkpoint and counters,
- * and for CDC the WAL position it reaches (0: none).
+ * The endpoint acknowledged batches (one, or several checkpointed
+ * together): record their checkpoint and counters, and for CDC the WAL
+ * position they reach (0: none).
  */
 extern void cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks,
-								  int nacks, int64 records, int64 bytes,
+								  int nacks, int64 batches, int64 records, int64 bytes,
 								  int64 retries, XLogRecPtr position);
 
 /*

@@ -95,14 +95,29 @@
  */
 #define RECHECK_AGAIN_MS 200
 /*
- * Acknowledgements that arrive while a round decodes are committed together
- * once the oldest is this old (and at the end of every round): each commit
- * waits for a WAL flush, which on a plain disk takes longer than decoding a
- * batch, so committing each batch's would bound the sync by the disk.  A
- * crash then sends again at most the batches acknowledged in that time,
- * besides those in flight.
+ * Acknowledgements are committed together once the oldest is this old
+ * (delivery.c keeps them, run->group_acks), or before anything else writes
+ * the catalog: each commit waits for a WAL flush, which on a plain disk
+ * takes longer than decoding a batch, so committing each batch's would
+ * bound the sync by the disk while it is behind; once caught up under a
+ * steady write load it sends a small batch per round, and a commit each
+ * was a third of its CPU (test/bench/hostcost.sh).  A crash then sends
+ * again at most the batches acknowledged in that time, besides those in
+ * flight; lsn_acknowledged shows a position once it is checkpointed.
  */
 #define CHECKPOINT_EVERY_MS 100
+
+/*
+ * calabi_push.cdc_send_interval: once caught up, a partly filled batch is
+ * sent at once unless the previous one went less than this long ago; it
+ * then waits out the rest, decoding what commits meanwhile into it.  The
+ * first commit after a quiet spell goes at once; under a steady load each
+ * request carries this long's commits.  A request costs the same whether
+ * it carries one transaction or a hundred (the HTTP exchange, TLS, a gzip
+ * member, the receiver's own work), so sending one per commit under load
+ * cost the host more than decoding did (test/bench/hostcost.sh).
+ */
+static int	send_interval_ms = 10;
 
 /* Transactions decoded but not yet acknowledged, oldest first: the lag. */
 typedef struct Pending
@@ -367,19 +382,22 @@ sink_message(void *arg, XLogRecPtr lsn, const char *prefix, Size size,
 	}
 }
 
-/*
- * Acknowledgements wait to be committed, the oldest CHECKPOINT_EVERY_MS
- * ago.  Called for every record decoded: the clock is read once in 64 calls.
- */
+/* Acknowledgements wait to be committed, the oldest CHECKPOINT_EVERY_MS ago. */
 static bool
 checkpoint_due(CpRun *run)
 {
+	return run->deferred.pending &&
+		TimestampDifferenceExceeds(run->deferred.since, GetCurrentTimestamp(),
+								   CHECKPOINT_EVERY_MS);
+}
+
+/* The same, for every record decoded: the clock is read once in 64 calls. */
+static bool
+checkpoint_due_sampled(CpRun *run)
+{
 	static uint32 calls = 0;
 
-	if (!run->deferred.pending || (++calls & 63) != 0)
-		return false;
-	return TimestampDifferenceExceeds(run->deferred.since, GetCurrentTimestamp(),
-									  CHECKPOINT_EVERY_MS);
+	return (++calls & 63) == 0 && checkpoint_due(run);
 }
 
 /*
@@ -392,8 +410,37 @@ stop_decoding(void *arg)
 {
 	CpRun	   *run = arg;
 
-	return run->cdc->chunk.state == CP_CHUNK_REACHED || checkpoint_due(run) ||
+	return run->cdc->chunk.state == CP_CHUNK_REACHED || checkpoint_due_sampled(run) ||
 		run->cdc->too_large != NULL || cp_worker_stop_requested();
+}
+
+void
+cp_cdc_define_settings(void)
+{
+	DefineCustomIntVariable("calabi_push.cdc_send_interval",
+							"Shortest time between two requests of a CDC sync that has caught up with the WAL.",
+							"Longer: fewer, larger requests under a steady write load, at the cost of latency; 0 sends each round's changes at once.",
+							&send_interval_ms,
+							10, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/*
+ * Milliseconds a caught-up round waits before sending what it batched (0:
+ * send now).  A full batch never waits.
+ */
+static long
+send_wait_ms(CpRun *run)
+{
+	long		since;
+
+	if (send_interval_ms <= 0 || run->cdc->last_send_at == 0 ||
+		cp_delivery_batch_at_limit(run))
+		return 0;
+	since = TimestampDifferenceMilliseconds(run->cdc->last_send_at,
+											GetCurrentTimestamp());
+	return since >= send_interval_ms ? 0 : send_interval_ms - since;
 }
 
 /* ---- the loop ---- */
@@ -423,6 +470,7 @@ static void
 cdc_acknowledged(CpRun *run, XLogRecPtr position)
 {
 	acknowledge(run, position, true);
+	run->cdc->delivered_since_save = true;
 }
 
 /*
@@ -446,8 +494,13 @@ save_idle_position(CpRun *run)
 	if (position <= cdc->acked_lsn || position <= cdc->idle_floor ||
 		cp_delivery_pending(run))
 		return;
-	/* nothing delivered, and no commit here, since the last save */
-	quiet = Max(cdc->acked_lsn, cp_wakeup_announced()) <= cdc->idle_floor;
+	/*
+	 * Nothing delivered, and no commit here, since the last save.  Not
+	 * judged by acked_lsn: a checkpoint committed after the save (they are
+	 * grouped) may carry changes decoded before it, and its own record is
+	 * WAL past the save's.
+	 */
+	quiet = !cdc->delivered_since_save && cp_wakeup_announced() <= cdc->idle_floor;
 	if (!TimestampDifferenceExceeds(cdc->last_idle_save, now,
 									quiet ? IDLE_SAVE_QUIET_MS : IDLE_SAVE_MS))
 		return;
@@ -455,6 +508,7 @@ save_idle_position(CpRun *run)
 	cdc->idle_floor = GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
+	cdc->delivered_since_save = false;
 	/* the slot is saved by the next checkpoint: nothing here to re-send */
 	acknowledge(run, position, false);
 }
@@ -476,12 +530,20 @@ wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
 	CpCdcRun   *cdc = run->cdc;
 	long		timeout;
 
-	if (!caught_up || cp_delivery_pending(run) ||
+	if (!caught_up || cp_delivery_unsent(run) ||
 		cdc->chunk.state != CP_CHUNK_NONE || cdc->backfill_stream >= 0 ||
 		cp_wakeup_announced() > flushed)
 		timeout = NAP_MS;
 	else
 		timeout = cp_wakeup_fallback_ms();
+	/* a batch waiting out calabi_push.cdc_send_interval: its time */
+	if (caught_up && cp_delivery_unsent(run) && !run->send.active)
+		timeout = Max(send_wait_ms(run), 1);
+	/* acknowledgements to checkpoint: when the oldest is due */
+	if (run->deferred.pending)
+		timeout = Min(timeout, CHECKPOINT_EVERY_MS -
+					  TimestampDifferenceMilliseconds(run->deferred.since,
+													  GetCurrentTimestamp()));
 	if (cdc->recheck_at != 0)
 		timeout = Min(timeout, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
 															   cdc->recheck_at));
@@ -541,6 +603,8 @@ stop_cleanly(CpRun *run)
 	const char *why = NULL;
 
 	run->in_decoding = false;
+	/* the answer awaited below is checkpointed at once */
+	run->group_acks = false;
 	if (cdc->decoder == NULL)
 	{
 		ereport(LOG,
@@ -734,6 +798,9 @@ run_loop(CpRun *run)
 												  "calabi_push CDC pass",
 												  ALLOCSET_DEFAULT_SIZES);
 
+	/* from here on, checkpoints are grouped (CHECKPOINT_EVERY_MS) */
+	run->group_acks = true;
+
 	for (;;)
 	{
 		int			nrecords;
@@ -756,6 +823,7 @@ run_loop(CpRun *run)
 
 		if (cp_cdc_backfill_wants_chunk(run))
 		{
+			cp_delivery_commit_deferred(run);
 			begin_cancellable();
 			cp_cdc_backfill_read_chunk(run);
 			end_cancellable();
@@ -788,7 +856,11 @@ run_loop(CpRun *run)
 		}
 		/* what was decoded and waits for the endpoint counts now */
 		report_progress(run);
-		cp_delivery_commit_deferred(run);
+		if (checkpoint_due(run) || cdc->too_large != NULL)
+		{
+			cp_delivery_commit_deferred(run);
+			worked = true;
+		}
 		if (cdc->too_large != NULL)
 			cp_cdc_stop_too_large(run);
 		if (nrecords > 0)
@@ -799,6 +871,7 @@ run_loop(CpRun *run)
 			if (cdc->reread[i] == CP_REREAD_OWED)
 			{
 				cdc->reread[i] = CP_REREAD_DONE;
+				cp_delivery_commit_deferred(run);
 				cp_cdc_backfill_restart(run, i);
 				worked = true;
 			}
@@ -822,6 +895,7 @@ run_loop(CpRun *run)
 		}
 		if (recheck)
 		{
+			cp_delivery_commit_deferred(run);
 			begin_cancellable();
 			cp_cdc_check_streams(run);
 			end_cancellable();
@@ -829,20 +903,23 @@ run_loop(CpRun *run)
 
 		if (cdc->chunk.state == CP_CHUNK_REACHED)
 		{
+			cp_delivery_commit_deferred(run);
 			cp_cdc_backfill_place_chunk(run);
 			cp_decoder_catalog_used(cdc->decoder);
 			worked = true;
 		}
 
 		/*
-		 * Caught up with the WAL: send now, nothing more is coming yet.
-		 * Behind: send full batches, pipelined with the next one's reading.
+		 * Caught up with the WAL: send now, nothing more is coming yet (but
+		 * not twice within calabi_push.cdc_send_interval).  Behind: send
+		 * full batches, pipelined with the next one's reading.
 		 */
 		if (at_end && cdc->chunk.state != CP_CHUNK_REACHED)
 		{
-			if (cp_delivery_pending(run))
+			if (cp_delivery_unsent(run) && send_wait_ms(run) == 0)
 			{
 				cp_delivery_flush(run, true);
+				cdc->last_send_at = GetCurrentTimestamp();
 				worked = true;
 			}
 			save_idle_position(run);

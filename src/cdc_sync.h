@@ -113,10 +113,14 @@ typedef struct CpCdcRun
 	int			txn_first_item; /* its first item in the current batch */
 	bool	   *txn_touched;	/* per stream: it has lines */
 
+	/* when a caught-up round last sent a partly filled batch */
+	TimestampTz last_send_at;
+
 	XLogRecPtr	decoded_lsn;	/* end of the last transaction decoded */
 	XLogRecPtr	acked_lsn;		/* acknowledged and checkpointed */
 	TimestampTz last_idle_save;
 	XLogRecPtr	idle_floor;		/* WAL insert position after the last save */
+	bool		delivered_since_save;	/* a checkpoint committed since */
 
 	/* backfill (cdc_backfill.c) */
 	int			backfill_stream;	/* -1: none under way */

@@ -56,10 +56,16 @@ cp_delivery_batch_at_limit(CpRun *run)
 }
 
 bool
-cp_delivery_pending(CpRun *run)
+cp_delivery_unsent(CpRun *run)
 {
 	return run->batch->nitems > 0 || run->inflight->nitems > 0 ||
-		run->send.active || run->deferred.pending;
+		run->send.active;
+}
+
+bool
+cp_delivery_pending(CpRun *run)
+{
+	return cp_delivery_unsent(run) || run->deferred.pending;
 }
 
 bool
@@ -133,7 +139,7 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 
 	cp_batch_last_states(batch, from, to, last, run->nstreams);
 
-	if (run->in_decoding)
+	if (run->in_decoding || run->group_acks)
 	{
 		/* kept, merged, until cp_delivery_commit_deferred */
 		if (deferred->states == NULL)
@@ -153,6 +159,7 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 				   item->state_len);
 			deferred->states[s][item->state_len] = '\0';
 		}
+		deferred->batches++;
 		deferred->records += records;
 		deferred->bytes += bytes;
 		deferred->retries += retries;
@@ -175,7 +182,7 @@ commit_ack(CpRun *run, CpBatch *batch, int from, int to, int records,
 									 item->state_len);
 		nacks++;
 	}
-	cp_catalog_commit_ack(run->sync, acks, nacks, records, bytes, retries, position);
+	cp_catalog_commit_ack(run->sync, acks, nacks, 1, records, bytes, retries, position);
 	if (run->acknowledged != NULL && position != InvalidXLogRecPtr)
 		run->acknowledged(run, position);
 }
@@ -199,7 +206,7 @@ cp_delivery_commit_deferred(CpRun *run)
 		acks[nacks].state = deferred->states[s];
 		nacks++;
 	}
-	cp_catalog_commit_ack(run->sync, acks, nacks, deferred->records,
+	cp_catalog_commit_ack(run->sync, acks, nacks, deferred->batches, deferred->records,
 						  deferred->bytes, deferred->retries, deferred->position);
 	if (run->acknowledged != NULL && deferred->position != InvalidXLogRecPtr)
 		run->acknowledged(run, deferred->position);
@@ -210,7 +217,7 @@ cp_delivery_commit_deferred(CpRun *run)
 			deferred->states[s] = NULL;
 		}
 	pfree(acks);
-	deferred->records = deferred->bytes = deferred->retries = 0;
+	deferred->batches = deferred->records = deferred->bytes = deferred->retries = 0;
 	deferred->position = InvalidXLogRecPtr;
 	deferred->pending = false;
 }

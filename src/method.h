@@ -66,6 +66,8 @@ extern CpExitKind cp_cursor_run(CpRun *run);
 
 /* cdc_sync.c: decoding the WAL; returns only by error or a stop */
 extern CpExitKind cp_cdc_run(CpRun *run);
+/* its setting (calabi_push.cdc_send_interval), from _PG_init */
+extern void cp_cdc_define_settings(void);
 
 /*
  * schedule.c: the runs of a method that reads its streams anew each run

@@ -24,14 +24,16 @@
 typedef struct CpStreamRun CpStreamRun;
 
 /*
- * Acknowledgements received while decoding: the replay transaction cannot
- * commit a checkpoint, so they wait, merged, until the record is decoded.
+ * Acknowledgements whose checkpoint waits, merged: received while decoding
+ * (the replay transaction cannot commit one), or, where the method groups
+ * them (CpRun.group_acks), until the oldest is old enough.
  */
 typedef struct CpDeferredAck
 {
 	bool		pending;
 	TimestampTz since;			/* when the first of them arrived */
 	char	  **states;			/* per stream: last acknowledged state, or NULL */
+	int64		batches;
 	int64		records;
 	int64		bytes;
 	int64		retries;
@@ -78,6 +80,7 @@ typedef struct CpRun
 	/* CDC (cdc_sync.c) */
 	struct CpCdcRun *cdc;		/* NULL for other methods */
 	bool		in_decoding;	/* inside a replayed transaction: no catalog writes */
+	bool		group_acks;		/* acknowledgements wait in deferred (CDC) */
 	XLogRecPtr	sent_lsn;		/* position of the last batch sent */
 	CpDeferredAck deferred;
 	int64		abandoned_seq;	/* a batch given up unanswered at a stop, or 0 */
@@ -98,8 +101,13 @@ extern void cp_delivery_flush(CpRun *run, bool final);
  * while decoding); commit the acknowledgements deferred while decoding.
  */
 extern bool cp_delivery_batch_at_limit(CpRun *run);
-/* delivery.c: whether anything is batched, sent or in flight, unacknowledged */
+/*
+ * delivery.c: whether anything is batched, sent or in flight,
+ * unacknowledged, or acknowledged but not yet checkpointed; whether
+ * anything is batched, sent or in flight.
+ */
 extern bool cp_delivery_pending(CpRun *run);
+extern bool cp_delivery_unsent(CpRun *run);
 extern void cp_delivery_flush_upto(CpRun *run, int keep_from);
 extern void cp_delivery_reserve(CpRun *run, int n);
 extern void cp_delivery_commit_deferred(CpRun *run);

@@ -48,7 +48,9 @@
 # elsewhere both costs are lower.  Each consumer round also prints the CPU
 # seconds its processes used while pgbench ran (the sync's worker with its
 # threads plus the receiver; the walsender plus pg_recvlogical), a figure
-# that other load on the machine does not move much, unlike TPS.
+# that other load on the machine does not move much, unlike TPS, and the
+# requests the sync sent.  CP_PERF=1: a profile of the sync's worker during
+# the first half of its first round, into $dir/perf-sync.data.
 #
 #   test/bench/hostcost.sh [SECONDS] [ROUNDS] [SCALE]
 set -euo pipefail
@@ -220,9 +222,14 @@ cpu_seconds() {
 	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }'
 }
 
+# Requests the sync has sent so far.
+batches_sent() {
+	cp_psql -At -c "SELECT coalesce(batches_sent, 0) FROM calabi_push.sync_status WHERE name = 'hostcost'"
+}
+
 declare -A all cpu
 run_round() {
-	local mode=$1 round=$2 log tps end_lag waited pids cpu0 used
+	local mode=$1 round=$2 log tps end_lag waited pids cpu0 used near0 near batches0 batches
 	log="$dir/pgbench-$mode-$round.log"
 	if [ "$mode" != none ]; then
 		start_consumer "$mode"
@@ -233,9 +240,16 @@ run_round() {
 	pids=""
 	[ "$mode" != none ] && pids=$(consumer_pids "$mode")
 	cpu0=$(cpu_seconds $pids)
+	near0=$(cpu_seconds ${pids%% *})
+	batches0=$(batches_sent)
+	if [ "${CP_PERF:-0}" = 1 ] && [ "$mode" = sync ] && [ "$round" = 1 ]; then
+		perf record -q -g -p "${pids%% *}" -o "$dir/perf-sync.data" -- sleep "$((seconds / 2))" &
+	fi
 	cp_run_as_server_user "$bindir/pgbench" -c 4 -j 2 -T "$seconds" -n \
 		-h "$dir" -p "$port" -U postgres postgres >"$log" 2>&1 || { cat "$log" >&2; return 1; }
 	used=$(awk -v a="$cpu0" -v b="$(cpu_seconds $pids)" 'BEGIN { printf "%.2f", b - a }')
+	near=$(awk -v a="$near0" -v b="$(cpu_seconds ${pids%% *})" 'BEGIN { printf "%.2f", b - a }')
+	batches=$(( $(batches_sent) - batches0 ))
 	tps=$(awk '$1 == "tps" && $2 == "=" { print $3; exit }' "$log")
 	[ -n "$tps" ] || { echo "no tps in $log" >&2; cat "$log" >&2; return 1; }
 	all[$mode]+="$tps "
@@ -246,8 +260,11 @@ run_round() {
 	end_lag=$(lag "$mode")
 	waited=$(wait_acked "$mode" "$(now_lsn)")
 	cpu[$mode]+="$used "
-	printf '  round %d  %-9s %10.1f tps   consumer CPU %6.2f s (%s and its far end); behind when pgbench ended: %s bytes sent, %s bytes acknowledged; caught up %s s later\n' \
-		"$round" "$mode" "$tps" "$used" "$mode" "${end_lag% *}" "${end_lag#* }" "$waited"
+	[ "$mode" = sync ] && printf '  round %d  sync: %d requests, %.1f a second\n' "$round" "$batches" \
+		"$(awk -v b="$batches" -v s="$seconds" 'BEGIN { print b / s }')"
+	printf '  round %d  %-9s %10.1f tps   consumer CPU %6.2f s (%s %.2f s, its far end %.2f s); behind when pgbench ended: %s bytes sent, %s bytes acknowledged; caught up %s s later\n' \
+		"$round" "$mode" "$tps" "$used" "$mode" "$near" "$(awk -v a="$used" -v b="$near" 'BEGIN { print a - b }')" \
+		"${end_lag% *}" "${end_lag#* }" "$waited"
 	stop_consumer "$mode"
 }
 

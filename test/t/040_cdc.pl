@@ -153,7 +153,12 @@ ok(scalar(@stream) >= 4, 'a new STREAM for each shape: ' . scalar(@stream));
 		'the other tables were not read again');
 }
 
-# an append sync takes a keyless table, read by ranges of blocks
+# an append sync takes a keyless table, read by ranges of blocks; each
+# chunk in a request of its own (no calabi_push.cdc_send_interval, which
+# would let chunks placed within 10 ms share one), so that the requests
+# show the chunks
+$node->safe_psql('postgres', q{ALTER SYSTEM SET calabi_push.cdc_send_interval = 0});
+$node->reload;
 $node->safe_psql('postgres', q{
 	CREATE TABLE keyless (x int, y text);
 	INSERT INTO keyless SELECT g, repeat('k', 200) FROM generate_series(1, 3000) g;
@@ -169,6 +174,8 @@ is($node->safe_psql('calabi_dest', 'SELECT count(*) FROM public.keyless'), '3000
 	'append, keyless: every row once');
 ok(scalar(grep { ($_->{type} // '') eq 'STATE' } @{ sent_messages($recv, 'cdc-append') }) > 5,
 	'append, keyless: read in several chunks');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET calabi_push.cdc_send_interval});
+$node->reload;
 $node->safe_psql('postgres', q{
 	INSERT INTO keyless VALUES (-1, 'new');
 	DELETE FROM keyless WHERE x = 1;
