@@ -15,6 +15,7 @@
 #include "access/xlogutils.h"
 #include "catalog/storage_xlog.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -22,6 +23,13 @@
 
 /* records decoded between two checks for interrupts */
 #define RECORDS_PER_CHECK 4096
+
+/*
+ * The WAL a run reads at most, as a multiple of the size of the relations
+ * it looks for: reading a page's header from shared buffers costs about
+ * what decoding a page's worth of WAL does.
+ */
+static double wal_ratio = 1.0;
 
 /* One read of the WAL: what the subtransaction's error path must see. */
 typedef struct WalRead
@@ -162,9 +170,21 @@ read_records(WalRead *r)
 
 #endif							/* CP_HAVE_WAL_NO_WAIT */
 
+void
+cp_changed_wal_define_setting(void)
+{
+	DefineCustomRealVariable("calabi_push.xmin_wal_ratio",
+							 "How much WAL an incremental xmin or cursor run reads to find the pages changed, at most, as a multiple of the relations' size.",
+							 "Beyond it (and at 0) the run reads every page's header instead; a run uses the value read when it reads the WAL.",
+							 &wal_ratio,
+							 1.0, 0.0, 1000000.0,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+}
+
 bool
 cp_changed_wal_read(CpWalRelation *rels, int nrels, XLogRecPtr *from,
-					uint64 *bytes, uint64 limit, char **why)
+					uint64 *bytes, uint64 relation_bytes, char **why)
 {
 #ifndef CP_HAVE_WAL_NO_WAIT
 	*why = pstrdup("this PostgreSQL version cannot read its WAL without waiting for more");
@@ -176,8 +196,14 @@ cp_changed_wal_read(CpWalRelation *rels, int nrels, XLogRecPtr *from,
 	WalRead    *r;
 	XLogRecPtr	upto;
 	XLogSegNo	segno;
+	double		limit = wal_ratio * (double) relation_bytes;
 	bool		ok;
 
+	if (wal_ratio <= 0.0)
+	{
+		*why = pstrdup("calabi_push.xmin_wal_ratio is 0");
+		return false;
+	}
 	if (RecoveryInProgress())
 	{
 		*why = pstrdup("the server is in recovery");
@@ -193,10 +219,11 @@ cp_changed_wal_read(CpWalRelation *rels, int nrels, XLogRecPtr *from,
 		*why = psprintf("the WAL from %X/%X has been removed", LSN_FORMAT_ARGS(*from));
 		return false;
 	}
-	if (*bytes + (upto - *from) > limit)
+	if ((double) (*bytes + (upto - *from)) > limit)
 	{
-		*why = psprintf("the WAL to read (" UINT64_FORMAT " bytes from %X/%X) is larger than the relations (" UINT64_FORMAT " bytes): reading their pages is cheaper",
-						*bytes + (upto - *from), LSN_FORMAT_ARGS(*from), limit);
+		*why = psprintf("the WAL to read (" UINT64_FORMAT " bytes from %X/%X) is larger than calabi_push.xmin_wal_ratio (%g) times the relations (" UINT64_FORMAT " bytes): reading their pages is cheaper",
+						*bytes + (upto - *from), LSN_FORMAT_ARGS(*from), wal_ratio,
+						relation_bytes);
 		return false;
 	}
 	/* a transaction committed asynchronously may not be on disk yet */

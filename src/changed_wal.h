@@ -15,7 +15,8 @@
  * WAL from the position has been removed (or is removed, or found
  * unreadable, while it is read: any error of the read, but a cancel, is
  * caught in a subtransaction and taken for that); there is more of it to
- * read than limit bytes (reading page headers is cheaper then); a record
+ * read than calabi_push.xmin_wal_ratio times the relations' size (reading
+ * their page headers is cheaper then; 0 never reads the WAL); a record
  * creates the storage of one of the files (a file created after the floor
  * may have pages written without WAL); or the server is in recovery.
  * XLOG_SMGR_TRUNCATE needs nothing: blocks cut off are not read, and a
@@ -40,15 +41,19 @@ typedef struct CpWalRelation
 	CpChangedBlocks *blocks;
 } CpWalRelation;
 
+/* calabi_push.xmin_wal_ratio (_PG_init) */
+extern void cp_changed_wal_define_setting(void);
+
 /*
  * In a transaction, under the snapshot whose visible changes must be
  * found: add to each relation's set the blocks the WAL references from
  * *from on; move *from to where the next read begins, and add the bytes
- * read to *bytes.  false, with *why (palloc'd): the WAL cannot tell (see
- * above), nothing is to be trusted of this read; the sets are unchanged or
- * partly filled.
+ * read to *bytes (of the run: what the bound applies to; relation_bytes,
+ * the relations' size).  false, with *why (palloc'd): the WAL cannot tell
+ * (see above), nothing is to be trusted of this read; the sets are
+ * unchanged or partly filled.
  */
 extern bool cp_changed_wal_read(CpWalRelation *rels, int nrels, XLogRecPtr *from,
-								uint64 *bytes, uint64 limit, char **why);
+								uint64 *bytes, uint64 relation_bytes, char **why);
 
 #endif							/* CALABI_PUSH_CHANGED_WAL_H */

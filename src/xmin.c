@@ -218,7 +218,7 @@ find_changed_blocks(XminRead *x)
 	CpStreamRun *s = &x->run->streams[x->idx];
 	CpWalRelation *rels;
 	int			n = 0;
-	uint64		limit = 0;
+	uint64		relation_bytes = 0;
 	XLogRecPtr	from = x->wal_from;
 	char	   *why = NULL;
 	MemoryContext oldcontext;
@@ -237,11 +237,11 @@ find_changed_blocks(XminRead *x)
 			u->blocks = cp_changed_blocks_create(u->nblocks);
 		rels[n].file = u->file;
 		rels[n].blocks = u->blocks;
-		limit += (uint64) u->nblocks * BLCKSZ;
+		relation_bytes += (uint64) u->nblocks * BLCKSZ;
 		n++;
 	}
 	MemoryContextSwitchTo(oldcontext);
-	if (!cp_changed_wal_read(rels, n, &x->wal_from, &x->wal_bytes, limit, &why))
+	if (!cp_changed_wal_read(rels, n, &x->wal_from, &x->wal_bytes, relation_bytes, &why))
 	{
 		x->wal_fallback = true;
 		ereport(LOG,
