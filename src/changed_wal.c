@@ -31,6 +31,8 @@
  */
 static double wal_ratio = 1.0;
 
+#ifdef CP_HAVE_WAL_NO_WAIT
+
 /* One read of the WAL: what the subtransaction's error path must see. */
 typedef struct WalRead
 {
@@ -76,8 +78,6 @@ as_record_end(XLogRecPtr ptr)
 		return ptr - SizeOfXLogShortPHD;
 	return ptr;
 }
-
-#ifdef CP_HAVE_WAL_NO_WAIT
 
 /* A record's block references to the relations' main forks, into their sets. */
 static bool
