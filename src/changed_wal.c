@@ -26,8 +26,9 @@
 
 /*
  * The WAL a run reads at most, as a multiple of the size of the relations
- * it looks for: reading a page's header from shared buffers costs about
- * what decoding a page's worth of WAL does.
+ * it looks for: past it, reading every page's header is taken to be
+ * cheaper (a page's header against a page's worth of WAL records decoded:
+ * about the same, by a rough estimate, not a measurement).
  */
 static double wal_ratio = 1.0;
 
