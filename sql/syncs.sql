@@ -551,7 +551,8 @@ SET ROLE cp_sync_admin;
 SELECT calabi_push.start_sync('xm-unlogged');
 RESET ROLE;
 -- stream_status: nothing read yet, so no read, position or counts
-SELECT sync, relation, phase, read, position, last_run_rows, pages_examined, pages_skipped, full_read_reason
+SELECT sync, relation, phase, read, position, last_run_rows, pages_examined, pages_skipped,
+       pages_found_by, wal_bytes_read, full_read_reason
   FROM calabi_push.stream_status WHERE sync LIKE 'xm-%' ORDER BY sync COLLATE "C", ordinal;
 -- as the worker leaves them (its checkpoint is the contract): one stream
 -- done by an incremental run, one being read whole as its position was too
@@ -560,16 +561,19 @@ UPDATE calabi_push.sync_stream t
    SET phase = 'done', generation = 2, rows_sent = 2,
        checkpoint = '{"method": "xmin", "generation": 2, "phase": "done", "read": "incremental",
                       "rows": 2, "relfilenode": 16400, "since": "4294967801:4294967805:4294967802,4294967803",
-                      "pages_examined": 3, "pages_skipped": 997}'
+                      "pages_examined": 3, "pages_skipped": 997,
+                      "pages_found_by": "wal", "wal_bytes_read": 81920}'
  WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'xm-mixed') AND t.ordinal = 1;
 UPDATE calabi_push.sync_stream t
    SET phase = 'reading', generation = 3, rows_sent = 10000,
        checkpoint = '{"method": "xmin", "generation": 3, "phase": "reading", "read": "full", "rows": 10000,
                       "block": 120, "relfilenode": 16401,
                       "pages_examined": 120, "pages_skipped": 0,
+                      "pages_found_by": "every_page", "wal_bytes_read": 0,
                       "full_reason": "the previous position is more than 2^31 transactions old"}'
  WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'xm-mixed') AND t.ordinal = 2;
-SELECT relation, phase, generation, read, position, last_run_rows, pages_examined, pages_skipped, full_read_reason
+SELECT relation, phase, generation, read, position, last_run_rows, pages_examined, pages_skipped,
+       pages_found_by, wal_bytes_read, full_read_reason
   FROM calabi_push.stream_status WHERE sync = 'xm-mixed' ORDER BY ordinal;
 -- resync of one stream: read whole again (no checkpoint: the worker starts
 -- a new generation), the other keeps its position; then of every stream
@@ -802,9 +806,11 @@ UPDATE calabi_push.sync_stream t
    SET phase = 'done', generation = 1, rows_sent = 2,
        checkpoint = '{"method": "cursor", "generation": 1, "phase": "done", "read": "incremental",
                       "rows": 2, "since": "800:805:802", "cursor": "41",
-                      "pages_examined": 2, "pages_skipped": 30}'
+                      "pages_examined": 2, "pages_skipped": 30,
+                      "pages_found_by": "page_lsn", "wal_bytes_read": 0}'
  WHERE t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'cu-kinds') AND t.ordinal = 1;
-SELECT sync, relation, phase, read, position, cursor_field, cursor_value, last_run_rows, pages_examined, pages_skipped
+SELECT sync, relation, phase, read, position, cursor_field, cursor_value, last_run_rows, pages_examined, pages_skipped,
+       pages_found_by, wal_bytes_read
   FROM calabi_push.stream_status WHERE sync IN ('cu-kinds', 'cu-view') ORDER BY sync COLLATE "C", ordinal;
 -- resync forgets the position and the largest value, not the column
 SET ROLE cp_sync_admin;

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "changed_wal.h"
 #include "compressor.h"
 #include "egress.h"
 #include "launcher.h"
@@ -55,6 +56,8 @@ _PG_init(void)
 	cp_compressor_define_setting();
 	/* how often a caught-up CDC sync may send: reloadable */
 	cp_cdc_define_settings();
+	/* how much WAL an incremental run may read for its pages: reloadable */
+	cp_changed_wal_define_setting();
 
 	/* for the TAP tests only: a crash at a named point (test_point.c) */
 	cp_test_point_define_setting();

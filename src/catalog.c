@@ -361,7 +361,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			 " checkpoint->>'marks', (checkpoint->>'pages_examined')::int8,"
 			 " (checkpoint->>'pages_skipped')::int8, checkpoint->>'full_reason',"
 			 " (checkpoint->>'floor')::pg_lsn, checkpoint->>'parts', (checkpoint->>'part')::oid,"
-			 " cursor_column, checkpoint->>'cursor'"
+			 " cursor_column, checkpoint->>'cursor',"
+			 " checkpoint->>'pages_found_by', (checkpoint->>'wal_bytes_read')::int8"
 			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
 			 1, types, values, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -391,6 +392,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			stream->part = (Oid) int_column(srow, 19);
 			stream->cursor_column = row_text_column(srow, 20, mcxt);
 			stream->cursor = row_text_column(srow, 21, mcxt);
+			stream->pages_found_by = row_text_column(srow, 22, mcxt);
+			stream->wal_bytes_read = int_column(srow, 23);
 			oldcontext = MemoryContextSwitchTo(mcxt);
 			sync->streams = lappend(sync->streams, stream);
 			MemoryContextSwitchTo(oldcontext);

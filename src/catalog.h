@@ -40,6 +40,8 @@ typedef struct CpStreamDef
 	char	   *marks;
 	int64		pages_examined;
 	int64		pages_skipped;
+	char	   *pages_found_by; /* wal, page_lsn, every_page; or NULL */
+	int64		wal_bytes_read;
 	char	   *full_reason;
 	XLogRecPtr	floor;			/* a read under way: pages at or below skipped */
 	char	   *parts;			/* "relid:relfilenode,..." read by the last run */

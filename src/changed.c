@@ -27,8 +27,9 @@
 #define CP_CHANGED_MAX_MARKS 16
 
 /*
- * Pages a scan looks at in one chunk, so that a chunk's transaction (and
- * its snapshot) stays short even where almost nothing changed.
+ * Pages a scan reads in one chunk, so that a chunk's transaction (and its
+ * snapshot) stays short even where almost nothing changed.  Blocks passed
+ * over unread (not in the WAL's set) cost a bit test: not counted.
  */
 #define CP_CHANGED_PAGES_PER_CHUNK 16384
 
@@ -274,27 +275,80 @@ is_new(const CpChangedSnapshot *since, FullTransactionId next, TransactionId xmi
 				   compare_full) != NULL;
 }
 
+CpChangedBlocks *
+cp_changed_blocks_create(BlockNumber nblocks)
+{
+	CpChangedBlocks *blocks;
+
+	/* at most 2^32 bits: 512 MB, below MaxAllocSize */
+	blocks = palloc0(offsetof(CpChangedBlocks, bits) + (Size) nblocks / 8 + 1);
+	blocks->nblocks = nblocks;
+	return blocks;
+}
+
+void
+cp_changed_blocks_add(CpChangedBlocks *blocks, BlockNumber blk)
+{
+	if (blk < blocks->nblocks)
+		blocks->bits[blk / 8] |= (uint8) (1 << (blk % 8));
+}
+
+/*
+ * The first block at or after blk, before end, that blocks holds (or that
+ * is past its nblocks); end if none.  Whole bytes of unset bits at a time:
+ * a set of 8 M blocks is passed over in about a millisecond.
+ */
+static BlockNumber
+next_block(const CpChangedBlocks *blocks, BlockNumber blk, BlockNumber end)
+{
+	BlockNumber stop = Min(end, blocks->nblocks);
+
+	while (blk < stop)
+	{
+		if (blk % 8 == 0 && blocks->bits[blk / 8] == 0)
+			blk += 8;
+		else if (blocks->bits[blk / 8] & (1 << (blk % 8)))
+			return blk;
+		else
+			blk++;
+	}
+	/* end, or the first block past the set (a whole byte may overshoot it) */
+	return stop;
+}
+
 BlockNumber
 cp_changed_scan(Relation rel, Snapshot snapshot, const CpChangedSnapshot *since,
-				XLogRecPtr floor, BlockNumber first, int max,
-				ItemPointerData *tids, int *ntids, bool *last,
-				CpChangedCounts *counts)
+				XLogRecPtr floor, const CpChangedBlocks *blocks,
+				BlockNumber first, int max, ItemPointerData *tids, int *ntids,
+				bool *last, CpChangedCounts *counts)
 {
 	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
 	BufferAccessStrategy strategy = GetAccessStrategy(BAS_BULKREAD);
 	/* every visible tuple's xmin is before it */
 	FullTransactionId next = ReadNextFullTransactionId();
 	BlockNumber blk;
+	int			read = 0;
 
 	*ntids = 0;
 	for (blk = first; blk < nblocks && *ntids < max &&
-		 blk - first < CP_CHANGED_PAGES_PER_CHUNK; blk++)
+		 read < CP_CHANGED_PAGES_PER_CHUNK; blk++)
 	{
 		Buffer		buf;
 		Page		page;
 		OffsetNumber maxoff;
 
 		CHECK_FOR_INTERRUPTS();
+		if (blocks != NULL)
+		{
+			BlockNumber found = next_block(blocks, blk, nblocks);
+
+			/* no record references the blocks before it: nothing new there */
+			counts->pages_skipped += found - blk;
+			blk = found;
+			if (blk >= nblocks)
+				break;
+		}
+		read++;
 		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, strategy);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);

@@ -29,6 +29,17 @@
  * that created it under wal_level = minimal) carry no such LSN: the caller
  * passes no floor for them (every page examined).
  *
+ * Which pages are read at all: reading every page's header to compare its
+ * LSN costs what the table's size costs, whatever changed.  Every change
+ * to a logged page is a WAL record that references the block (the record
+ * whose end becomes the page's LSN), so the blocks referenced by the WAL
+ * from the floor on are a superset of the pages whose LSN is above it
+ * (changed_wal.h reads them): a scan given that set (CpChangedBlocks)
+ * reads only those pages, and still skips those among them whose LSN is at
+ * or below the floor.  The set holds the blocks the relation had when it
+ * was made; a block past them (the relation grew) is read and judged by
+ * its LSN.
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef CALABI_PUSH_CHANGED_H
@@ -70,8 +81,19 @@ typedef struct CpChangedMark
 typedef struct CpChangedCounts
 {
 	int64		pages_examined; /* whose tuples were looked at */
-	int64		pages_skipped;	/* whose LSN showed no change */
+	int64		pages_skipped;	/* whose LSN, or the WAL, showed no change */
 } CpChangedCounts;
+
+/*
+ * A set of blocks of one relation: one bit per block of the relation as it
+ * was when the set was made (nblocks), so bounded by its size: 1 MB per
+ * 8,388,608 blocks, 64 GB of table at 8 kB a block.
+ */
+typedef struct CpChangedBlocks
+{
+	BlockNumber nblocks;
+	uint8		bits[FLEXIBLE_ARRAY_MEMBER];
+} CpChangedBlocks;
 
 /*
  * In a transaction: the mark, then a new snapshot (allocated in the
@@ -111,17 +133,26 @@ extern List *cp_changed_marks_add(List *marks, const CpChangedSnapshot *since,
 /* Whether a snapshot is too old to judge the tuples of now (2^31 ids). */
 extern bool cp_changed_too_old(const CpChangedSnapshot *since);
 
+/* An empty set for a relation of nblocks blocks (current memory context). */
+extern CpChangedBlocks *cp_changed_blocks_create(BlockNumber nblocks);
+
+/* Add blk (one at or past the set's nblocks is in it already). */
+extern void cp_changed_blocks_add(CpChangedBlocks *blocks, BlockNumber blk);
+
 /*
  * Scan rel from block first under snapshot: the TIDs of its visible
  * tuples new since "since" (all visible tuples when since is NULL), whole
  * pages at a time, until max are found or the relation ends; pages with
- * an LSN at or below floor are skipped.  Returns the next block to scan;
- * *last when none is left.  tids has room for max + MaxHeapTuplesPerPage.
+ * an LSN at or below floor are skipped, and so are, unread, the blocks
+ * not in blocks (when not NULL).  Returns the next block to scan; *last
+ * when none is left.  tids has room for max + MaxHeapTuplesPerPage.
  */
 extern BlockNumber cp_changed_scan(Relation rel, Snapshot snapshot,
 								   const CpChangedSnapshot *since,
-								   XLogRecPtr floor, BlockNumber first,
-								   int max, ItemPointerData *tids, int *ntids,
+								   XLogRecPtr floor,
+								   const CpChangedBlocks *blocks,
+								   BlockNumber first, int max,
+								   ItemPointerData *tids, int *ntids,
 								   bool *last, CpChangedCounts *counts);
 
 #endif							/* CALABI_PUSH_CHANGED_H */

@@ -283,4 +283,35 @@ cp_insertion_timeline(void)
 	walrcv_connect((conninfo), false, (appname), (err))
 #endif
 
+/*
+ * A relation's physical file, as WAL block references name it: PG16
+ * renamed RelFileNode (rel->rd_node; xl_smgr_create.rnode) to
+ * RelFileLocator (rel->rd_locator; xl_smgr_create.rlocator), which
+ * XLogRecGetBlockTagExtended fills.  Both are three Oids.  Include
+ * utils/rel.h or catalog/storage_xlog.h before expanding the macros.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "storage/relfilelocator.h"
+typedef RelFileLocator CpRelFile;
+#define cp_rel_file(rel) ((rel)->rd_locator)
+#define cp_smgr_create_file(xlrec) ((xlrec)->rlocator)
+#else
+#include "storage/relfilenode.h"
+typedef RelFileNode CpRelFile;
+#define cp_rel_file(rel) ((rel)->rd_node)
+#define cp_smgr_create_file(xlrec) ((xlrec)->rnode)
+#endif
+
+/*
+ * Reading the server's own WAL in a backend without waiting for WAL not yet
+ * flushed: PG15 added read_local_xlog_page_no_wait, which tells the end of
+ * the flushed WAL (ReadLocalXLogPageNoWaitPrivate.end_of_wal) from a read
+ * failure, and XLogRecGetBlockTagExtended; before it only the waiting
+ * read_local_xlog_page exists, so on PG14 the WAL is not read
+ * (changed_wal.c falls back to page LSNs).
+ */
+#if PG_VERSION_NUM >= 150000
+#define CP_HAVE_WAL_NO_WAIT 1
+#endif
+
 #endif							/* CALABI_PUSH_COMPAT_H */

@@ -227,8 +227,10 @@ cp_protocol_xmin_state(StringInfo buf, const CpStreamRun *s, const CpXminState *
 	if (x->since != NULL)
 		appendStringInfo(buf, ",\"since\":\"%s\"", x->since);
 	appendStringInfo(buf, ",\"parts\":\"%s\",\"marks\":\"%s\",\"pages_examined\":" INT64_FORMAT
-					 ",\"pages_skipped\":" INT64_FORMAT,
-					 x->parts, x->marks, x->pages_examined, x->pages_skipped);
+					 ",\"pages_skipped\":" INT64_FORMAT ",\"pages_found_by\":\"%s\""
+					 ",\"wal_bytes_read\":" INT64_FORMAT,
+					 x->parts, x->marks, x->pages_examined, x->pages_skipped,
+					 x->pages_found_by, x->wal_bytes_read);
 	append_text_field(buf, "full_reason", x->full_reason);
 	append_text_field(buf, "cursor", x->cursor);
 	appendStringInfoChar(buf, '}');

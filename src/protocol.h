@@ -104,6 +104,8 @@ typedef struct CpXminState
 	Oid			part;			/* reading: the one being read */
 	int64		pages_examined;
 	int64		pages_skipped;
+	const char *pages_found_by; /* wal, page_lsn or every_page (xmin.c) */
+	int64		wal_bytes_read;
 	const char *full_reason;	/* why a full read was forced, or NULL */
 	const char *cursor;			/* cursor: the largest value sent, or NULL */
 } CpXminState;

@@ -4,7 +4,8 @@
  *	  The xmin method: the first run of a stream reads it whole; every later
  *	  run sends the rows whose current version was written by a transaction
  *	  that the previous run's snapshot did not see, looking only into the
- *	  pages changed since (changed.h).  No slot, no wal_level = logical.
+ *	  pages changed since (changed.h), which the WAL names (changed_wal.h).
+ *	  No slot, no wal_level = logical.
  *
  * A run, per stream:
  *
@@ -13,8 +14,13 @@
  *	- the stream is read by ranges of blocks, each chunk in its own short
  *	  transaction (reader.h): a full read takes every visible row; an
  *	  incremental one asks changed.c for the TIDs of the rows new since the
- *	  previous run's snapshot ("since"), skipping pages whose LSN shows no
- *	  change since then, and reads those rows by TID as the sync's role;
+ *	  previous run's snapshot ("since"), reading only the pages whose
+ *	  blocks the WAL written since references (each chunk reads the WAL
+ *	  on to where it is now) and skipping among them those whose LSN shows
+ *	  no change, and reads those rows by TID as the sync's role; when the
+ *	  WAL cannot tell (removed, larger than the relations: changed_wal.h)
+ *	  the rest of the run reads every page's LSN instead, as it says in
+ *	  the log and in pages_found_by;
  *	- a chunk's rows move the stream's state only once all of them are
  *	  delivered: the checkpoint is the next block, so a crash resumes the
  *	  run at the first chunk not acknowledged (its rows may be sent again).
@@ -51,6 +57,7 @@
 #include "catalog/pg_inherits.h"
 #include "miscadmin.h"
 #include "partitioning/partdesc.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -59,6 +66,7 @@
 #include "utils/ruleutils.h"
 
 #include "changed.h"
+#include "changed_wal.h"
 #include "cursor_column.h"
 #include "method.h"
 #include "protocol.h"
@@ -70,6 +78,9 @@ typedef struct XminUnit
 {
 	Oid			relid;			/* the stream's relation, or a leaf partition */
 	Oid			relfilenode;
+	CpRelFile	file;			/* as WAL records name it */
+	BlockNumber nblocks;		/* when the run listed it */
+	CpChangedBlocks *blocks;	/* those the WAL references; or NULL */
 	bool		logged;			/* its pages carry WAL positions */
 	char	   *query;			/* a partition's rows, through the stream's
 								 * relation; NULL: the stream's own query */
@@ -97,6 +108,10 @@ typedef struct XminRead
 	int			unit;			/* the one being read */
 	CpChangedCounts counts;
 	char	   *full_reason;	/* why a full read was forced, or NULL */
+	/* the WAL read for the units' blocks (changed_wal.h) */
+	XLogRecPtr	wal_from;		/* where the next chunk's read begins */
+	uint64		wal_bytes;		/* read by the run so far */
+	bool		wal_fallback;	/* it could not tell: page LSNs from then on */
 } XminRead;
 
 /* "relid:relfilenode,..." of the units */
@@ -134,6 +149,20 @@ part_relfilenode(const char *parts, Oid relid)
 	return InvalidOid;
 }
 
+/*
+ * How the run finds the pages it looks into: "every_page" when no relation
+ * has a floor (a full read, an unlogged or rewritten relation, one new to
+ * the stream), else "wal", or "page_lsn" once the WAL could not tell.
+ */
+static const char *
+pages_found_by(XminRead *x)
+{
+	for (int i = 0; i < x->nunits; i++)
+		if (!x->units[i].whole && !XLogRecPtrIsInvalid(x->units[i].floor))
+			return x->wal_fallback ? "page_lsn" : "wal";
+	return "every_page";
+}
+
 /* An item that moves the stream's state to phase once delivered. */
 static void
 add_state(XminRead *x, const char *phase)
@@ -155,6 +184,8 @@ add_state(XminRead *x, const char *phase)
 	st.part = x->unit < x->nunits ? x->units[x->unit].relid : InvalidOid;
 	st.pages_examined = x->counts.pages_examined;
 	st.pages_skipped = x->counts.pages_skipped;
+	st.pages_found_by = pages_found_by(x);
+	st.wal_bytes_read = (int64) x->wal_bytes;
 	st.full_reason = x->full_reason;
 	st.cursor = x->cursor != NULL ? cp_cursor_column_max_text(x->cursor) : NULL;
 	initStringInfo(&state);
@@ -175,14 +206,64 @@ add_record(void *arg, int start, const Datum *values, const bool *isnull)
 		cp_cursor_column_see(x->cursor, x->run->streams[x->idx].enc_desc, values, isnull);
 }
 
+/*
+ * Add to the sets of the relations read by their floor the blocks the WAL
+ * references up to now (in the chunk's transaction, under its snapshot);
+ * false when the WAL cannot tell, and from then on for the whole run.
+ * The sets live as long as the read: one bit per block of each relation.
+ */
+static bool
+find_changed_blocks(XminRead *x)
+{
+	CpStreamRun *s = &x->run->streams[x->idx];
+	CpWalRelation *rels;
+	int			n = 0;
+	uint64		relation_bytes = 0;
+	XLogRecPtr	from = x->wal_from;
+	char	   *why = NULL;
+	MemoryContext oldcontext;
+
+	if (x->wal_fallback)
+		return false;
+	oldcontext = MemoryContextSwitchTo(x->cxt);
+	rels = palloc(sizeof(CpWalRelation) * Max(x->nunits, 1));
+	for (int i = 0; i < x->nunits; i++)
+	{
+		XminUnit   *u = &x->units[i];
+
+		if (u->whole || XLogRecPtrIsInvalid(u->floor))
+			continue;
+		if (u->blocks == NULL)
+			u->blocks = cp_changed_blocks_create(u->nblocks);
+		rels[n].file = u->file;
+		rels[n].blocks = u->blocks;
+		relation_bytes += (uint64) u->nblocks * BLCKSZ;
+		n++;
+	}
+	MemoryContextSwitchTo(oldcontext);
+	if (!cp_changed_wal_read(rels, n, &x->wal_from, &x->wal_bytes, relation_bytes, &why))
+	{
+		x->wal_fallback = true;
+		ereport(LOG,
+				(errmsg("finding the pages of \"%s\".\"%s\" changed since %X/%X by their LSN, not from the WAL: %s",
+						s->nspname, s->relname, LSN_FORMAT_ARGS(from), why)));
+	}
+	pfree(rels);
+	return !x->wal_fallback;
+}
+
 /* Which tuples of the blocks from first on an incremental chunk reads. */
 static BlockNumber
 choose_tids(void *arg, Relation rel, Snapshot snapshot, BlockNumber first,
 			int max, ItemPointerData *tids, int *ntids, bool *last)
 {
 	XminRead   *x = arg;
+	XminUnit   *u = &x->units[x->unit];
+	const CpChangedBlocks *blocks = NULL;
 
-	return cp_changed_scan(rel, snapshot, &x->since, x->units[x->unit].floor,
+	if (!XLogRecPtrIsInvalid(u->floor) && find_changed_blocks(x))
+		blocks = u->blocks;
+	return cp_changed_scan(rel, snapshot, &x->since, u->floor, blocks,
 						   first, max, tids, ntids, last, &x->counts);
 }
 
@@ -218,6 +299,9 @@ describe_unit(XminRead *x, XminUnit *u, Relation rel, const char *stream_query)
 	}
 	u->relid = RelationGetRelid(rel);
 	u->relfilenode = rel->rd_rel->relfilenode;
+	u->file = cp_rel_file(rel);
+	u->nblocks = RelationGetNumberOfBlocks(rel);
+	u->blocks = NULL;
 	u->logged = RelationNeedsWAL(rel);
 	u->query = NULL;
 	if (rel->rd_rel->relispartition)
@@ -362,6 +446,10 @@ begin_run(XminRead *x)
 		s->generation = def->generation;
 	}
 	x->marks_text = cp_changed_marks_text(marks);
+	/* the WAL is read from the floor, once a chunk needs it */
+	x->wal_from = x->floor;
+	x->wal_bytes = 0;
+	x->wal_fallback = false;
 	MemoryContextSwitchTo(caller);
 	/* a new generation starts the largest value sent over */
 	if (x->cursor != NULL)
@@ -404,6 +492,11 @@ resume_run(XminRead *x)
 	x->counts.pages_examined = def->pages_examined;
 	x->counts.pages_skipped = def->pages_skipped;
 	x->full_reason = def->full_reason != NULL ? pstrdup(def->full_reason) : NULL;
+	/* the sets were lost with the worker: read the WAL from the floor again */
+	x->wal_from = x->floor;
+	x->wal_bytes = (uint64) def->wal_bytes_read;
+	x->wal_fallback = def->pages_found_by != NULL &&
+		strcmp(def->pages_found_by, "page_lsn") == 0;
 	MemoryContextSwitchTo(oldcontext);
 	if (x->cursor != NULL)
 		cp_cursor_column_set_max(x->cursor, def->cursor);

@@ -139,13 +139,20 @@ SELECT s.name AS sync,
        -- done, its run's, which the next run compares against; while a run
        -- reads incrementally, the one it compares against; none during a
        -- full read); the rows, pages examined and pages skipped of that run
-       -- (so far, while it reads).  The worker's checkpoint JSON is the
+       -- (so far, while it reads); how it found the pages it examined
+       -- ('wal': the blocks the WAL written since the previous run
+       -- references; 'page_lsn': every page's LSN, the WAL being removed or
+       -- larger than the relation; 'every_page': no position to compare
+       -- LSNs with: a full read, an unlogged or rewritten relation) and the
+       -- bytes of WAL it read for that.  The worker's checkpoint JSON is the
        -- contract (src/xmin*.c, and the cursor method's).
        st.checkpoint->>'read' AS read,
        st.checkpoint->>'since' AS position,
        CASE WHEN st.checkpoint->>'read' IS NOT NULL THEN (st.checkpoint->>'rows')::int8 END AS last_run_rows,
        (st.checkpoint->>'pages_examined')::int8 AS pages_examined,
        (st.checkpoint->>'pages_skipped')::int8 AS pages_skipped,
+       st.checkpoint->>'pages_found_by' AS pages_found_by,
+       (st.checkpoint->>'wal_bytes_read')::int8 AS wal_bytes_read,
        st.checkpoint->>'full_reason' AS full_read_reason,
        -- cursor (NULL for the other methods): the stream's cursor column,
        -- and the largest value of it the stream's reads have sent so far
@@ -156,6 +163,6 @@ SELECT s.name AS sync,
   JOIN calabi_push.sync s ON s.id = st.sync_id;
 
 COMMENT ON VIEW stream_status IS
-'one row per sync and stream: phase, rows sent, estimated total, percent done, ETA and the acknowledged checkpoint; for xmin and cursor, whether the run reads the stream whole or what changed (read, full_read_reason), its position, and the rows and pages (examined, skipped) of the last run; for cursor, the cursor column (cursor_field) and the largest value of it sent so far (cursor_value)';
+'one row per sync and stream: phase, rows sent, estimated total, percent done, ETA and the acknowledged checkpoint; for xmin and cursor, whether the run reads the stream whole or what changed (read, full_read_reason), its position, and the rows and pages (examined, skipped, how they were found, WAL bytes read) of the last run; for cursor, the cursor column (cursor_field) and the largest value of it sent so far (cursor_value)';
 
 REVOKE ALL ON sync_status, stream_status FROM PUBLIC;

@@ -124,14 +124,17 @@ for i in $(seq 0 "$runs"); do
 	IFS='|' read -r x n < <(cp_psql -At -c "WITH u AS (UPDATE t SET qty = qty + 1 WHERE id % 1000 = $k RETURNING 1)
 	                                      SELECT txid_current(), count(*) FROM u")
 	s=$(run_ms xmin)
-	st=$(cp_psql -At -F ' ' -c "SELECT read, pages_examined, pages_skipped, last_run_rows
-	                              FROM calabi_push.stream_status WHERE sync = 'xmin'")
+	# by name, through to_jsonb: pages_found_by and wal_bytes_read only
+	# where this version has them
+	st=$(cp_psql -At -F ' ' -c "SELECT j->>'read', j->>'pages_examined', j->>'pages_skipped', j->>'last_run_rows',
+	                                   coalesce(j->>'pages_found_by', '-'), coalesce(j->>'wal_bytes_read', '-')
+	                              FROM calabi_push.stream_status s, to_jsonb(s) j WHERE s.sync = 'xmin'")
 	c=$(copy_ms " WHERE xmin::text::bigint >= $x")
 	[ "$i" -eq 0 ] && continue   # warm-up
 	changed=$n
 	all_inc+="$s " all_incc+="$c "
-	read -r rd pe ps lr <<<"$st"
-	pages+="    id % 1000 = $k: $n rows updated, sync ${s:-n/a} ms, COPY $c ms; read $rd, pages_examined $pe, pages_skipped $ps, last_run_rows $lr"$'\n'
+	read -r rd pe ps lr fb wb <<<"$st"
+	pages+="    id % 1000 = $k: $n rows updated, sync ${s:-n/a} ms, COPY $c ms; read $rd, pages_examined $pe, pages_skipped $ps, last_run_rows $lr, pages_found_by $fb, wal_bytes_read $wb"$'\n'
 done
 inc_ms=$(echo "$all_inc" | best)
 incc_ms=$(echo "$all_incc" | best)
@@ -164,6 +167,8 @@ stream_info() {
 	cp_psql -At -c "SELECT concat_ws(', ', 'read ' || (j->>'read'),
 	                                 'pages_examined ' || (j->>'pages_examined'),
 	                                 'pages_skipped ' || (j->>'pages_skipped'),
+	                                 'pages_found_by ' || (j->>'pages_found_by'),
+	                                 'wal_bytes_read ' || (j->>'wal_bytes_read'),
 	                                 'last_run_rows ' || coalesce(j->>'last_run_rows', j->>'rows_sent'),
 	                                 'cursor_value ' || (j->>'cursor_value'))
 	                  FROM calabi_push.stream_status s, to_jsonb(s) j WHERE s.sync = '$1'"
@@ -237,7 +242,7 @@ for name in $sched_syncs; do
 	until [ -n "$(completed "$name")" ]; do sleep 1; done
 	sleep 20
 done
-declare -A sched_all
+declare -A sched_all sched_by
 for i in $(seq 0 "$runs"); do
 	k=$((707 + i))
 	declare -A before
@@ -247,7 +252,10 @@ for i in $(seq 0 "$runs"); do
 		until [ "$(completed "$name")" != "${before[$name]}" ]; do sleep 1; done
 		ms=$(cp_psql -At -c "SELECT round(extract(epoch FROM run_completed_at - run_started_at) * 1000)
 		                      FROM calabi_push.sync WHERE name = '$name'")
-		[ "$i" -eq 0 ] || sched_all[$name]+="$ms "
+		[ "$i" -eq 0 ] && continue
+		sched_all[$name]+="$ms "
+		sched_by[$name]+="$(cp_psql -At -c "SELECT coalesce(to_jsonb(s)->>'pages_found_by', '-')
+		                                      FROM calabi_push.stream_status s WHERE s.sync = '$name'") "
 	done
 done
 for name in $sched_syncs; do cp_psql -q -c "SELECT calabi_push.stop_sync('$name')" >/dev/null; done
@@ -299,4 +307,6 @@ if [ -n "$cursor_v" ]; then
 fi
 printf '  (all runs, ms:'
 for name in $sched_syncs; do printf ' %s [%s]' "$name" "${sched_all[$name]% }"; done
+printf ')\n  (pages_found_by of each run:'
+for name in $sched_syncs; do printf ' %s [%s]' "$name" "${sched_by[$name]% }"; done
 printf ')\n'
