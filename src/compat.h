@@ -3,9 +3,9 @@
  * compat.h
  *	  Every PG_VERSION_NUM difference calabi_push cares about, in one place.
  *
- * calabi_push is tested on PostgreSQL 15 and compiled against 17 and 18
- * (test/check_versions.sh); 14 and 16 are still mapped but no longer
- * compiled.  The rest of the code calls the newest API and this header maps
+ * calabi_push is tested on PostgreSQL 15, 17 and 18 (test/run, and
+ * test/run --pg 17|18); 14 and 16 are still mapped but neither compiled
+ * nor tested.  The rest of the code calls the newest API and this header maps
  * it onto older servers.
  *
  *-------------------------------------------------------------------------
