@@ -11,6 +11,7 @@
 #   test/run --pg 17                  pg_regress, then TAP
 #   test/run --pg 18 regress [NAME…]  one suite, or some of its files
 #   test/run --pg 17 tap [FILE…]
+#   test/run --pg 17 root             only make (or complete) the root
 #
 # CP_TEST_LOCK=FILE: the suites (not the root's making) run under
 # flock FILE, the lock the project's test runs share.  CP_PGROOT_DIR: where
@@ -35,7 +36,7 @@ cp_pgroot_suite() {
 
 # The machine's Debian mirror: the URI its apt configuration fetches its own
 # release from (Origin Debian, codename of /etc/os-release; not -updates,
-# not -security), as test/check_versions.sh finds it.  No archive host is
+# not -security).  No archive host is
 # written in this file.
 cp_pgroot_mirror() {
 	local codename mirror
@@ -208,8 +209,8 @@ cp_pgroot_main() {
 		return 2
 	fi
 	case $what in
-		both | regress | tap) ;;
-		*) cp_log "test/run --pg $v runs regress and tap only, not '$what'"; return 2 ;;
+		both | regress | tap | root) ;;
+		*) cp_log "test/run --pg $v runs regress, tap or root only, not '$what'"; return 2 ;;
 	esac
 	if [ "$(id -u)" -ne 0 ]; then
 		cp_log "test/run --pg needs root (debootstrap, chroot, mount): run it with sudo"
@@ -226,6 +227,9 @@ cp_pgroot_main() {
 		echo "calabi_push (PostgreSQL $v): 0 passed, 1 failed (the root could not be made)"
 		return 1
 	}
+	# "root": only make it (test/run makes the roots while the machine's own
+	# suites run, cp_pgroot_matrix_start)
+	[ "$what" = root ] && return 0
 	cp_pgroot_copy_tree "$root"
 	rm -rf "$root"/tmp/calabi_push-run.*
 
@@ -274,4 +278,67 @@ cp_pgroot_main() {
 	cp_log "times: ${times[*]}; logs in test/log/pg$v/"
 	echo "calabi_push (PostgreSQL $v): $passed passed, $failed failed"
 	[ "$failed" -eq 0 ]
+}
+
+# test/run (everything) tests the machine's own PostgreSQL and then the
+# versions of CP_PG_VERSIONS, each in its root.  The roots are made in the
+# background while the machine's own suites run (downloads and dpkg, a
+# minute or a few each); then the versions' suites run side by side, one
+# chroot each: a TAP suite mostly waits (servers starting, workers polling,
+# timeouts), so two of them on two CPUs take far less than one after the
+# other, and CI's time limit holds.  Their ports cannot collide for long:
+# PostgreSQL::Test::Cluster binds a port to check it is free before using
+# it, and the reference receiver binds port 0.  As a user with sudo, these
+# run under sudo like test/run --pg does.
+
+# cp_pgroot_matrix_start LOGDIR VERSION…: starts making the roots; sets
+# cp_pgroot_jobs to the background jobs' PIDs.
+cp_pgroot_matrix_start() {
+	local logdir=$1 v
+	shift
+	cp_pgroot_jobs=()
+	for v in "$@"; do
+		cp_log "making the Debian root of PostgreSQL $v in the background (test/log/pg$v-root.log)"
+		cp_as_root "$CP_ROOT/test/run" --pg "$v" root >"$logdir/pg$v-root.log" 2>&1 </dev/null &
+		cp_pgroot_jobs+=("$!")
+	done
+}
+
+# cp_pgroot_matrix_run LOGDIR VERSION…: waits for the roots, runs each
+# version's suites (test/run --pg VERSION) side by side, their lines
+# prefixed with "[pgVERSION] " and kept in LOGDIR/pgVERSION.log; prints each
+# version's closing line again at the end and adds its counts to the
+# caller's passed and failed.
+cp_pgroot_matrix_run() {
+	local logdir=$1 v line n m pids=() start=$SECONDS
+	shift
+	[ ${#cp_pgroot_jobs[@]} -gt 0 ] && wait "${cp_pgroot_jobs[@]}"
+	# (a root that could not be made is made again, or reported, by the run)
+	# sudo asks here, on the terminal, if it must: not in the background
+	cp_as_root true
+	for v in "$@"; do
+		cp_log "PostgreSQL $v: pg_regress and TAP in its Debian root (test/log/pg$v.log)"
+		# (sed writes whole lines, each in one write: the two streams
+		# interleave by lines on the terminal)
+		(cp_as_root "$CP_ROOT/test/run" --pg "$v" </dev/null 2>&1 |
+			sed -u "s/^/[pg$v] /" | tee "$logdir/pg$v.log") &
+		pids+=("$!")
+	done
+	wait "${pids[@]}"
+	echo
+	cp_log "PostgreSQL $*: $((SECONDS - start)) s side by side"
+	cp_pgroot_matrix_lines=()
+	for v in "$@"; do
+		line=$(grep -E "^\[pg$v\] calabi_push \(PostgreSQL $v\): [0-9]+ passed, [0-9]+ failed" \
+			"$logdir/pg$v.log" | tail -1)
+		line=${line#"[pg$v] "}
+		if [ -z "$line" ]; then
+			line="calabi_push (PostgreSQL $v): 0 passed, 1 failed (no closing line: see test/log/pg$v.log)"
+		fi
+		n=$(echo "$line" | sed 's/^[^:]*: \([0-9]*\) passed.*/\1/')
+		m=$(echo "$line" | sed 's/^[^:]*: [0-9]* passed, \([0-9]*\) failed.*/\1/')
+		passed=$((passed + n))
+		failed=$((failed + m))
+		cp_pgroot_matrix_lines+=("$line")
+	done
 }
