@@ -286,14 +286,39 @@ cp_cdc_slot_validate(const char *name, const char *sync_name, XLogRecPtr checkpo
 				 errdetail("This sync is probably a copy of a sync of that database (a restored dump), which owns the slot."),
 				 errhint("Do not drop that slot. Give this sync an identity and a slot of its own with SELECT calabi_push.adopt_sync('%s');",
 						 sync_name)));
-	if (cp_slot_invalidated(&slot))
+	if (cp_slot_invalidation(&slot) != CP_SLOT_VALID)
+	{
+		/* the cause, and the setting that would have kept the slot */
+		const char *cause;
+		const char *advice;
+
+		switch (cp_slot_invalidation(&slot))
+		{
+			case CP_SLOT_IDLE_TIMEOUT:
+				cause = "The slot was unused (the sync stopped) for longer than idle_replication_slot_timeout";
+				advice = "raise idle_replication_slot_timeout or set it to 0, or drop the sync rather than leaving it stopped";
+				break;
+			case CP_SLOT_ROWS_REMOVED:
+				cause = "The primary removed rows the slot still needed to decode (the slot was made or synchronized on a standby)";
+				advice = "set hot_standby_feedback = on and use a physical slot between the servers (primary_slot_name)";
+				break;
+			case CP_SLOT_WAL_LEVEL:
+				cause = "The primary's wal_level was lowered below logical (the slot was made or synchronized on a standby)";
+				advice = "keep wal_level = logical on the primary";
+				break;
+			default:
+				cause = "The server removed WAL the slot still needed (max_slot_wal_keep_size)";
+				advice = "consider raising max_slot_wal_keep_size";
+				break;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the replication slot \"%s\" of sync \"%s\" was invalidated", name, sync_name),
-				 errdetail("The server removed WAL the slot still needed (max_slot_wal_keep_size); changes made since %X/%X are lost to it.",
-						   LSN_FORMAT_ARGS(checkpoint)),
-				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot, and consider raising max_slot_wal_keep_size.",
-						 sync_name)));
+				 errdetail("%s; changes made since %X/%X are lost to it.",
+						   cause, LSN_FORMAT_ARGS(checkpoint)),
+				 errhint("Run SELECT calabi_push.resync('%s'); to read every table again through a new slot, and %s.",
+						 sync_name, advice)));
+	}
 	if (strcmp(NameStr(slot.data.plugin), PLUGIN_NAME) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -205,6 +205,39 @@ cp_encode_interval_postgres(Interval *span, char *buf)
 	 XLogRecPtrIsInvalid((slot)->data.restart_lsn))
 #endif
 
+/*
+ * Why a slot was invalidated: 15 knows one cause (the WAL it needed was
+ * removed); 16 added the standby's causes (rows the slot still needed were
+ * removed on the primary; wal_level lowered there), 18 the idle timeout.
+ * Expanded where replication/slot.h is included.
+ */
+typedef enum CpSlotInvalidation
+{
+	CP_SLOT_VALID,
+	CP_SLOT_WAL_REMOVED,
+	CP_SLOT_ROWS_REMOVED,
+	CP_SLOT_WAL_LEVEL,
+	CP_SLOT_IDLE_TIMEOUT
+} CpSlotInvalidation;
+
+#if PG_VERSION_NUM >= 180000
+#define cp_slot_invalidation(slot) \
+	((slot)->data.invalidated == RS_INVAL_NONE ? CP_SLOT_VALID : \
+	 (slot)->data.invalidated == RS_INVAL_HORIZON ? CP_SLOT_ROWS_REMOVED : \
+	 (slot)->data.invalidated == RS_INVAL_WAL_LEVEL ? CP_SLOT_WAL_LEVEL : \
+	 (slot)->data.invalidated == RS_INVAL_IDLE_TIMEOUT ? CP_SLOT_IDLE_TIMEOUT : \
+	 CP_SLOT_WAL_REMOVED)
+#elif PG_VERSION_NUM >= 160000
+#define cp_slot_invalidation(slot) \
+	((slot)->data.invalidated == RS_INVAL_NONE ? CP_SLOT_VALID : \
+	 (slot)->data.invalidated == RS_INVAL_HORIZON ? CP_SLOT_ROWS_REMOVED : \
+	 (slot)->data.invalidated == RS_INVAL_WAL_LEVEL ? CP_SLOT_WAL_LEVEL : \
+	 CP_SLOT_WAL_REMOVED)
+#else
+#define cp_slot_invalidation(slot) \
+	(cp_slot_invalidated(slot) ? CP_SLOT_WAL_REMOVED : CP_SLOT_VALID)
+#endif
+
 #if PG_VERSION_NUM >= 150000
 #define cp_flush_rec_ptr() GetFlushRecPtr(NULL)
 #else

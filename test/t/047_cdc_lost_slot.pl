@@ -1,5 +1,5 @@
 # A CDC sync whose slot is no longer what it left: dropped behind its back,
-# invalidated by max_slot_wal_keep_size, or advanced by something else.
+# invalidated (max_slot_wal_keep_size; on 18 idle_replication_slot_timeout), or advanced by something else.
 # Each stops the sync in error naming the slot and the cause, and resync
 # recovers: the destination equals the source.
 use strict;
@@ -63,7 +63,38 @@ sub resync_recovers
 	ok(wait_for_state($node, 's', 'error'), 'slot invalidated: the sync stops in error');
 	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" was invalidated/,
 		'slot invalidated: the error says so');
+	like(slurp_file($node->logfile),
+		qr/DETAIL:  The server removed WAL the slot still needed \(max_slot_wal_keep_size\)/,
+		'slot invalidated: the detail names the cause');
 	resync_recovers('slot invalidated');
+}
+
+# --- 18: the slot of a sync left stopped, invalidated by
+# idle_replication_slot_timeout at a checkpoint ---
+if ($node->safe_psql('postgres', 'SHOW server_version_num') >= 180000)
+{
+	my $slot = sync_status($node, 's', 'slot_name');
+	$node->safe_psql('postgres', q{SELECT calabi_push.stop_sync('s')});
+	$node->poll_query_until('postgres', "SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = '$slot'");
+	$node->append_conf('postgresql.conf', 'idle_replication_slot_timeout = 1');
+	$node->reload;
+	sleep 2;
+	$node->safe_psql('postgres', 'CHECKPOINT');
+	ok($node->poll_query_until('postgres',
+			"SELECT invalidation_reason = 'idle_timeout' FROM pg_replication_slots WHERE slot_name = '$slot'"),
+		'18: the stopped sync\'s slot is invalidated by idle_replication_slot_timeout');
+	$node->append_conf('postgresql.conf', 'idle_replication_slot_timeout = 0');
+	$node->reload;
+	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+	ok(wait_for_state($node, 's', 'error'), 'idle timeout: the sync stops in error');
+	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" was invalidated/,
+		'idle timeout: the error says so');
+	my $log = slurp_file($node->logfile);
+	like($log, qr/DETAIL:  The slot was unused \(the sync stopped\) for longer than idle_replication_slot_timeout/,
+		'idle timeout: the detail names the cause, not max_slot_wal_keep_size');
+	like($log, qr/HINT:  Run SELECT calabi_push.resync\('s'\); to read every table again through a new slot, and raise idle_replication_slot_timeout/,
+		'idle timeout: the hint names the setting');
+	resync_recovers('idle timeout');
 }
 
 # --- the slot consumed by something else: ahead of the sync's checkpoint ---
