@@ -694,6 +694,16 @@ cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover)
 	BoolGetDatum(failover)};
 
 	begin();
+	/*
+	 * A failover: the catalog replicated here may be behind what the old
+	 * primary recorded; batch numbers and generations jump above it (see
+	 * _identity_moved()).
+	 */
+	if (failover)
+		exec("SELECT calabi_push._identity_moved(id) FROM calabi_push.sync"
+			 " WHERE home_system = $1 AND home_database = $2"
+			 " AND home_timeline > 0 AND home_timeline <> $3",
+			 3, types, values, SPI_OK_SELECT);
 	exec("UPDATE calabi_push.sync SET home_timeline = CASE WHEN $4 THEN $3 ELSE 0 END"
 		 " WHERE home_system = $1 AND home_database = $2"
 		 " AND home_timeline > 0 AND home_timeline <> $3",

@@ -23,3 +23,47 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'calabi_push_copied'
 LANGUAGE C STRICT STABLE;
 GRANT EXECUTE ON FUNCTION _copied(text, bigint, oid, integer) TO PUBLIC;
+
+-- A sync goes on under its identity in a new home: after a failover, a
+-- point-in-time recovery, or adopt_sync(keep_identity => true).  The
+-- catalog here may be behind what the server it ran on recorded
+-- (asynchronous replication, an older backup or dump), and the numbers that
+-- server used after it cannot be reused for other contents:
+-- - a batch number already sent with another body would be dropped by the
+--   endpoint as a repeat (409) or refused;
+-- - a stream's generation already completed there would have its records
+--   ignored (a refresh_start of a completed generation is a resend), so the
+--   destination would keep the other server's copy;
+-- - a read under way resumed from a stale position in a newer generation
+--   would open that generation without the rows before the position.
+-- So batch numbers and generations jump to a floor above every number used
+-- before, and reads under way start again (at least once: nothing is
+-- skipped, some rows are sent again).  What the other server used is
+-- unknown here but bounded by time: numbers jump only to this floor, 2^20 a
+-- second since 1970, and no sync sends 2^20 batches, nor reads a stream
+-- 2^20 times, a second; so every number used before this moment is below
+-- the floor taken now (given that this server's clock is not behind the
+-- other's by more than the time since that one last sent).  It stays below
+-- 2^53 (exact as a JSON double) until the year 2242.
+CREATE FUNCTION _identity_floor()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1048576)::bigint $$;
+REVOKE ALL ON FUNCTION _identity_floor() FROM PUBLIC;
+
+CREATE FUNCTION _identity_moved(sync_id uuid)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+    UPDATE sync y SET next_batch_seq = greatest(y.next_batch_seq, _identity_floor())
+     WHERE y.id = _identity_moved.sync_id;
+    UPDATE sync_stream t
+       SET generation = greatest(t.generation, _identity_floor()),
+           phase = CASE WHEN t.phase = 'reading' THEN 'pending' ELSE t.phase END,
+           checkpoint = CASE WHEN t.phase = 'reading' THEN NULL ELSE t.checkpoint END,
+           rows_sent = CASE WHEN t.phase = 'reading' THEN 0 ELSE t.rows_sent END
+     WHERE t.sync_id = _identity_moved.sync_id;
+$$;
+REVOKE ALL ON FUNCTION _identity_moved(uuid) FROM PUBLIC;

@@ -1291,6 +1291,7 @@ BEGIN
                enabled = false, error_stopped = false,
                last_error = NULL, last_error_redacted = NULL, last_error_at = NULL
          WHERE y.id = s.id;
+        PERFORM _identity_moved(s.id);
         RETURN s.id;
     END IF;
 
