@@ -29,6 +29,8 @@
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -86,6 +88,15 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 	{
 		cp_worker_stop_point();
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * Once the postmaster is gone (kill -9) nothing flushes WAL any
+		 * more: the worker would wait here for ever, holding the shared
+		 * memory that the next postmaster refuses to share, so the server
+		 * could not start again.  Exit as WL_EXIT_ON_PM_DEATH does.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		pg_usleep(1000L);
 	}
 	return read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);

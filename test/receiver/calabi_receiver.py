@@ -883,8 +883,12 @@ class PgStore:
         self.dsn = dsn
         self.meta = meta_schema
         self.m = qi(meta_schema)
+        # a 200 says the batch is kept: with synchronous_commit off (for the
+        # server or the database) a crash of the destination lost batches
+        # already acknowledged, which the sender never sends again (issue 14)
         self.pool = psycopg2.pool.ThreadedConnectionPool(1, max_connections, dsn,
-                                                         application_name="calabi_receiver")
+                                                         application_name="calabi_receiver",
+                                                         options="-c synchronous_commit=on")
         self.slots = threading.BoundedSemaphore(max_connections)
         self.bootstrap()
 
