@@ -107,11 +107,11 @@ $primary->safe_psql('postgres', q{
 	UPDATE t SET v = 'updated' WHERE id % 10 = 0;
 	DELETE FROM t WHERE id % 13 = 0;
 });
+ok(cdc_caught_up($primary, 's'), 'the sync caught up with the writes');
 ok( $standby->poll_query_until('postgres', qq{
 		SELECT synced AND NOT temporary AND failover FROM pg_replication_slots
 		 WHERE slot_name = '$slot'}),
 	'the standby holds a synced copy of the slot');
-ok(cdc_caught_up($primary, 's'), 'the sync caught up with the writes');
 my $generation = $primary->safe_psql('postgres',
 	q{SELECT generation || ':' || rows_sent FROM calabi_push.stream_status WHERE sync = 's'});
 
@@ -178,7 +178,10 @@ ok( $standby->poll_query_until('postgres',
 	'the worker sets it again, as the option says');
 like(slurp_file($standby->logfile), qr/replication slot "$slot" is now a failover slot/,
 	'... and logs it');
+$standby->safe_psql('postgres', q{INSERT INTO t VALUES (300001, 'after the restart')});
 ok(cdc_caught_up($standby, 's'), 'and goes on');
+assert_dest_equals_source_in($standby, 'postgres', 'calabi_dest', 'public', 't',
+	'after the restart', $dest);
 
 $recv->stop;
 $standby->stop;
