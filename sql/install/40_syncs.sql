@@ -166,12 +166,7 @@ BEGIN
         publication := _string_option(w, 'publication', o->'publication');
     END IF;
     IF o ? 'failover' THEN
-        IF jsonb_typeof(o->'failover') <> 'boolean' THEN
-            RAISE EXCEPTION 'sync option "failover" must be true or false'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Give a JSON boolean, e.g. ''{"failover": true}''.';
-        END IF;
-        failover := (o->'failover')::boolean;
+        failover := _boolean_option(w, 'failover', o->'failover');
     END IF;
     r_cursor := o->'cursor';
     IF o ? 'lookback' THEN
