@@ -149,10 +149,14 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, bool failover,
 	CheckLogicalDecodingRequirements();
 	cp_replication_slot_acquire(slot_name, true);
 
+#ifdef CP_HAVE_FAILOVER_SLOTS
+
 	/*
 	 * The slot follows the sync's option: it may differ on a slot created
-	 * by an older version of the library, or carried over by a promotion
-	 * (a slot a standby synced keeps failover, and synced, set).
+	 * by an older version of the library, or whose flag was changed behind
+	 * the sync's back (ALTER_REPLICATION_SLOT).  A slot a standby synced
+	 * keeps its flag (and synced) at promotion.  No worker runs on a
+	 * standby, where core forbids the change on a synced slot.
 	 */
 	if (cp_slot_failover(MyReplicationSlot) != failover)
 	{
@@ -162,6 +166,7 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, bool failover,
 						failover ? "is now a failover slot: standbys with sync_replication_slots copy it"
 						: "is no longer a failover slot")));
 	}
+#endif
 	decoder->failover = failover;
 	wait_for_standbys = failover;
 
