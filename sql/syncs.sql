@@ -458,6 +458,11 @@ SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::r
 SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "no_such_pub"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', method => 'cdc', options => '{"publication": "cp_sync_empty_pub"}');
 SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.nothing']::regclass[], method => 'cdc', options => '{"publication": "cp_sync_pub"}');
+-- "failover" is for cdc and a boolean (its refusal before PostgreSQL 17
+-- names the version: TAP 096)
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], options => '{"failover": true}');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'xmin', options => '{"failover": false}');
+SELECT calabi_push.create_sync('c', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc', options => '{"failover": "yes"}');
 -- append takes what append_dedup cannot key
 SELECT calabi_push.create_sync('c-append', 'sync-dest',
   ARRAY['cp_sync_test.keyless', 'cp_sync_test.full_keyless', 'cp_sync_test.nothing']::regclass[],
@@ -467,6 +472,8 @@ SELECT calabi_push.create_sync('c-pub', 'sync-dest', method => 'cdc', destinatio
   options => '{"publication": "cp_sync_pub"}') IS NOT NULL AS created;
 SELECT calabi_push.create_sync('c-dedup', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[], method => 'cdc') IS NOT NULL AS created;
 RESET ROLE;
+-- a cdc sync stores "failover", false unless asked
+SELECT name, options->'failover' AS failover FROM calabi_push.sync WHERE name LIKE 'c-%' ORDER BY name;
 SELECT relation, ordinal FROM calabi_push.stream_status WHERE sync = 'c-pub' ORDER BY ordinal;
 SELECT name, destination_sync_mode, state, slot_name ~ '^calabi_push_[0-9a-f]{32}$' AS slot_named,
        lsn_sent, lsn_acknowledged, lag_bytes, lag_time

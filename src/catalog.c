@@ -297,7 +297,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 /* why it is a copy of a sync made elsewhere (src/home.c) */
 		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline),"
 		 " s.options->>'lookback',"
-		 " COALESCE((d.options->>'compression_level')::int, 0)"
+		 " COALESCE((d.options->>'compression_level')::int, 0),"
+		 " COALESCE((s.options->>'failover')::bool, false)"
 		 " FROM calabi_push.sync s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
@@ -351,6 +352,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		missing_client_key = int_column(row, 32) != 0;
 		copied = text_column(33, mcxt);
 		sync->lookback = text_column(34, mcxt);
+		sync->failover = int_column(row, 36) != 0;
 
 		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"

@@ -78,6 +78,8 @@ typedef struct CpSyncDef
 	CpDestinationConfig dest;
 	/* CDC: every change committed before this was acknowledged; 0: no slot yet */
 	XLogRecPtr	cdc_lsn;
+	/* CDC: the slot fails over to standbys (the option "failover", PG17) */
+	bool		failover;
 	/* cursor: how far below its position a view's run reads again, or NULL */
 	char	   *lookback;
 	List	   *streams;		/* CpStreamDef *, in read order */

@@ -47,7 +47,50 @@ struct CpDecoder
 	bool		catalog_used;
 	XLogRecPtr	confirmed;
 	TimestampTz saved_at;		/* when the slot was last saved */
+
+	/*
+	 * A failover slot (see "Failover slots" below): the end of the round
+	 * that waits for the standbys (invalid: none), and a confirmation held
+	 * until they have the checkpoint that allows it.
+	 */
+	bool		failover;
+	XLogRecPtr	round_end;
+	XLogRecPtr	held_lsn;
+	XLogRecPtr	held_commit;
 };
+
+/*
+ * Failover slots (PG17).  A standby with sync_replication_slots copies a
+ * failover slot's position from the primary, and once promoted the sync's
+ * worker continues there from the sync's checkpoint, which the standby has
+ * replayed.  Two orders keep that sound, as core keeps them for a
+ * walsender when synchronized_standby_slots names the standbys' physical
+ * slots (WalSndWaitForWal, and pg_logical_slot_get_changes):
+ *
+ * - Nothing is decoded, hence nothing sent, past what those standbys have
+ *   flushed.  What matters after a failover is that the new primary has
+ *   every change the destination received: a change sent before the
+ *   standby had it could be lost with the old primary, and the
+ *   destination would keep a row the new primary never had.  Waiting
+ *   before sending only would decode it into a batch all the same; waiting
+ *   before decoding also holds back the backfill's chunks (placed when the
+ *   decoder reaches their watermark), and is what a walsender does.  A
+ *   round waits for the WAL flushed at its start (held in round_end, so
+ *   that a steady write load cannot keep the target ahead of the standbys
+ *   for ever), and does not block: the worker goes on with its deliveries
+ *   and stops, and sync_status says it waits.
+ * - The slot is confirmed past a position only once the standbys have the
+ *   checkpoint that records it (sync.cdc_lsn, committed just before): a
+ *   standby copies a confirmed position it has flushed, so otherwise a
+ *   promoted standby could hold a slot confirmed past its own copy of the
+ *   checkpoint, which cp_cdc_slot_validate rightly refuses (the changes in
+ *   between would seem consumed by something else).
+ *
+ * cp_standby_slots_confirmed is core's StandbySlotsHaveCaughtup: true when
+ * synchronized_standby_slots is empty, so a failover slot without it (the
+ * standbys may then lag the destination) costs nothing.
+ */
+static bool wait_for_standbys = false;	/* read_page's copy of failover */
 
 /* the slot's confirmed position is saved to disk at most this often */
 #define SAVE_INTERVAL_MS 1000
@@ -77,6 +120,7 @@ no_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
  * slept there, and the shutdown waited for it, forever (seen on PostgreSQL
  * 18, test/t/062_cdc_two_phase.pl: pg_ctl stop timed out).  On a standby
  * the position is the replayed one, which read_local_xlog_page awaits.
+ * A failover slot's reader also waits here for the standbys to have it.
  */
 static int
 read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
@@ -84,7 +128,10 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 {
 	XLogRecPtr	needed = targetPagePtr + reqLen;
 
-	while (!RecoveryInProgress() && needed > cp_flush_rec_ptr())
+	while (!RecoveryInProgress() &&
+		   (needed > cp_flush_rec_ptr() ||
+	/* a record that ends past its round's end: see "Failover slots" */
+			(wait_for_standbys && !cp_standby_slots_confirmed(needed))))
 	{
 		cp_worker_stop_point();
 		CHECK_FOR_INTERRUPTS();
@@ -103,8 +150,8 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 }
 
 CpDecoder *
-cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
-				MemoryContext parent)
+cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, bool failover,
+				List *options, MemoryContext parent)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(parent);
 	CpDecoder  *decoder = palloc0(sizeof(CpDecoder));
@@ -112,6 +159,27 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, List *options,
 	Assert(!IsTransactionState());
 	CheckLogicalDecodingRequirements();
 	cp_replication_slot_acquire(slot_name, true);
+
+#ifdef CP_HAVE_FAILOVER_SLOTS
+
+	/*
+	 * The slot follows the sync's option: it may differ on a slot created
+	 * by an older version of the library, or whose flag was changed behind
+	 * the sync's back (ALTER_REPLICATION_SLOT).  A slot a standby synced
+	 * keeps its flag (and synced) at promotion.  No worker runs on a
+	 * standby, where core forbids the change on a synced slot.
+	 */
+	if (cp_slot_failover(MyReplicationSlot) != failover)
+	{
+		cp_set_slot_failover(failover);
+		ereport(LOG,
+				(errmsg("replication slot \"%s\" %s", slot_name,
+						failover ? "is now a failover slot: standbys with sync_replication_slots copy it"
+						: "is no longer a failover slot")));
+	}
+#endif
+	decoder->failover = failover;
+	wait_for_standbys = failover;
 
 	/*
 	 * start_lsn beyond the slot's confirmed position skips what the sync's
@@ -140,11 +208,22 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 				bool *at_end)
 {
 	LogicalDecodingContext *ctx = decoder->ctx;
-	XLogRecPtr	end_of_wal = cp_flush_rec_ptr();
+	XLogRecPtr	end_of_wal;
 	MemoryContext oldcxt;
 	int			nrecords = 0;
 
 	Assert(!IsTransactionState());
+
+	/* a failover slot's round waits for the standbys: see "Failover slots" */
+	end_of_wal = XLogRecPtrIsInvalid(decoder->round_end) ?
+		cp_flush_rec_ptr() : decoder->round_end;
+	if (decoder->failover && !cp_standby_slots_confirmed(end_of_wal))
+	{
+		decoder->round_end = end_of_wal;
+		*at_end = false;
+		return 0;
+	}
+	decoder->round_end = InvalidXLogRecPtr;
 
 	/*
 	 * Catalog entries cached by ordinary access (the backfill's queries)
@@ -194,10 +273,49 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 	return nrecords;
 }
 
+bool
+cp_decoder_waits_for_standbys(const CpDecoder *decoder)
+{
+	return !XLogRecPtrIsInvalid(decoder->round_end);
+}
+
 XLogRecPtr
 cp_decoder_position(const CpDecoder *decoder)
 {
 	return decoder->ctx->reader->EndRecPtr;
+}
+
+/*
+ * A failover slot: of lsn (checkpointed by the commit that ended at
+ * XactLastCommitEnd) and the confirmation held before, the furthest the
+ * standbys have the checkpoint of (see "Failover slots"); invalid: none.
+ * A held confirmation is replaced only once it is released, so that under
+ * a steady load, where the newest checkpoint is always a little ahead of
+ * the standbys, the slot still moves.
+ */
+static XLogRecPtr
+confirmable(CpDecoder *decoder, XLogRecPtr lsn)
+{
+	XLogRecPtr	commit_end = XactLastCommitEnd;
+	XLogRecPtr	ok = InvalidXLogRecPtr;
+
+	if (!XLogRecPtrIsInvalid(decoder->held_lsn) &&
+		cp_standby_slots_confirmed(decoder->held_commit))
+	{
+		ok = decoder->held_lsn;
+		decoder->held_lsn = InvalidXLogRecPtr;
+	}
+	if (cp_standby_slots_confirmed(commit_end))
+	{
+		decoder->held_lsn = InvalidXLogRecPtr;
+		return lsn;
+	}
+	if (XLogRecPtrIsInvalid(decoder->held_lsn))
+	{
+		decoder->held_lsn = lsn;
+		decoder->held_commit = commit_end;
+	}
+	return ok;
 }
 
 void
@@ -207,6 +325,12 @@ cp_decoder_confirm(CpDecoder *decoder, XLogRecPtr lsn, bool save)
 
 	if (lsn <= decoder->confirmed)
 		return;
+	if (decoder->failover)
+	{
+		lsn = confirmable(decoder, lsn);
+		if (lsn <= decoder->confirmed)
+			return;
+	}
 	LogicalConfirmReceivedLocation(lsn);
 	decoder->confirmed = lsn;
 

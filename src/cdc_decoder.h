@@ -18,11 +18,15 @@ typedef struct CpDecoder CpDecoder;
 
 /*
  * Acquire the slot and start decoding after start_lsn (changes committed
- * before it are skipped: the sync's checkpoint holds them).  options are
- * the output plugin's (DefElem list).  No transaction open.
+ * before it are skipped: the sync's checkpoint holds them).  failover: the
+ * sync's option, which the slot is made to follow, and which makes
+ * decoding and confirmations wait for synchronized_standby_slots (PG17;
+ * see the .c).  options are the output plugin's (DefElem list).  No
+ * transaction open.
  */
 extern CpDecoder *cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn,
-								  List *options, MemoryContext parent);
+								  bool failover, List *options,
+								  MemoryContext parent);
 
 /*
  * Decode the WAL flushed so far, record by record, until its end or until
@@ -35,6 +39,12 @@ extern int	cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *a
 
 /* Ordinary catalog access happened since the last read (see .c). */
 extern void cp_decoder_catalog_used(CpDecoder *decoder);
+
+/*
+ * The last read decoded nothing because the standbys of
+ * synchronized_standby_slots have not flushed the WAL it would read.
+ */
+extern bool cp_decoder_waits_for_standbys(const CpDecoder *decoder);
 
 /* Where decoding stands: the end of the last record read. */
 extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);

@@ -187,7 +187,7 @@ find_slot(const char *name, ReplicationSlot *copy)
 }
 
 XLogRecPtr
-cp_cdc_slot_create(const char *name, const char *sync_name)
+cp_cdc_slot_create(const char *name, const char *sync_name, bool failover)
 {
 	ReplicationSlot existing;
 	LogicalDecodingContext *ctx;
@@ -247,9 +247,11 @@ cp_cdc_slot_create(const char *name, const char *sync_name)
 
 	/*
 	 * As pg_create_logical_replication_slot: ephemeral until the start
-	 * point is found, so that an error or a crash leaves nothing behind.
+	 * point is found, so that an error or a crash leaves nothing behind
+	 * (an ephemeral slot may be a failover slot: only temporary ones may
+	 * not, which standbys never copy).
 	 */
-	cp_slot_create(name);
+	cp_slot_create(name, failover);
 	ctx = CreateInitDecodingContext(PLUGIN_NAME, NIL, false, InvalidXLogRecPtr,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,

@@ -28,9 +28,11 @@ extern void cp_cdc_check_server(void);
 /*
  * Create the slot (dropping this sync's own leftover of the same name first,
  * never a slot of another database or plugin) and return the position from
- * which its changes are complete.  No transaction open.
+ * which its changes are complete; failover: a failover slot (PG17, the
+ * sync's option).  No transaction open.
  */
-extern XLogRecPtr cp_cdc_slot_create(const char *name, const char *sync_name);
+extern XLogRecPtr cp_cdc_slot_create(const char *name, const char *sync_name,
+									 bool failover);
 
 /*
  * Check that the slot can continue the sync from checkpoint (the position

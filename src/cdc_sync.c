@@ -446,6 +446,23 @@ send_wait_ms(CpRun *run)
 /* ---- the loop ---- */
 
 /*
+ * sync_status shows a failover slot's wait for the standbys (see
+ * cdc_decoder.c), once when it begins and once when it ends: the state is
+ * in the shared slots, under their lock.
+ */
+static void
+show_standby_wait(CpRun *run)
+{
+	static bool shown = false;
+	bool		waiting = cp_decoder_waits_for_standbys(run->cdc->decoder);
+
+	if (waiting == shown)
+		return;
+	cp_worker_set_state(run, waiting ? CP_RUN_WAITING_FOR_STANDBYS : CP_RUN_RUNNING, 0);
+	shown = waiting;
+}
+
+/*
  * position is checkpointed: confirm it to the slot.  save: the slot is
  * saved to disk too (at most once a second), so that a crash does not make
  * the restart read again the WAL of what was delivered.
@@ -687,7 +704,8 @@ start_run(CpRun *run)
 		 * which while it does): a stop cancels that.
 		 */
 		cp_worker_set_state(run, CP_RUN_CREATING_SLOT, 0);
-		start = cp_cdc_slot_create(cdc->slot_name, run->sync->name);
+		start = cp_cdc_slot_create(cdc->slot_name, run->sync->name,
+									   run->sync->failover);
 		cp_worker_set_state(run, CP_RUN_STARTING, 0);
 		end_cancellable();
 		cp_catalog_set_cdc_lsn(run->sync, start, true);
@@ -733,7 +751,8 @@ start_run(CpRun *run)
 	cp_wakeup_subscribe();
 	cp_cdc_sink = &cdc->sink;
 	cdc->decoder = cp_decoder_open(cdc->slot_name, run->sync->cdc_lsn,
-								   plugin_options(run), run->mcxt);
+								   run->sync->failover, plugin_options(run),
+								   run->mcxt);
 	cp_worker_set_state(run, CP_RUN_RUNNING, 0);
 	report_progress(run);
 }
@@ -848,6 +867,7 @@ run_loop(CpRun *run)
 		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
 		run->in_decoding = false;
 		cp_worker_stop_point();
+		show_standby_wait(run);
 		if (at_end)
 		{
 			/* every commit flushed before round_start is decoded */

@@ -190,11 +190,40 @@ cp_encode_interval_postgres(Interval *span, char *buf)
  * cdc_decoder.c, cdc_backfill.c).
  */
 #if PG_VERSION_NUM >= 170000
-#define cp_slot_create(name) \
-	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, false, false)
+#define cp_slot_create(name, failover) \
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, (failover), false)
 #else
-#define cp_slot_create(name) \
+/* create_sync refuses "failover" before 17: there is nothing to ask for */
+#define cp_slot_create(name, failover) \
 	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#endif
+
+/*
+ * Failover slots (PG17): a slot's failover flag asks standbys with
+ * sync_replication_slots to copy it (the copy is marked synced, still true
+ * on a promoted standby).  cp_set_slot_failover changes the flag of the
+ * slot this process has acquired as ReplicationSlotAlter does (which would
+ * acquire it itself, waiting if it is in use, and whose signature PG18
+ * changed).  cp_standby_slots_confirmed says whether every standby slot of
+ * synchronized_standby_slots has flushed lsn (true when the setting is
+ * empty, or on a standby), quietly: a caller that waits says so itself.
+ * Before 17 (no CP_HAVE_FAILOVER_SLOTS) no slot fails over, and there is
+ * no standby to wait for.  Expanded where replication/slot.h is included.
+ */
+#if PG_VERSION_NUM >= 170000
+#define CP_HAVE_FAILOVER_SLOTS 1
+#define cp_slot_failover(slot) ((slot)->data.failover)
+#define cp_standby_slots_confirmed(lsn) StandbySlotsHaveCaughtup((lsn), DEBUG2)
+#define cp_set_slot_failover(failover) \
+	do { \
+		SpinLockAcquire(&MyReplicationSlot->mutex); \
+		MyReplicationSlot->data.failover = (failover); \
+		SpinLockRelease(&MyReplicationSlot->mutex); \
+		ReplicationSlotMarkDirty(); \
+		ReplicationSlotSave(); \
+	} while (0)
+#else
+#define cp_standby_slots_confirmed(lsn) true
 #endif
 
 #if PG_VERSION_NUM >= 160000

@@ -31,8 +31,11 @@ typedef enum CpRunState
 	CP_RUN_RETRYING,			/* waiting to retry a batch */
 	CP_RUN_IDLE,				/* run complete, waiting for the schedule */
 	CP_RUN_NO_WORKER,			/* no background worker free to start it */
-	CP_RUN_CREATING_SLOT		/* CDC: creating its slot, which may wait
+	CP_RUN_CREATING_SLOT,		/* CDC: creating its slot, which may wait
 								 * for the transactions running then */
+	CP_RUN_WAITING_FOR_STANDBYS /* CDC, failover slot: the standbys of
+								 * synchronized_standby_slots lack the WAL
+								 * it would decode */
 } CpRunState;
 
 /* How a worker last ended, so the launcher knows whether to restart it. */

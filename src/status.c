@@ -48,6 +48,8 @@ state_name(CpRunState state)
 		case CP_RUN_CREATING_SLOT:
 			/* sync_status tells whether it waits, and for whom */
 			return "creating_slot";
+		case CP_RUN_WAITING_FOR_STANDBYS:
+			return "waiting_for_standbys";
 		case CP_RUN_NONE:
 			break;
 	}

@@ -176,6 +176,22 @@ BEGIN
 END
 $$;
 
+-- A boolean option: a JSON boolean.
+CREATE FUNCTION _boolean_option(what text, key text, value jsonb)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(value) <> 'boolean' THEN
+        RAISE EXCEPTION '% option "%" must be true or false', what, key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give a JSON boolean, e.g. ''{"%s": true}''.', key);
+    END IF;
+    RETURN value::boolean;
+END
+$$;
+
 -- Parses an absolute URL into scheme, host, port and the rest (path and
 -- query), with the checks every URL of a destination needs: printable
 -- ASCII, no user name or password, no fragment, a valid host and port.
@@ -477,12 +493,7 @@ BEGIN
     o := jsonb_strip_nulls(o);
 
     IF o ? 'allow_http' THEN
-        IF jsonb_typeof(o->'allow_http') <> 'boolean' THEN
-            RAISE EXCEPTION 'destination option "allow_http" must be true or false'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Give a JSON boolean, e.g. ''{"allow_http": true}''.';
-        END IF;
-        allow_http := (o->'allow_http')::boolean;
+        allow_http := _boolean_option(w, 'allow_http', o->'allow_http');
     END IF;
 
     IF url IS NULL THEN
@@ -936,6 +947,7 @@ REVOKE ALL ON FUNCTION
     _ms_text(bigint),
     _duration_ms(text, text, jsonb, bigint, bigint, text),
     _string_option(text, text, jsonb),
+    _boolean_option(text, text, jsonb),
     _parse_url(text, text, text, text),
     _check_egress(text, text),
     _gzip_max_level(),

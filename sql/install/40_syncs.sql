@@ -91,7 +91,9 @@ AS $$ SELECT i::text $$;
 -- none) and the "cursor" option as given (NULL: none).  Neither run_as nor
 -- cursor is an option that is stored: run_as is the sync's column, the
 -- cursor columns are its streams' (sync_stream.cursor_column), resolved
--- against the relations by _cursor_columns().  "lookback" is checked for
+-- against the relations by _cursor_columns().  "failover" is checked for its
+-- form here and stored as given; _create_sync refuses it for other methods
+-- than cdc and fills its default (false) in for cdc.  "lookback" is checked for
 -- its form here (an interval, or a number, not negative) and stored as
 -- the interval's text ('00:10:00') or the number; whether it fits the
 -- cursor columns' types, and the method, is for _create_sync to check.
@@ -102,8 +104,8 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
     known constant text[] := ARRAY['batch_bytes', 'batch_linger_ms', 'batch_rows',
-        'chunk_rows', 'cursor', 'lookback', 'max_backoff', 'publication', 'run_as',
-        'schedule'];
+        'chunk_rows', 'cursor', 'failover', 'lookback', 'max_backoff', 'publication',
+        'run_as', 'schedule'];
     o jsonb;
     w constant text := 'sync';
     defaults constant jsonb := _sync_defaults();
@@ -114,6 +116,7 @@ DECLARE
     max_backoff_ms bigint := (defaults->'max_backoff_ms')::bigint;
     schedule_ms bigint;
     publication text;
+    failover boolean;
     lookback jsonb;
     lookback_interval interval;
     v jsonb;
@@ -162,6 +165,9 @@ BEGIN
     IF o ? 'publication' THEN
         publication := _string_option(w, 'publication', o->'publication');
     END IF;
+    IF o ? 'failover' THEN
+        failover := _boolean_option(w, 'failover', o->'failover');
+    END IF;
     r_cursor := o->'cursor';
     IF o ? 'lookback' THEN
         v := o->'lookback';
@@ -201,6 +207,7 @@ BEGIN
         'chunk_rows', chunk_rows,
         'max_backoff', _ms_text(max_backoff_ms),
         'publication', publication,
+        'failover', failover,
         'lookback', lookback));
 END
 $$;
@@ -959,6 +966,27 @@ BEGIN
         RAISE EXCEPTION 'sync option "lookback" is for method cursor'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave it out, or use method => ''cursor''.';
+    END IF;
+
+    -- a failover slot is synchronized to standbys (sync_replication_slots),
+    -- so that a promoted standby continues the sync: PostgreSQL 17's slot
+    -- property.  Stored for every cdc sync (default false), for the worker.
+    IF _create_sync.method <> 'cdc' AND opts.r_options ? 'failover' THEN
+        RAISE EXCEPTION 'sync option "failover" is for method cdc'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out, or use method => ''cdc''.';
+    END IF;
+    IF _create_sync.method = 'cdc' THEN
+        IF (opts.r_options->>'failover')::boolean
+           AND current_setting('server_version_num')::int < 170000 THEN
+            RAISE EXCEPTION 'sync option "failover" is not supported on PostgreSQL %',
+                            current_setting('server_version')
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'Failover slots, which standbys synchronize (sync_replication_slots), came with PostgreSQL 17.',
+                      HINT = 'Failover slots need PostgreSQL 17 or later; leave the option out (after a failover, resync() then reads every table again).';
+        END IF;
+        opts.r_options := opts.r_options
+            || jsonb_build_object('failover', coalesce((opts.r_options->>'failover')::boolean, false));
     END IF;
 
     -- a publication names (or limits) the tables, as logical replication's do

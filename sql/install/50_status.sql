@@ -27,7 +27,12 @@ SELECT s.name,
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
            ELSE 'starting'
        END AS state,
-       'its new replication slot waits for these transactions to end: ' || w.waits_for AS state_detail,
+       CASE WHEN r.state = 'waiting_for_standbys' THEN
+                'its failover slot waits for the standbys of synchronized_standby_slots ('
+                || pg_catalog.current_setting('synchronized_standby_slots', true)
+                || ') to flush the WAL it would decode: see pg_replication_slots'
+            ELSE 'its new replication slot waits for these transactions to end: ' || w.waits_for
+       END AS state_detail,
        r.pid,
        s.run_started_at AS started_at,
        s.run_completed_at AS completed_at,
@@ -92,7 +97,7 @@ SELECT s.name,
         LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid AND b.pid <> 0) w ON true;
 
 COMMENT ON VIEW sync_status IS
-'one row per sync: state (starting, waiting_for_transactions, running, retrying, idle, waiting_for_worker, stopped, error, copied, standby) and what it waits for, worker, progress counters and the last error';
+'one row per sync: state (starting, waiting_for_transactions, running, waiting_for_standbys, retrying, idle, waiting_for_worker, stopped, error, copied, standby) and what it waits for, worker, progress counters and the last error';
 
 CREATE VIEW stream_status AS
 WITH streams AS (

@@ -25,7 +25,8 @@ our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
   start_slowed_read cdc_running_sync cdc_repeats cdc_version_of);
 
 # A started node with calabi_push in database "postgres", a receiver (HTTPS,
-# bearer token) landing in database "calabi_dest" of the same node, and a
+# bearer token) landing in database "calabi_dest" of the same node (or of
+# $opts{dest_node}, which outlives the source in a failover), and a
 # destination "recv" pointing at it.  Returns ($node, $receiver).
 sub sync_setup
 {
@@ -34,7 +35,7 @@ sub sync_setup
 	$node->safe_psql('postgres', 'CREATE EXTENSION calabi_push');
 	my $token = $opts{token} || 'tok-' . int(rand(1e9)) . '-secret';
 	my $receiver = CalabiReceiver->start(
-		node => $node,
+		node => $opts{dest_node} || $node,
 		dbname => 'calabi_dest',
 		token => $token,
 		%{ $opts{receiver} || {} });
@@ -103,15 +104,16 @@ sub stream_rows_dest_in
 	return [ split /\n/, $out ];
 }
 
-# The destination holds exactly the source's rows, over the source's columns.
+# The destination holds exactly the source's rows, over the source's columns
+# ($dest_node: the destination database's node, when not $node).
 sub assert_dest_equals_source_in
 {
-	my ($node, $db, $dest_db, $schema, $table, $name) = @_;
+	my ($node, $db, $dest_db, $schema, $table, $name, $dest_node) = @_;
 	my $src = stream_rows_source_in($node, $db, qq{"$schema"."$table"});
 	my @columns = split /\n/, $node->safe_psql($db, qq{
 		SELECT jsonb_object_keys(calabi_push.stream_schema('"$schema"."$table"')::jsonb
 		                         ->'json_schema'->'properties')});
-	my $dst = stream_rows_dest_in($node, $dest_db, $schema, $table, \@columns);
+	my $dst = stream_rows_dest_in($dest_node || $node, $dest_db, $schema, $table, \@columns);
 	is(scalar(@$dst), scalar(@$src), "$name: row count");
 	is_deeply($dst, $src, "$name: destination equals source, value for value");
 }
