@@ -283,13 +283,15 @@ cp_pgroot_main() {
 # test/run (everything) tests the machine's own PostgreSQL and then the
 # versions of CP_PG_VERSIONS, each in its root.  The roots are made in the
 # background while the machine's own suites run (downloads and dpkg, a
-# minute or a few each); then the versions' suites run side by side, one
-# chroot each: a TAP suite mostly waits (servers starting, workers polling,
-# timeouts), so two of them on two CPUs take far less than one after the
-# other, and CI's time limit holds.  Their ports cannot collide for long:
-# PostgreSQL::Test::Cluster binds a port to check it is free before using
-# it, and the reference receiver binds port 0.  As a user with sudo, these
-# run under sudo like test/run --pg does.
+# minute or a few each); the versions' suites start once the machine's own
+# TAP suite is done and run side by side, one chroot each, beside the
+# machine's sanitizer pass and fuzz targets: a TAP suite mostly waits
+# (servers starting, workers polling, timeouts), so running them together
+# on two CPUs takes far less than one after the other, and CI's time limit
+# holds.  Their ports cannot collide for long: PostgreSQL::Test::Cluster
+# binds a port to check it is free before using it, and the reference
+# receiver binds port 0.  As a user with sudo, these run under sudo like
+# test/run --pg does.
 
 # cp_pgroot_matrix_start LOGDIR VERSION…: starts making the roots; sets
 # cp_pgroot_jobs to the background jobs' PIDs.
@@ -304,29 +306,42 @@ cp_pgroot_matrix_start() {
 	done
 }
 
-# cp_pgroot_matrix_run LOGDIR VERSION…: waits for the roots, runs each
-# version's suites (test/run --pg VERSION) side by side, their lines
-# prefixed with "[pgVERSION] " and kept in LOGDIR/pgVERSION.log; prints each
-# version's closing line again at the end and adds its counts to the
-# caller's passed and failed.
-cp_pgroot_matrix_run() {
-	local logdir=$1 v line n m pids=() start=$SECONDS
+# cp_pgroot_matrix_launch LOGDIR VERSION…: waits for the roots, then starts
+# each version's suites (test/run --pg VERSION) in the background, their
+# lines prefixed with "[pgVERSION] " and kept in LOGDIR/pgVERSION.log.  The
+# caller's test lock (CP_TEST_LOCK, its descriptor lockfd) is not theirs:
+# they use no PostgreSQL of the machine.
+cp_pgroot_matrix_launch() {
+	local logdir=$1 v
 	shift
 	[ ${#cp_pgroot_jobs[@]} -gt 0 ] && wait "${cp_pgroot_jobs[@]}"
 	# (a root that could not be made is made again, or reported, by the run)
 	# sudo asks here, on the terminal, if it must: not in the background
 	cp_as_root true
+	cp_pgroot_runs=()
+	cp_pgroot_launched=$SECONDS
 	for v in "$@"; do
-		cp_log "PostgreSQL $v: pg_regress and TAP in its Debian root (test/log/pg$v.log)"
-		# (sed writes whole lines, each in one write: the two streams
+		cp_log "PostgreSQL $v: pg_regress and TAP in its Debian root, in the background (test/log/pg$v.log)"
+		# (sed writes whole lines, each in one write: the streams
 		# interleave by lines on the terminal)
-		(cp_as_root "$CP_ROOT/test/run" --pg "$v" </dev/null 2>&1 |
-			sed -u "s/^/[pg$v] /" | tee "$logdir/pg$v.log") &
-		pids+=("$!")
+		(
+			[ -n "${lockfd:-}" ] && exec {lockfd}>&-
+			cp_as_root env -u CP_TEST_LOCK "$CP_ROOT/test/run" --pg "$v" </dev/null 2>&1 |
+				sed -u "s/^/[pg$v] /" | tee "$logdir/pg$v.log"
+		) &
+		cp_pgroot_runs+=("$!")
 	done
-	wait "${pids[@]}"
+}
+
+# cp_pgroot_matrix_collect LOGDIR VERSION…: waits for the versions' suites;
+# sets cp_pgroot_matrix_lines to their closing lines and adds their counts
+# to the caller's passed and failed.
+cp_pgroot_matrix_collect() {
+	local logdir=$1 v line n m
+	shift
+	[ ${#cp_pgroot_runs[@]} -gt 0 ] && wait "${cp_pgroot_runs[@]}"
 	echo
-	cp_log "PostgreSQL $*: $((SECONDS - start)) s side by side"
+	cp_log "PostgreSQL $*: $((SECONDS - cp_pgroot_launched)) s side by side"
 	cp_pgroot_matrix_lines=()
 	for v in "$@"; do
 		line=$(grep -E "^\[pg$v\] calabi_push \(PostgreSQL $v\): [0-9]+ passed, [0-9]+ failed" \
