@@ -695,6 +695,20 @@ start_run(CpRun *run)
 	cdc->trusted_lsn = GetXLogInsertRecPtr();
 	cp_cdc_check_streams(run);
 
+#ifndef CP_HAVE_FAILOVER_SLOTS
+	/*
+	 * Asked for on 17 or later and carried here by a dump or a downgrade:
+	 * create_sync refuses it on this server, the sync runs without it.
+	 */
+	if (run->sync->failover)
+		ereport(WARNING,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("sync \"%s\" asks for a failover slot, which PostgreSQL %s does not have",
+						run->sync->name, PG_MAJORVERSION),
+				 errdetail("Its slot is not copied to standbys: after a promotion the sync needs resync."),
+				 errhint("Drop and create the sync without the \"failover\" option to silence this, or run it on PostgreSQL 17 or later.")));
+#endif
+
 	if (run->sync->cdc_lsn == InvalidXLogRecPtr)
 	{
 		XLogRecPtr	start;

@@ -54,6 +54,15 @@ if ($primary->safe_psql('postgres', 'SHOW server_version_num') < 170000)
 		  options => '{"failover": false}')});
 	is($primary->safe_psql('postgres', q{SELECT options->'failover' FROM calabi_push.sync WHERE name = 'f'}),
 		'false', 'before 17: "failover": false is accepted and stored');
+	# one stored true (a dump of a 17 server): the sync runs, and says
+	# once at its start that its slot does not fail over
+	$primary->safe_psql('postgres', q{
+		UPDATE calabi_push.sync SET options = options || '{"failover": true}' WHERE name = 'f';
+		SELECT calabi_push.start_sync('f');});
+	ok(wait_for_state($primary, 'f', 'running'), 'before 17: a sync stored with "failover": true runs');
+	like(slurp_file($primary->logfile),
+		qr/WARNING:  sync "f" asks for a failover slot, which PostgreSQL \d+ does not have/,
+		'... and warns that its slot is not copied to standbys');
 	$recv->stop;
 	$primary->stop;
 	done_testing();
