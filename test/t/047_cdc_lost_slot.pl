@@ -22,6 +22,19 @@ sub resync_recovers
 	assert_dest_equals_source($node, 'public', 't', "$what, then resync");
 }
 
+# the slot was invalidated: with the setting that did it undone, the sync
+# started again stops in error, saying so
+sub start_invalidated
+{
+	my ($slot, $undo, $what) = @_;
+	$node->append_conf('postgresql.conf', $undo);
+	$node->reload;
+	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
+	ok(wait_for_state($node, 's', 'error'), "$what: the sync stops in error");
+	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" was invalidated/,
+		"$what: the error says so");
+}
+
 # --- the slot dropped behind the sync's back ---
 {
 	my $slot = sync_status($node, 's', 'slot_name');
@@ -57,12 +70,7 @@ sub resync_recovers
 	$node->safe_psql('postgres', 'CHECKPOINT');
 	ok($node->poll_query_until('postgres', "SELECT wal_status = 'lost' FROM pg_replication_slots WHERE slot_name = '$slot'"),
 		'the slot is invalidated');
-	$node->append_conf('postgresql.conf', 'max_slot_wal_keep_size = -1');
-	$node->reload;
-	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
-	ok(wait_for_state($node, 's', 'error'), 'slot invalidated: the sync stops in error');
-	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" was invalidated/,
-		'slot invalidated: the error says so');
+	start_invalidated($slot, 'max_slot_wal_keep_size = -1', 'slot invalidated');
 	like(slurp_file($node->logfile),
 		qr/DETAIL:  The server removed WAL the slot still needed \(max_slot_wal_keep_size\)/,
 		'slot invalidated: the detail names the cause');
@@ -83,12 +91,7 @@ if ($node->safe_psql('postgres', 'SHOW server_version_num') >= 180000)
 	ok($node->poll_query_until('postgres',
 			"SELECT invalidation_reason = 'idle_timeout' FROM pg_replication_slots WHERE slot_name = '$slot'"),
 		'18: the stopped sync\'s slot is invalidated by idle_replication_slot_timeout');
-	$node->append_conf('postgresql.conf', 'idle_replication_slot_timeout = 0');
-	$node->reload;
-	$node->safe_psql('postgres', q{SELECT calabi_push.start_sync('s')});
-	ok(wait_for_state($node, 's', 'error'), 'idle timeout: the sync stops in error');
-	like(sync_status($node, 's', 'last_error'), qr/replication slot "\Q$slot\E" of sync "s" was invalidated/,
-		'idle timeout: the error says so');
+	start_invalidated($slot, 'idle_replication_slot_timeout = 0', 'idle timeout');
 	my $log = slurp_file($node->logfile);
 	like($log, qr/DETAIL:  The slot was unused \(the sync stopped\) for longer than idle_replication_slot_timeout/,
 		'idle timeout: the detail names the cause, not max_slot_wal_keep_size');

@@ -55,6 +55,18 @@ sub dest_equals_source
 	is_deeply($dst, $src, "$name: destination equals source");
 }
 
+# the run of fr on $node ends: completed with no batch refused
+sub run_completes
+{
+	my ($node, $name) = @_;
+	ok( $node->poll_query_until('postgres', q{
+			SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
+			  FROM calabi_push.sync_status WHERE name = 'fr'}),
+		"$name: the run ended");
+	is(sync_status($node, 'fr', q{state || ' ' || coalesce(last_error, '')}), 'idle ',
+		"$name: the run completed, no batch refused");
+}
+
 ok(wait_for_state($primary, 'fr', 'idle'), 'primary: the first run completed');
 
 $primary->backup('b');
@@ -95,12 +107,7 @@ my $next = $standby->safe_psql('postgres',
 cmp_ok($next, '>', $max_before, 'promoted: next_batch_seq is above every number sent before');
 
 $standby->safe_psql('postgres', q{SELECT calabi_push.resync('fr')});
-ok( $standby->poll_query_until('postgres', q{
-		SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
-		  FROM calabi_push.sync_status WHERE name = 'fr'}),
-	'promoted: the run ended');
-is(sync_status($standby, 'fr', q{state || ' ' || coalesce(last_error, '')}), 'idle ',
-	'promoted: the run completed, no batch refused');
+run_completes($standby, 'promoted');
 my ($after, $refused) = accepted();
 is($refused, 0, 'the receiver refused no batch');
 my @new = @$after[ scalar(@$before) .. $#$after ];
@@ -121,12 +128,7 @@ $standby->safe_psql('postgres', q{
 	UPDATE t SET v = 'after adopting' WHERE id % 7 = 0;
 	SELECT calabi_push.resync('fr');
 	SELECT calabi_push.start_sync('fr');});
-ok( $standby->poll_query_until('postgres', q{
-		SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
-		  FROM calabi_push.sync_status WHERE name = 'fr'}),
-	'adopted: the run ended');
-is(sync_status($standby, 'fr', q{state || ' ' || coalesce(last_error, '')}), 'idle ',
-	'adopted: the run completed, no batch refused');
+run_completes($standby, 'adopted');
 dest_equals_source($standby, 'after adopting');
 
 $recv->stop;
