@@ -29,8 +29,10 @@
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -127,12 +129,41 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 		  XLogRecPtr targetRecPtr, char *cur_page)
 {
 	XLogRecPtr	needed = targetPagePtr + reqLen;
+	XLogRecPtr	limit = InvalidXLogRecPtr;
+	bool		waited_for_standbys = false;
+	int			count;
 
-	while (!RecoveryInProgress() &&
-		   (needed > cp_flush_rec_ptr() ||
-	/* a record that ends past its round's end: see "Failover slots" */
-			(wait_for_standbys && !cp_standby_slots_confirmed(needed))))
+	while (!RecoveryInProgress())
 	{
+		XLogRecPtr	flushed = cp_flush_rec_ptr();
+
+		if (needed <= flushed)
+		{
+			if (!wait_for_standbys)
+				break;
+
+			/*
+			 * A failover slot decodes only what the standbys have (see
+			 * "Failover slots"), and read_local_xlog_page hands over the
+			 * page up to the flushed WAL: the reader then takes the rest of
+			 * a record from it without asking again, so what it gets is
+			 * cut where the standbys are known to be, as a walsender's
+			 * logical_read_xlog_page is cut at the position it waited for.
+			 */
+			if (cp_standby_slots_confirmed(flushed))
+			{
+				limit = flushed;
+				break;
+			}
+			if (cp_standby_slots_confirmed(needed))
+			{
+				limit = needed;
+				break;
+			}
+			if (!waited_for_standbys)
+				cp_worker_standby_wait(true);
+			waited_for_standbys = true;
+		}
 		cp_worker_stop_point();
 		CHECK_FOR_INTERRUPTS();
 
@@ -144,9 +175,25 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 		 */
 		if (!PostmasterIsAlive())
 			proc_exit(1);
-		pg_usleep(1000L);
+
+		/*
+		 * The way out of a standby that is gone is to remove it from
+		 * synchronized_standby_slots and reload: read it here too.
+		 */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		/* the standbys take milliseconds at least: no need to poll as fast */
+		pg_usleep(waited_for_standbys ? 10000L : 1000L);
 	}
-	return read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);
+	if (waited_for_standbys)
+		cp_worker_standby_wait(false);
+	count = read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);
+	if (count > 0 && !XLogRecPtrIsInvalid(limit) && limit - targetPagePtr < (XLogRecPtr) count)
+		count = (int) (limit - targetPagePtr);
+	return count;
 }
 
 CpDecoder *

@@ -445,21 +445,11 @@ send_wait_ms(CpRun *run)
 
 /* ---- the loop ---- */
 
-/*
- * sync_status shows a failover slot's wait for the standbys (see
- * cdc_decoder.c), once when it begins and once when it ends: the state is
- * in the shared slots, under their lock.
- */
+/* sync_status shows a failover slot's wait for the standbys (cdc_decoder.c) */
 static void
 show_standby_wait(CpRun *run)
 {
-	static bool shown = false;
-	bool		waiting = cp_decoder_waits_for_standbys(run->cdc->decoder);
-
-	if (waiting == shown)
-		return;
-	cp_worker_set_state(run, waiting ? CP_RUN_WAITING_FOR_STANDBYS : CP_RUN_RUNNING, 0);
-	shown = waiting;
+	cp_worker_standby_wait(cp_decoder_waits_for_standbys(run->cdc->decoder));
 }
 
 /*

@@ -77,9 +77,18 @@ worker_detach(int code, Datum arg)
 	cp_wake_launcher();
 }
 
+/* a CDC failover slot's wait for the standbys (cp_worker_standby_wait) */
+static bool standby_wait = false;
+
 void
 cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
 {
+	/*
+	 * While the standbys hold the decoding back, deliveries go on and each
+	 * acknowledgement says "running": the wait stays what sync_status shows.
+	 */
+	if (state == CP_RUN_RUNNING && standby_wait)
+		state = CP_RUN_WAITING_FOR_STANDBYS;
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	if (my_slot() != NULL)
 	{
@@ -89,6 +98,25 @@ cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at)
 			slot->retries++;
 		slot->state = state;
 		slot->retry_at = retry_at;
+	}
+	LWLockRelease(cp_shared->lock);
+}
+
+void
+cp_worker_standby_wait(bool waiting)
+{
+	if (waiting == standby_wait)
+		return;
+	standby_wait = waiting;
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	if (my_slot() != NULL)
+	{
+		CpSyncSlot *slot = my_slot();
+
+		if (waiting && slot->state == CP_RUN_RUNNING)
+			slot->state = CP_RUN_WAITING_FOR_STANDBYS;
+		else if (!waiting && slot->state == CP_RUN_WAITING_FOR_STANDBYS)
+			slot->state = CP_RUN_RUNNING;
 	}
 	LWLockRelease(cp_shared->lock);
 }

@@ -122,6 +122,14 @@ extern bool cp_delivery_await_sent(CpRun *run, int64 *seq, CpHttpResult *result)
 
 /* worker.c: publish the live state for sync_status */
 extern void cp_worker_set_state(CpRun *run, CpRunState state, TimestampTz retry_at);
+
+/*
+ * A CDC sync with a failover slot waits (or no longer waits) for the
+ * standbys of synchronized_standby_slots: sync_status shows
+ * waiting_for_standbys instead of running meanwhile, whatever else sets
+ * the state to running.
+ */
+extern void cp_worker_standby_wait(bool waiting);
 /* worker.c: a batch was acknowledged: reset the restart backoff */
 extern void cp_worker_acknowledged(void);
 /* worker.c: publish a CDC sync's positions and the oldest unacknowledged commit */

@@ -37,14 +37,16 @@ GRANT EXECUTE ON FUNCTION _copied(text, bigint, oid, integer) TO PUBLIC;
 -- - a read under way resumed from a stale position in a newer generation
 --   would open that generation without the rows before the position.
 -- So batch numbers and generations jump to a floor above every number used
--- before, and reads under way start again (at least once: nothing is
--- skipped, some rows are sent again).  What the other server used is
--- unknown here but bounded by time: numbers jump only to this floor, 2^20 a
--- second since 1970, and no sync sends 2^20 batches, nor reads a stream
--- 2^20 times, a second; so every number used before this moment is below
--- the floor taken now (given that this server's clock is not behind the
--- other's by more than the time since that one last sent).  It stays below
--- 2^53 (exact as a JSON double) until the year 2242.
+-- before, and bracketed reads under way start again (at least once:
+-- nothing is skipped, some rows are sent again).  What the other server
+-- sent is unknown here but bounded by time: numbers jump only to this
+-- floor, 2^20 a second since 1970, and no sync sends 2^20 batches, nor
+-- starts 2^20 reads of a stream, a second; so a number sent at any moment
+-- is below the floor of that moment, and every number sent before a move
+-- is below the floor the move takes, given clocks that agree to within the
+-- time between two moves.  Numbers reserved and never sent do not matter:
+-- only a number sent twice with different contents does.  The floor stays
+-- below 2^53 (exact as a JSON double) until the year 2242.
 CREATE FUNCTION _identity_floor()
 RETURNS bigint
 LANGUAGE sql VOLATILE
@@ -59,11 +61,18 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
     UPDATE sync y SET next_batch_seq = greatest(y.next_batch_seq, _identity_floor())
      WHERE y.id = _identity_moved.sync_id;
+    -- (only reads in refresh_start/refresh_end brackets start again: a
+    -- full refresh, a CDC backfill.  An xmin or cursor read sends none, and
+    -- resuming it from a stale position sends some rows again, no more;
+    -- its checkpoint also holds the previous run's position, which a new
+    -- read would lose, reading the whole relation again.)
     UPDATE sync_stream t
        SET generation = greatest(t.generation, _identity_floor()),
-           phase = CASE WHEN t.phase = 'reading' THEN 'pending' ELSE t.phase END,
-           checkpoint = CASE WHEN t.phase = 'reading' THEN NULL ELSE t.checkpoint END,
-           rows_sent = CASE WHEN t.phase = 'reading' THEN 0 ELSE t.rows_sent END
+           phase = CASE WHEN m.bracketed AND t.phase = 'reading' THEN 'pending' ELSE t.phase END,
+           checkpoint = CASE WHEN m.bracketed AND t.phase = 'reading' THEN NULL ELSE t.checkpoint END,
+           rows_sent = CASE WHEN m.bracketed AND t.phase = 'reading' THEN 0 ELSE t.rows_sent END
+      FROM (SELECT y.method IN ('full_refresh', 'cdc') AS bracketed FROM sync y
+             WHERE y.id = _identity_moved.sync_id) m
      WHERE t.sync_id = _identity_moved.sync_id;
 $$;
 REVOKE ALL ON FUNCTION _identity_moved(uuid) FROM PUBLIC;

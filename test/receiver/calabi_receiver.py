@@ -883,12 +883,8 @@ class PgStore:
         self.dsn = dsn
         self.meta = meta_schema
         self.m = qi(meta_schema)
-        # a 200 says the batch is kept: with synchronous_commit off (for the
-        # server or the database) a crash of the destination lost batches
-        # already acknowledged, which the sender never sends again (issue 14)
         self.pool = psycopg2.pool.ThreadedConnectionPool(1, max_connections, dsn,
-                                                         application_name="calabi_receiver",
-                                                         options="-c synchronous_commit=on")
+                                                         application_name="calabi_receiver")
         self.slots = threading.BoundedSemaphore(max_connections)
         self.bootstrap()
 
@@ -999,6 +995,12 @@ CREATE OR REPLACE VIEW {m}.open_generations AS
     def _process(self, conn, sync_id, sync_name, seq, key, digest, body_len, messages, state, nlines):
         m = self.m
         cur = conn.cursor()
+        # a 200 says the batch is kept: with synchronous_commit off (for the
+        # server, the database or the DSN) a crash of the destination lost
+        # batches already acknowledged, which the sender never sends again
+        # (issue 14).  Set per transaction: a DSN's own options stay, and
+        # poolers that refuse the options startup parameter work.
+        cur.execute("SET LOCAL synchronous_commit = on")
         cur.execute("INSERT INTO %s.syncs (sync_id, sync_name) VALUES (%%s, %%s) ON CONFLICT DO NOTHING" % m,
                     (sync_id, sync_name))
         cur.execute("SELECT max_seq FROM %s.syncs WHERE sync_id = %%s FOR UPDATE" % m, (sync_id,))
