@@ -147,7 +147,13 @@ cp_pgroot_build() {
 	start=$SECONDS
 	cp_log "making $root: Debian $suite from $mirror (debootstrap)"
 	cp_pgroot_umount_all "$root"
-	if awk -v r="$(readlink -f "$root")" 'index($2, r "/") == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
+	local real
+	real=$(readlink -f "$root")
+	if [ -z "$real" ] || [ "$real" = / ]; then
+		cp_log "cannot resolve $root"
+		return 1
+	fi
+	if awk -v r="$real" 'index($2, r "/") == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
 		cp_log "something is still mounted under $root: not removing it"
 		return 1
 	fi
@@ -217,6 +223,9 @@ cp_pgroot_main() {
 		return 2
 	fi
 	root=${CP_PGROOT_DIR:-/tmp}/calabi_push-root-$v
+	# (the directory must exist: readlink -f of a path under a missing
+	# one is empty, and the mount checks would take it for /)
+	mkdir -p "${CP_PGROOT_DIR:-/tmp}"
 	# (global: the trap runs after this function has returned)
 	CP_PGROOT=$root
 	trap 'cp_pgroot_umount_all "$CP_PGROOT"' EXIT
