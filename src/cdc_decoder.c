@@ -327,6 +327,12 @@ cp_decoder_waits_for_standbys(const CpDecoder *decoder)
 }
 
 XLogRecPtr
+cp_decoder_confirmed(const CpDecoder *decoder)
+{
+	return decoder->confirmed;
+}
+
+XLogRecPtr
 cp_decoder_position(const CpDecoder *decoder)
 {
 	return decoder->ctx->reader->EndRecPtr;

@@ -50,6 +50,12 @@ extern bool cp_decoder_waits_for_standbys(const CpDecoder *decoder);
 extern XLogRecPtr cp_decoder_position(const CpDecoder *decoder);
 
 /*
+ * How far the slot is confirmed: the checkpoint, or behind it while a
+ * failover slot's confirmation waits for the standbys.
+ */
+extern XLogRecPtr cp_decoder_confirmed(const CpDecoder *decoder);
+
+/*
  * Everything committed before lsn is acknowledged and checkpointed: let the
  * slot release it.  save: durably (at most once a second); else at the
  * next checkpoint, or when PostgreSQL saves the slot because its restart

@@ -443,6 +443,22 @@ send_wait_ms(CpRun *run)
 	return since >= send_interval_ms ? 0 : send_interval_ms - since;
 }
 
+/*
+ * A failover slot's confirmation waits for the standbys to have the
+ * checkpoint (cdc_decoder.c, "Failover slots"): at a stop the slot may be
+ * saved behind the checkpoint, which the next start reads again and skips.
+ */
+static int
+slot_behind_detail(CpCdcRun *cdc)
+{
+	XLogRecPtr	confirmed = cp_decoder_confirmed(cdc->decoder);
+
+	if (confirmed >= cdc->acked_lsn)
+		return errdetail("The slot is confirmed as far.");
+	return errdetail("The slot is confirmed only up to %X/%X until the standbys of synchronized_standby_slots have the checkpoint; the next start reads the WAL in between again and skips it.",
+					 LSN_FORMAT_ARGS(confirmed));
+}
+
 /* ---- the loop ---- */
 
 /* sync_status shows a failover slot's wait for the standbys (cdc_decoder.c) */
@@ -631,12 +647,14 @@ stop_cleanly(CpRun *run)
 
 	if (why == NULL)
 		ereport(LOG,
-				(errmsg("the sync stopped cleanly: every batch sent was acknowledged, and its checkpoint and slot agree at %X/%X",
-						LSN_FORMAT_ARGS(cdc->acked_lsn))));
+				(errmsg("the sync stopped cleanly: every batch sent was acknowledged, and its checkpoint is at %X/%X",
+						LSN_FORMAT_ARGS(cdc->acked_lsn)),
+				 slot_behind_detail(cdc)));
 	else
 		ereport(LOG,
-				(errmsg("the sync stopped without the acknowledgement of batch " INT64_FORMAT " (%s): its changes will be sent again when the sync resumes; checkpoint and slot agree at %X/%X",
-						seq, why, LSN_FORMAT_ARGS(cdc->acked_lsn))));
+				(errmsg("the sync stopped without the acknowledgement of batch " INT64_FORMAT " (%s): its changes will be sent again when the sync resumes; its checkpoint is at %X/%X",
+						seq, why, LSN_FORMAT_ARGS(cdc->acked_lsn)),
+				 slot_behind_detail(cdc)));
 	proc_exit(0);
 }
 
