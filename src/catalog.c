@@ -702,7 +702,7 @@ cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover)
 	 * _identity_moved()).
 	 */
 	if (failover)
-		exec("SELECT calabi_push._identity_moved(id) FROM calabi_push.sync"
+		exec("SELECT calabi_push._identity_moved(id, false) FROM calabi_push.sync"
 			 " WHERE home_system = $1 AND home_database = $2"
 			 " AND home_timeline > 0 AND home_timeline <> $3",
 			 3, types, values, SPI_OK_SELECT);

@@ -1319,7 +1319,7 @@ BEGIN
                enabled = false, error_stopped = false,
                last_error = NULL, last_error_redacted = NULL, last_error_at = NULL
          WHERE y.id = s.id;
-        PERFORM _identity_moved(s.id);
+        PERFORM _identity_moved(s.id, s.home_system <> h.system_identifier);
         RETURN s.id;
     END IF;
 

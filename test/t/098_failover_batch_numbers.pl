@@ -115,13 +115,31 @@ ok(@new >= 10, 'promoted: its batches were accepted');
 cmp_ok(min(@new), '>', $max_before, 'promoted: every new number is above the old primary\'s');
 dest_equals_source($standby, 'after the failover');
 
-# adopt_sync(keep_identity => true) of a restored dump whose catalog is
-# older than what was sent: also above every number sent before
+# an xmin sync, run once: its position is a snapshot of this cluster's
+# transaction ids
+$standby->safe_psql('postgres', q{
+	SELECT calabi_push.create_sync('xs', 'recv', ARRAY['t']::regclass[], method => 'xmin');
+	SELECT calabi_push.start_sync('xs');});
+ok( $standby->poll_query_until('postgres', q{
+		SELECT state = 'idle' AND completed_at IS NOT NULL FROM calabi_push.sync_status WHERE name = 'xs'}),
+	'an xmin sync ran');
+isnt($standby->safe_psql('postgres', q{SELECT checkpoint->>'since' FROM calabi_push.stream_status WHERE sync = 'xs'}),
+	'', 'the xmin sync has a position');
+
+# adopt_sync(keep_identity => true) of a restored dump from another cluster
+# whose catalog is older than what was sent: also above every number sent
+# before; the xmin position, another cluster's transaction ids, is dropped
 $standby->safe_psql('postgres', q{
 	SELECT calabi_push.stop_sync('fr');
-	UPDATE calabi_push.sync SET next_batch_seq = 1, home_system = 1 WHERE name = 'fr';});
+	SELECT calabi_push.stop_sync('xs');
+	UPDATE calabi_push.sync SET next_batch_seq = 1, home_system = 1 WHERE name = 'fr';
+	UPDATE calabi_push.sync SET home_system = 1 WHERE name = 'xs';});
 is(sync_status($standby, 'fr', 'state'), 'copied', 'a sync from elsewhere is copied');
 $standby->safe_psql('postgres', q{SELECT calabi_push.adopt_sync('fr', keep_identity => true)});
+$standby->safe_psql('postgres', q{SELECT calabi_push.adopt_sync('xs', keep_identity => true)});
+is($standby->safe_psql('postgres', q{
+		SELECT phase || ':' || coalesce(checkpoint::text, 'none') FROM calabi_push.stream_status WHERE sync = 'xs'}),
+	'pending:none', 'adopt_sync keep_identity from another cluster: the xmin stream reads again from the start');
 cmp_ok($standby->safe_psql('postgres', q{SELECT next_batch_seq FROM calabi_push.sync WHERE name = 'fr'}),
 	'>', max(@$after), 'adopt_sync keep_identity: next_batch_seq above every number sent');
 $standby->safe_psql('postgres', q{
