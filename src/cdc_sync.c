@@ -461,13 +461,6 @@ slot_behind_detail(CpCdcRun *cdc)
 
 /* ---- the loop ---- */
 
-/* sync_status shows a failover slot's wait for the standbys (cdc_decoder.c) */
-static void
-show_standby_wait(CpRun *run)
-{
-	cp_worker_standby_wait(cp_decoder_waits_for_standbys(run->cdc->decoder));
-}
-
 /*
  * position is checkpointed: confirm it to the slot.  save: the slot is
  * saved to disk too (at most once a second), so that a crash does not make
@@ -889,7 +882,8 @@ run_loop(CpRun *run)
 		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
 		run->in_decoding = false;
 		cp_worker_stop_point();
-		show_standby_wait(run);
+		/* sync_status shows a failover slot's wait for the standbys */
+		cp_worker_standby_wait(cp_decoder_waits_for_standbys(cdc->decoder));
 		if (at_end)
 		{
 			/* every commit flushed before round_start is decoded */
