@@ -28,10 +28,13 @@ SELECT p.oid::regprocedure AS executable_without_a_grant
   FROM pg_proc p
  WHERE p.pronamespace = 'calabi_push'::regnamespace
    AND has_function_privilege('cp_dest_nobody', p.oid, 'EXECUTE');
--- (but _sync_runtime() and _copied(), which the sync_status view calls as
--- the role that queries it: each refuses roles that may not read the view)
+-- (but the functions the sync_status and stream_status views call as the
+-- role that queries them: _sync_runtime(), _copied() and _standby_state()
+-- each refuse roles that may not read sync_status; _runs_here(),
+-- _sync_state() and _stream_state() only compute from what they are given)
 SET ROLE cp_dest_nobody;
 SELECT count(*) FROM calabi_push._sync_runtime();
+SELECT calabi_push._standby_state('00000000-0000-0000-0000-000000000000');
 SELECT count(*) FROM calabi_push.sync_status;
 RESET ROLE;
 SELECT has_table_privilege('cp_dest_nobody', 'calabi_push.destinations', 'SELECT') AS nobody_reads_view;

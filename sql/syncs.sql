@@ -875,6 +875,45 @@ EXCEPTION WHEN undefined_table THEN
   END;
 END $$;
 SELECT relation::oid > 0 AS dangling_oid, phase FROM calabi_push.stream_status WHERE sync = 'vanish';
+-- run_on: where a sync runs (24_run_on.sql).  Checked for its form; a cdc
+-- sync cannot run on a standby yet.
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => '{"run_on": 5}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => '{"run_on": ""}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => jsonb_build_object('run_on', repeat('r', 64)));
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => '{"run_on": "replica\n1"}');
+SELECT calabi_push.create_sync('x', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               method => 'cdc', options => '{"run_on": "replica1"}');
+SELECT count(*) AS half_created FROM calabi_push.sync WHERE name = 'x';
+-- "primary" is the default, stored as no option
+SELECT calabi_push.create_sync('on_primary', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => '{"run_on": "primary"}') IS NOT NULL AS created;
+SELECT options ? 'run_on' AS has_run_on FROM calabi_push.sync WHERE name = 'on_primary';
+SELECT calabi_push.drop_sync('on_primary');
+-- a sync that runs on a standby: this server (no such cluster_name) starts
+-- no worker for it, and says where it runs
+SELECT calabi_push.create_sync('on_replica', 'sync-dest', ARRAY['cp_sync_test.orders']::regclass[],
+                               options => '{"run_on": "replica1"}') IS NOT NULL AS created;
+SELECT options->>'run_on' AS run_on FROM calabi_push.sync WHERE name = 'on_replica';
+SELECT calabi_push._runs_here(options) AS runs_here FROM calabi_push.sync WHERE name = 'on_replica';
+SELECT calabi_push.start_sync('on_replica');
+SELECT pg_sleep(0.5);
+SELECT state, state_detail, pid FROM calabi_push.sync_status WHERE name = 'on_replica';
+-- its server may have stopped it (a refusal, a run done) without this
+-- catalog knowing: start_sync and resync are commands it applies, numbered
+SELECT calabi_push.start_sync('on_replica');
+SELECT calabi_push.resync('on_replica', 'cp_sync_test.orders');
+SELECT command_seq, start_command, slot_reset_command, enabled, error_stopped
+  FROM calabi_push.sync WHERE name = 'on_replica';
+SELECT t.reset_command FROM calabi_push.sync_stream t
+  JOIN calabi_push.sync s ON s.id = t.sync_id WHERE s.name = 'on_replica';
+SELECT calabi_push.stop_sync('on_replica');
+SELECT state FROM calabi_push.sync_status WHERE name = 'on_replica';
+SELECT calabi_push.drop_sync('on_replica');
+
 
 ------------------------------------------------------------------------------
 -- clean up
@@ -937,3 +976,4 @@ REVOKE ALL ON SCHEMA calabi_push FROM cp_sync_direct;
 REVOKE ALL ON FUNCTION calabi_push.create_sync(text, text, regclass[], text, text, jsonb)
   FROM cp_sync_direct;
 DROP ROLE cp_sync_direct;
+

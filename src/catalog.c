@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -18,6 +19,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/ipc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -28,6 +30,7 @@
 
 #include "catalog.h"
 #include "reader.h"
+#include "state_file.h"
 #include "worker.h"
 #include "xact.h"
 
@@ -134,17 +137,25 @@ cached_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+/* nulls: as SPI_execute_plan's ('n': NULL), or NULL for none */
 static void
-exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+exec_nulls(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+		   int expected)
 {
 	SPIPlanPtr	plan = cached_plan(sql, nargs, types);
 	int			rc = plan != NULL ?
-		SPI_execute_plan(plan, values, NULL, false, 0) :
-		SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+		SPI_execute_plan(plan, values, nulls, false, 0) :
+		SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 
 	if (rc != expected)
 		elog(ERROR, "calabi_push catalog query failed (%s): %s",
 			 SPI_result_code_string(rc), sql);
+}
+
+static void
+exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+{
+	exec_nulls(sql, nargs, types, values, NULL, expected);
 }
 
 /*
@@ -254,6 +265,57 @@ text_array_column(HeapTuple row, int n, MemoryContext mcxt)
 	return list;
 }
 
+/*
+ * A sync that runs on this standby (option run_on) keeps its progress in
+ * its state file (state_file.c; sql/install/24_run_on.sql), since the
+ * catalog here is the primary's, read-only.  file_state is that file's
+ * JSON as last written, in TopMemoryContext; NULL: the sync's progress is
+ * in the catalog.  cp_catalog_load_sync decides, at each load.
+ *
+ * Each write below then computes the next state with a query ($1: the
+ * sync's id, $2: the state) whose first column is the new state, and
+ * replaces the file with it before the caller goes on, as the catalog's
+ * commit would.
+ */
+static char *file_state = NULL;
+
+static Datum
+state_datum(void)
+{
+	return CStringGetTextDatum(file_state);
+}
+
+static void
+state_update(const pg_uuid_t *id, const char *sql, int nargs, Oid *types,
+			 Datum *values, bool even_if_promoted)
+{
+	char	   *next;
+
+	/*
+	 * Promoted since the worker loaded the sync: the catalog keeps its
+	 * progress from now on, once the worker's next start has imported the
+	 * file (a write here would be lost).  This is no error of the sync's:
+	 * the worker exits, as a worker told to stop by the server does, and
+	 * the launcher starts it again; what was acknowledged since the last
+	 * write is sent again (at least once).  An error on the way out is
+	 * still recorded in the file, and imported with it.
+	 */
+	if (!even_if_promoted && !RecoveryInProgress())
+	{
+		ereport(LOG,
+				(errmsg("calabi_push sync worker exits: this server was promoted, and the sync starts again from its checkpoint, which the catalog keeps from now on")));
+		proc_exit(1);
+	}
+	exec(sql, nargs, types, values, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "calabi_push state query returned %llu rows: %s",
+			 (unsigned long long) SPI_processed, sql);
+	next = text_column(1, TopMemoryContext);
+	cp_state_file_write(MyDatabaseId, id, next);
+	pfree(file_state);
+	file_state = next;
+}
+
 CpSyncDef *
 cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 {
@@ -265,6 +327,10 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	bool		missing_client_secret = false;
 	bool		missing_client_key = false;
 	char	   *copied = NULL;
+	Oid			stypes[2] = {UUIDOID, TEXTOID};
+	Datum		svalues[2] = {uuid_datum(id), (Datum) 0};
+	char		snulls[2] = {' ', 'n'};
+	bool		imported = false;
 
 	begin();
 	if (!catalog_present())
@@ -273,7 +339,65 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		return NULL;
 	}
 
-	exec("SELECT s.name, s.method, s.destination_sync_mode, s.run_as::oid, s.enabled,"
+	/*
+	 * Where the sync runs (option run_on): not here, it is not ours to run.
+	 * Here on a standby, its progress is in its state file: made from the
+	 * catalog's the first time, brought up to the commands (start_sync,
+	 * resync) the primary took since.  Here on a primary that was such a
+	 * standby until promoted, the file's progress becomes the catalog's.
+	 */
+	if (file_state != NULL)
+	{
+		pfree(file_state);
+		file_state = NULL;
+	}
+	exec("SELECT calabi_push._runs_here(options), options ? 'run_on'"
+		 " FROM calabi_push.sync WHERE id = $1", 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		bool		runs_here = int_column(SPI_tuptable->vals[0], 1) != 0;
+		bool		named = int_column(SPI_tuptable->vals[0], 2) != 0;
+		char	   *old = named ? cp_state_file_read(MyDatabaseId, id) : NULL;
+
+		if (!runs_here)
+		{
+			end();
+			return NULL;
+		}
+		if (old != NULL)
+		{
+			svalues[1] = CStringGetTextDatum(old);
+			snulls[1] = ' ';
+		}
+		if (named && RecoveryInProgress())
+		{
+			/* column 1: the state to write, when it changed; else column 2 */
+			exec_nulls("SELECT CASE WHEN x IS DISTINCT FROM $2::jsonb"
+					   "  THEN calabi_push._state_written(x) END::text, x::text"
+					   " FROM (SELECT calabi_push._state_load($1, $2::jsonb) AS x) y",
+					   2, stypes, svalues, snulls, SPI_OK_SELECT);
+			file_state = text_column(1, TopMemoryContext);
+			if (file_state != NULL)
+				cp_state_file_write(MyDatabaseId, id, file_state);
+			else
+				file_state = text_column(2, TopMemoryContext);
+			if (file_state != NULL)
+			{
+				svalues[1] = state_datum();
+				snulls[1] = ' ';
+			}
+		}
+		else if (old != NULL)
+		{
+			exec("SELECT calabi_push._state_import($1, $2::jsonb)",
+				 2, stypes, svalues, SPI_OK_SELECT);
+			imported = true;
+			svalues[1] = (Datum) 0;
+			snulls[1] = 'n';
+		}
+	}
+
+	exec_nulls("SELECT s.name, s.method, s.destination_sync_mode, s.run_as::oid, s.enabled,"
 		 " COALESCE((s.options->>'batch_rows')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_ROWS) "),"
 		 " COALESCE((s.options->>'batch_bytes')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_BYTES) "),"
 		 " COALESCE((s.options->>'batch_linger_ms')::int, " CppAsString2(CP_SYNC_DEFAULT_BATCH_LINGER_MS) "),"
@@ -298,12 +422,13 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline),"
 		 " s.options->>'lookback',"
 		 " COALESCE((d.options->>'compression_level')::int, 0),"
-		 " COALESCE((s.options->>'failover')::bool, false)"
-		 " FROM calabi_push.sync s"
+		 " COALESCE((s.options->>'failover')::bool, false), s.error_stopped"
+		 " FROM calabi_push.sync s0"
+		 " CROSS JOIN LATERAL calabi_push._sync_state(s0, $2::jsonb) s"
 		 " JOIN calabi_push.destination d ON d.name = s.destination"
 		 " LEFT JOIN calabi_push.destination_secret sec ON sec.destination = d.name"
-		 " WHERE s.id = $1",
-		 1, types, values, SPI_OK_SELECT);
+		 " WHERE s0.id = $1",
+		 2, stypes, svalues, snulls, SPI_OK_SELECT);
 
 	if (SPI_processed == 1)
 	{
@@ -316,7 +441,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		sync->method = text_column(2, mcxt);
 		sync->mode = text_column(3, mcxt);
 		sync->run_as = (Oid) int_column(row, 4);
-		sync->enabled = int_column(row, 5) != 0;
+		/* a standby's state file may say it stopped in error */
+		sync->enabled = int_column(row, 5) != 0 && int_column(row, 37) == 0;
 		sync->batch_rows = (int) int_column(row, 6);
 		sync->batch_bytes = (int) int_column(row, 7);
 		sync->batch_linger_ms = (int) int_column(row, 8);
@@ -354,7 +480,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		sync->lookback = text_column(34, mcxt);
 		sync->failover = int_column(row, 36) != 0;
 
-		exec("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
+		exec_nulls("SELECT relid::oid, ordinal, phase, generation, rows_sent,"
 			 " (checkpoint->>'relfilenode')::oid,"
 			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'after')),"
 			 " ARRAY(SELECT jsonb_array_elements_text(checkpoint->'key')),"
@@ -365,8 +491,11 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 			 " (checkpoint->>'floor')::pg_lsn, checkpoint->>'parts', (checkpoint->>'part')::oid,"
 			 " cursor_column, checkpoint->>'cursor',"
 			 " checkpoint->>'pages_found_by', (checkpoint->>'wal_bytes_read')::int8"
-			 " FROM calabi_push.sync_stream WHERE sync_id = $1 ORDER BY ordinal",
-			 1, types, values, SPI_OK_SELECT);
+			 " FROM (SELECT t.* FROM calabi_push.sync_stream t0,"
+			 "  LATERAL calabi_push._stream_state(t0, $2::jsonb) t"
+			 "  WHERE t0.sync_id = $1) t"
+			 " ORDER BY ordinal",
+			 2, stypes, svalues, snulls, SPI_OK_SELECT);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	srow = SPI_tuptable->vals[i];
@@ -402,6 +531,10 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		}
 	}
 	end();
+
+	/* taken over: the catalog's from now on (a crash before this imports nothing twice) */
+	if (imported)
+		cp_state_file_remove(MyDatabaseId, id);
 
 	/*
 	 * A copy of a sync made in another database, cluster or on another
@@ -491,7 +624,8 @@ uuid_list(const char *query)
 List *
 cp_catalog_enabled_syncs(void)
 {
-	return uuid_list("SELECT id FROM calabi_push.sync WHERE enabled");
+	return uuid_list("SELECT id FROM calabi_push.sync"
+					 " WHERE enabled AND calabi_push._runs_here(options)");
 }
 
 int64
@@ -502,6 +636,21 @@ cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n)
 	int64		first;
 
 	begin();
+	if (file_state != NULL)
+	{
+		Oid			ftypes[3] = {UUIDOID, TEXTOID, INT4OID};
+		Datum		fvalues[3] = {uuid_datum(&sync->id), state_datum(), Int32GetDatum(n)};
+
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written(jsonb_set(s, '{sync,next_batch_seq}',"
+					 "  to_jsonb((s#>>'{sync,next_batch_seq}')::int8 + $3)))::text,"
+					 " (s#>>'{sync,next_batch_seq}')::int8"
+					 " FROM (SELECT $2::jsonb AS s) x",
+					 3, ftypes, fvalues, false);
+		first = int_column(SPI_tuptable->vals[0], 2);
+		end();
+		return first;
+	}
 	exec("UPDATE calabi_push.sync SET next_batch_seq = next_batch_seq + $2"
 		 " WHERE id = $1 RETURNING next_batch_seq - $2",
 		 2, types, values, SPI_OK_UPDATE_RETURNING);
@@ -526,38 +675,54 @@ cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks, int nacks,
 	Int64GetDatum(batches)};
 
 	begin();
+	if (file_state != NULL)
+	{
+		Oid			ftypes[8] = {UUIDOID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID,
+		INT8OID, LSNOID};
+		StringInfoData ackarray;
+		Datum		fvalues[8];
+
+		initStringInfo(&ackarray);
+		appendStringInfoChar(&ackarray, '[');
+		for (int i = 0; i < nacks; i++)
+			appendStringInfo(&ackarray, "%s{\"relid\": %u, \"state\": %s}",
+							 i > 0 ? ", " : "", acks[i].relid, acks[i].state);
+		appendStringInfoChar(&ackarray, ']');
+		fvalues[0] = uuid_datum(&sync->id);
+		fvalues[1] = state_datum();
+		fvalues[2] = CStringGetTextDatum(ackarray.data);
+		fvalues[3] = Int64GetDatum(batches);
+		fvalues[4] = Int64GetDatum(records);
+		fvalues[5] = Int64GetDatum(bytes);
+		fvalues[6] = Int64GetDatum(retries);
+		fvalues[7] = LSNGetDatum(position);
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written(calabi_push._state_ack($1, $2::jsonb,"
+					 " $3::jsonb, $4, $5, $6, $7, $8))::text",
+					 8, ftypes, fvalues, false);
+		end();
+		return;
+	}
+	/* the rules are _acked_stream's and _acked_sync's (24_run_on.sql) */
 	for (int i = 0; i < nacks; i++)
 	{
 		Datum		svalues[3] = {uuid_datum(&sync->id),
 			ObjectIdGetDatum(acks[i].relid),
 		CStringGetTextDatum(acks[i].state)};
 
-		exec("WITH s(state) AS (SELECT $3::jsonb)"
-			 " UPDATE calabi_push.sync_stream SET checkpoint = s.state,"
-			 "  phase = s.state->>'phase',"
-			 "  rows_sent = COALESCE((s.state->>'rows')::int8, 0),"
-			 "  read_started_at = CASE WHEN generation IS DISTINCT FROM (s.state->>'generation')::int8"
-			 "   OR phase = 'pending' THEN now() ELSE read_started_at END,"
-			 "  read_finished_at = CASE WHEN s.state->>'phase' = 'done' THEN now() END,"
-			 "  generation = COALESCE((s.state->>'generation')::int8, generation)"
-			 " FROM s WHERE sync_id = $1 AND relid = $2"
-		/*
-		 * A resync resets the stream to 'pending' without a checkpoint while
-		 * this worker may still be acknowledging the read it abandons: never
-		 * bring that back.  A new read always has a greater generation.  A
-		 * stream made 'pending' by start_sync or a new run keeps its
-		 * checkpoint, and an incremental run (xmin) its generation.
-		 */
-			 " AND (phase <> 'pending' OR checkpoint IS NOT NULL"
-			 "      OR (s.state->>'generation')::int8 > generation)",
+		exec("UPDATE calabi_push.sync_stream t SET (checkpoint, phase, rows_sent,"
+			 "  read_started_at, read_finished_at, generation) ="
+			 " (SELECT a.checkpoint, a.phase, a.rows_sent, a.read_started_at,"
+			 "   a.read_finished_at, a.generation"
+			 "  FROM calabi_push._acked_stream(t, $3::jsonb) a)"
+			 " WHERE sync_id = $1 AND relid = $2",
 			 3, stypes, svalues, SPI_OK_UPDATE);
 	}
-	exec("UPDATE calabi_push.sync SET batches_sent = batches_sent + $6,"
-		 " records_sent = records_sent + $2, bytes_sent = bytes_sent + $3,"
-		 " retries = retries + $4, last_ack_at = now(),"
-		 /* NULL: resync asked for a new slot; a late ack must not undo it */
-		 " cdc_lsn = CASE WHEN $5 = '0/0' OR cdc_lsn IS NULL THEN cdc_lsn"
-		 "  ELSE GREATEST(cdc_lsn, $5) END"
+	exec("UPDATE calabi_push.sync y SET (batches_sent, records_sent, bytes_sent,"
+		 "  retries, last_ack_at, cdc_lsn) ="
+		 " (SELECT a.batches_sent, a.records_sent, a.bytes_sent, a.retries,"
+		 "   a.last_ack_at, a.cdc_lsn"
+		 "  FROM calabi_push._acked_sync(y, $6, $2, $3, $4, $5) a)"
 		 " WHERE id = $1",
 		 6, types, values, SPI_OK_UPDATE);
 	end();
@@ -571,11 +736,61 @@ cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position, bool created)
 	BoolGetDatum(created)};
 
 	begin();
+	if (file_state != NULL)
+	{
+		Oid			ftypes[4] = {UUIDOID, TEXTOID, LSNOID, BOOLOID};
+		Datum		fvalues[4] = {uuid_datum(&sync->id), state_datum(),
+		LSNGetDatum(position), BoolGetDatum(created)};
+
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written(CASE"
+					 "  WHEN s#>'{sync,cdc_lsn}' <> 'null' OR $4"
+					 "  THEN jsonb_set(s, '{sync,cdc_lsn}', to_jsonb($3::pg_lsn)) ELSE s END)::text"
+					 " FROM (SELECT $2::jsonb AS s) x",
+					 4, ftypes, fvalues, false);
+		end();
+		return;
+	}
 	/* only a new slot sets it from NULL (see cp_catalog_commit_ack) */
 	exec("UPDATE calabi_push.sync SET cdc_lsn = $2"
 		 " WHERE id = $1 AND (cdc_lsn IS NOT NULL OR $3)",
 		 3, types, values, SPI_OK_UPDATE);
 	end();
+}
+
+List *
+cp_catalog_standby_syncs(void)
+{
+	List	   *syncs = NIL;
+
+	begin();
+	if (catalog_present())
+	{
+		exec("SELECT id, enabled AND (NOT error_stopped OR commanded), commanded"
+			 " FROM (SELECT s.id, s.enabled,"
+			 "  coalesce((f#>>'{sync,error_stopped}')::bool, false) AS error_stopped,"
+			 "  s.command_seq > coalesce((f->>'applied_command')::int8, s.command_seq) AS commanded"
+			 "  FROM calabi_push.sync s"
+			 "  LEFT JOIN LATERAL calabi_push._standby_state(s.id) f ON true"
+			 "  WHERE s.options ? 'run_on' AND calabi_push._runs_here(s.options)) x",
+			 0, NULL, NULL, SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			bool		isnull;
+			CpStandbySync *sync = MemoryContextAlloc(caller_context, sizeof(CpStandbySync));
+			MemoryContext oldcontext;
+
+			sync->id = *DatumGetUUIDP(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+			sync->run = int_column(row, 2) != 0;
+			sync->commanded = int_column(row, 3) != 0;
+			oldcontext = MemoryContextSwitchTo(caller_context);
+			syncs = lappend(syncs, sync);
+			MemoryContextSwitchTo(oldcontext);
+		}
+	}
+	end();
+	return syncs;
 }
 
 List *
@@ -591,22 +806,36 @@ cp_catalog_run_completed(const CpSyncDef *sync)
 	Datum		values[1] = {uuid_datum(&sync->id)};
 
 	begin();
-	exec("UPDATE calabi_push.sync SET run_completed_at = now() WHERE id = $1",
-		 1, types, values, SPI_OK_UPDATE);
+	if (file_state != NULL)
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written(jsonb_set($2::jsonb,"
+					 "  '{sync,run_completed_at}', to_jsonb(now())))::text",
+					 2, (Oid[]) {UUIDOID, TEXTOID},
+					 (Datum[]) {values[0], state_datum()}, false);
+	else
+		exec("UPDATE calabi_push.sync SET run_completed_at = now() WHERE id = $1",
+			 1, types, values, SPI_OK_UPDATE);
 	end();
 }
 
 TimestampTz
 cp_catalog_last_run(const CpSyncDef *sync, bool *completed)
 {
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {uuid_datum(&sync->id)};
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {uuid_datum(&sync->id), (Datum) 0};
+	char		nulls[2] = {' ', 'n'};
 	TimestampTz started = 0;
 
 	*completed = false;
 	begin();
-	exec("SELECT run_started_at, run_completed_at IS NOT NULL FROM calabi_push.sync"
-		 " WHERE id = $1", 1, types, values, SPI_OK_SELECT);
+	if (file_state != NULL)
+	{
+		values[1] = state_datum();
+		nulls[1] = ' ';
+	}
+	exec_nulls("SELECT run_started_at, run_completed_at IS NOT NULL"
+			   " FROM calabi_push._state_sync($1, $2::jsonb)",
+			   2, types, values, nulls, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
@@ -629,6 +858,20 @@ cp_catalog_run_begins(const CpSyncDef *sync)
 	Datum		values[1] = {uuid_datum(&sync->id)};
 
 	begin();
+	if (file_state != NULL)
+	{
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written(jsonb_set(jsonb_set(s, '{sync}',"
+					 "  s->'sync' || jsonb_build_object('run_started_at', now(), 'run_completed_at', null)),"
+					 "  '{streams}', coalesce((SELECT jsonb_agg(CASE WHEN e->>'phase' = 'done'"
+					 "   THEN e || '{\"phase\": \"pending\"}' ELSE e END ORDER BY n)"
+					 "   FROM jsonb_array_elements(s->'streams') WITH ORDINALITY x(e, n)), '[]')))::text"
+					 " FROM (SELECT $2::jsonb AS s) y",
+					 2, (Oid[]) {UUIDOID, TEXTOID},
+					 (Datum[]) {values[0], state_datum()}, false);
+		end();
+		return;
+	}
 	exec("UPDATE calabi_push.sync SET run_started_at = now(), run_completed_at = NULL"
 		 " WHERE id = $1", 1, types, values, SPI_OK_UPDATE);
 	exec("UPDATE calabi_push.sync_stream SET phase = 'pending'"
@@ -645,8 +888,24 @@ cp_catalog_record_error(const pg_uuid_t *id, const char *message,
 		BoolGetDatum(refused),
 	CStringGetTextDatum(message_redacted ? message_redacted : message)};
 
+	/* a standby's worker that failed before it loaded its sync: logged only */
+	if (file_state == NULL && RecoveryInProgress())
+		return;
 	begin();
-	if (catalog_present())
+	if (file_state != NULL)
+	{
+		Oid			ftypes[5] = {UUIDOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
+		Datum		fvalues[5] = {values[0], state_datum(), values[1], values[2], values[3]};
+
+		state_update(id,
+					 "SELECT calabi_push._state_written(jsonb_set(s, '{sync}', s->'sync'"
+					 "  || jsonb_build_object('last_error', $3, 'last_error_redacted', $5,"
+					 "   'last_error_at', now(),"
+					 "   'error_stopped', coalesce((s#>>'{sync,error_stopped}')::bool, false) OR $4)))::text"
+					 " FROM (SELECT $2::jsonb AS s) x",
+					 5, ftypes, fvalues, true);
+	}
+	else if (catalog_present())
 		exec("UPDATE calabi_push.sync SET last_error = $2, last_error_redacted = $4,"
 			 " last_error_at = now(),"
 			 " enabled = enabled AND NOT $3, error_stopped = error_stopped OR $3"
@@ -661,6 +920,16 @@ cp_catalog_stream_reread(const CpSyncDef *sync, Oid relid)
 	Datum		values[2] = {uuid_datum(&sync->id), ObjectIdGetDatum(relid)};
 
 	begin();
+	if (file_state != NULL)
+	{
+		state_update(&sync->id,
+					 "SELECT calabi_push._state_written("
+					 " calabi_push._state_stream_reset($2::jsonb, $3))::text",
+					 3, (Oid[]) {UUIDOID, TEXTOID, OIDOID},
+					 (Datum[]) {values[0], state_datum(), values[1]}, false);
+		end();
+		return;
+	}
 	/* as resync(name, rel) does */
 	exec("UPDATE calabi_push.sync_stream SET phase = 'pending', checkpoint = NULL, rows_sent = 0"
 		 " WHERE sync_id = $1 AND relid = $2::regclass", 2, types, values, SPI_OK_UPDATE);
@@ -701,12 +970,19 @@ cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover)
 	 * primary recorded; batch numbers and generations jump above it (see
 	 * _identity_moved()).
 	 */
+	/*
+	 * A sync this server ran as a standby (run_on) is no copy, even beside
+	 * a live old primary, and its numbers are its own: the state file it
+	 * kept here holds them (_state_import).
+	 */
 	if (failover)
 		exec("SELECT calabi_push._identity_moved(id, false) FROM calabi_push.sync"
 			 " WHERE home_system = $1 AND home_database = $2"
-			 " AND home_timeline > 0 AND home_timeline <> $3",
+			 " AND home_timeline > 0 AND home_timeline <> $3"
+			 " AND NOT (options ? 'run_on' AND calabi_push._runs_here(options))",
 			 3, types, values, SPI_OK_SELECT);
-	exec("UPDATE calabi_push.sync SET home_timeline = CASE WHEN $4 THEN $3 ELSE 0 END"
+	exec("UPDATE calabi_push.sync SET home_timeline = CASE WHEN $4"
+		 "  OR (options ? 'run_on' AND calabi_push._runs_here(options)) THEN $3 ELSE 0 END"
 		 " WHERE home_system = $1 AND home_database = $2"
 		 " AND home_timeline > 0 AND home_timeline <> $3",
 		 4, types, values, SPI_OK_UPDATE);

@@ -146,6 +146,20 @@ extern void cp_catalog_commit_ack(const CpSyncDef *sync, const CpStreamAck *acks
 extern void cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position,
 								   bool created);
 
+/*
+ * A hot standby's probe: the syncs of this database that run on this server
+ * (option run_on), whether they should run, and whether the primary took a
+ * command (start_sync, resync) their state file has not applied yet.
+ */
+typedef struct CpStandbySync
+{
+	pg_uuid_t	id;
+	bool		run;
+	bool		commanded;
+} CpStandbySync;
+
+extern List *cp_catalog_standby_syncs(void);
+
 /* CDC syncs of this database (NIL when the extension is absent). */
 extern List *cp_catalog_cdc_syncs(void);
 

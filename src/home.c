@@ -231,7 +231,7 @@ cp_home_check_syncs(void)
 		cp_catalog_settle_timeline(sysid, tli, !alive);
 		if (alive)
 			ereport(LOG,
-					(errmsg("calabi_push: this server is on timeline %u and a server of the same system still answers at primary_conninfo (timeline %u): the syncs of database \"%s\" made before the promotion are copies and do not run here",
+					(errmsg("calabi_push: this server is on timeline %u and a server of the same system still answers at primary_conninfo (timeline %u): the syncs of database \"%s\" made before the promotion are copies and do not run here, but for those that ran here as a standby (option run_on)",
 							tli, its_tli, dbname),
 					 errhint("Give each its own identity with calabi_push.adopt_sync(), or drop it.")));
 		else

@@ -11,6 +11,15 @@
  * From then on the management functions keep shared memory up to date at
  * commit (calabi_push._sync_changed), so no setting has to list databases.
  *
+ * Standbys.  The launcher also runs on a hot standby, for the syncs that
+ * run there (option run_on, docs/operations.md).  What the primary decides
+ * reaches a standby as replayed catalog rows, which notify no one, so the
+ * launcher probes there: every STANDBY_PROBE_MS the databases whose last
+ * probe found such syncs (shmem.h, standby_dbs), every STANDBY_PROBE_ALL_MS
+ * all of them.  A standby without such syncs costs a short probe per
+ * database every half a minute.  When the server is promoted, every database is probed
+ * at once, as at a start.
+ *
  * A worker that fails is restarted after a delay that doubles with each
  * consecutive failure (1 s up to 5 min); one that finished a run without a
  * schedule, or whose batch the endpoint refused, waits for start_sync (the
@@ -27,6 +36,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_database.h"
@@ -51,6 +61,14 @@
 
 /* at most this many database probes at a time */
 #define MAX_CONCURRENT_PROBES	2
+
+/*
+ * On a hot standby, how often the databases with syncs that run here are
+ * probed, and how often every database is (to find new ones): see
+ * "Standbys" above.
+ */
+#define STANDBY_PROBE_MS		5000
+#define STANDBY_PROBE_ALL_MS	30000
 
 PGDLLEXPORT void calabi_push_launcher_main(Datum main_arg);
 
@@ -77,6 +95,11 @@ static bool workers_exhausted = false;
 /* databases still to be probed */
 static List *probe_queue = NIL;
 
+/* still a hot standby, as far as the launcher knows; its next probes */
+static bool in_recovery = false;
+static TimestampTz next_standby_probe = 0;
+static TimestampTz next_standby_probe_all = 0;
+
 void
 cp_register_launcher(void)
 {
@@ -84,7 +107,7 @@ cp_register_launcher(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = 5;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "calabi_push");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "calabi_push_launcher_main");
@@ -124,7 +147,7 @@ queue_all_databases(void)
 		if (!db->datallowconn || db->datistemplate)
 			continue;
 		oldcontext = MemoryContextSwitchTo(launcher_context);
-		probe_queue = lappend_oid(probe_queue, db->oid);
+		probe_queue = list_append_unique_oid(probe_queue, db->oid);
 		MemoryContextSwitchTo(oldcontext);
 	}
 	table_endscan(scan);
@@ -149,7 +172,7 @@ launch(CpProcSlot *proc, LaunchedWorker *launched, int index, bool probe)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
 	bgw.bgw_notify_pid = MyProcPid;
 	bgw.bgw_main_arg = Int32GetDatum(index);
@@ -309,13 +332,70 @@ reconcile_probes(bool *out_of_workers)
 	}
 }
 
+/*
+ * A hot standby's probes (see "Standbys"); how long until the next, or -1
+ * when this server is not (or no longer) one.
+ */
+static long
+standby_probes(void)
+{
+	TimestampTz now;
+
+	if (!in_recovery)
+		return -1;
+	if (!RecoveryInProgress())
+	{
+		in_recovery = false;
+		ereport(LOG,
+				(errmsg("calabi_push: this server was promoted; every database is probed for the syncs to run here")));
+		queue_all_databases();
+		return -1;
+	}
+	now = GetCurrentTimestamp();
+	if (now >= next_standby_probe_all)
+	{
+		queue_all_databases();
+		next_standby_probe_all = TimestampTzPlusMilliseconds(now, STANDBY_PROBE_ALL_MS);
+		next_standby_probe = TimestampTzPlusMilliseconds(now, STANDBY_PROBE_MS);
+	}
+	else if (now >= next_standby_probe)
+	{
+		bool		all;
+		Oid			dbs[CP_STANDBY_DBS];
+		int			ndbs = 0;
+
+		LWLockAcquire(cp_shared->lock, LW_SHARED);
+		all = cp_shared->standby_dbs_overflow;
+		for (int i = 0; i < CP_STANDBY_DBS; i++)
+			if (OidIsValid(cp_shared->standby_dbs[i]))
+				dbs[ndbs++] = cp_shared->standby_dbs[i];
+		LWLockRelease(cp_shared->lock);
+		if (all)
+			queue_all_databases();
+		else
+		{
+			MemoryContext oldcontext = MemoryContextSwitchTo(launcher_context);
+
+			for (int i = 0; i < ndbs; i++)
+				probe_queue = list_append_unique_oid(probe_queue, dbs[i]);
+			MemoryContextSwitchTo(oldcontext);
+		}
+		next_standby_probe = TimestampTzPlusMilliseconds(now, STANDBY_PROBE_MS);
+	}
+	return ms_until(now, Min(next_standby_probe, next_standby_probe_all));
+}
+
 /* One pass over the slots; returns how long to sleep at most. */
 static long
 reconcile(void)
 {
 	long		sleep_ms = 10000;
+	long		standby_ms = standby_probes();
 	bool		out_of_workers = false;
 	bool		launched_sync = false;
+
+	if (standby_ms >= 0)
+		sleep_ms = Min(sleep_ms, standby_ms);
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
 	reconcile_syncs(GetCurrentTimestamp(), &sleep_ms, &out_of_workers,
@@ -377,6 +457,14 @@ calabi_push_launcher_main(Datum main_arg)
 					CALABI_PUSH_VERSION, cp_compressor_name())));
 
 	queue_all_databases();
+	in_recovery = RecoveryInProgress();
+	if (in_recovery)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		next_standby_probe = TimestampTzPlusMilliseconds(now, STANDBY_PROBE_MS);
+		next_standby_probe_all = TimestampTzPlusMilliseconds(now, STANDBY_PROBE_ALL_MS);
+	}
 
 	/* whatever a pass allocates is gone at the next */
 	MemoryContextSwitchTo(pass_context);

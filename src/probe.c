@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -26,6 +27,7 @@
 #include "cdc_slot.h"
 #include "home.h"
 #include "shmem.h"
+#include "state_file.h"
 
 PGDLLEXPORT void calabi_push_probe_main(Datum main_arg);
 
@@ -46,12 +48,80 @@ probe_detach(int code, Datum arg)
 	cp_wake_launcher();
 }
 
+/*
+ * On a hot standby: the syncs of this database that run here (option
+ * run_on).  What the primary decides -- start_sync, stop_sync, resync,
+ * drop_sync -- arrives as replayed catalog rows, which tell no process
+ * here: the launcher sends a probe every CP_STANDBY_PROBE_MS to look, and
+ * the probe brings the slots in line.  The workers apply the commands to
+ * their state files when they start (sql/install/24_run_on.sql).
+ */
+static void
+probe_standby(void)
+{
+	List	   *syncs = cp_catalog_standby_syncs();
+	List	   *keep = NIL;
+	ListCell   *lc;
+
+	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, syncs)
+	{
+		CpStandbySync *sync = lfirst(lc);
+		CpSyncSlot *slot = cp_slot_find(MyDatabaseId, &sync->id);
+
+		keep = lappend(keep, &sync->id);
+		if (!sync->run)
+		{
+			if (slot != NULL && slot->should_run)
+				cp_sync_slot_stop(slot);
+		}
+		/* a command restarts the worker, which applies it */
+		else if (sync->commanded || slot == NULL || !slot->should_run)
+		{
+			if (cp_sync_slot_start(MyDatabaseId, &sync->id, sync->commanded) == NULL)
+			{
+				ereport(WARNING,
+						(errmsg("calabi_push cannot run every enabled sync: calabi_push.max_syncs (%d) is too low",
+								cp_max_syncs),
+						 errhint("Raise calabi_push.max_syncs and restart the server.")));
+				break;
+			}
+		}
+	}
+	/* dropped on the primary, or moved to another server */
+	for (int i = 0; i < cp_shared->nslots; i++)
+	{
+		CpSyncSlot *slot = &cp_shared->slots[i];
+		bool		listed = false;
+
+		if (slot->proc.life == CP_SLOT_FREE || slot->proc.dboid != MyDatabaseId ||
+			!slot->should_run)
+			continue;
+		foreach(lc, syncs)
+			if (memcmp(&((CpStandbySync *) lfirst(lc))->id, &slot->sync_id,
+					   sizeof(pg_uuid_t)) == 0)
+				listed = true;
+		if (!listed)
+			cp_sync_slot_stop(slot);
+	}
+	cp_standby_db_note(MyDatabaseId, syncs != NIL);
+	LWLockRelease(cp_shared->lock);
+
+	cp_state_file_remove_others(MyDatabaseId, keep);
+}
+
 /* Tell the launcher which syncs of this database should run. */
 static void
 probe_database(void)
 {
 	List	   *ids;
 	ListCell   *lc;
+
+	if (RecoveryInProgress())
+	{
+		probe_standby();
+		return;
+	}
 
 	/* copies of syncs made elsewhere are stopped, never started */
 	cp_home_check_syncs();

@@ -400,6 +400,30 @@ cp_probe_slot_exited(CpProbeSlot *probe)
 }
 
 void
+cp_standby_db_note(Oid dboid, bool has_syncs)
+{
+	int			free_entry = -1;
+
+	for (int i = 0; i < CP_STANDBY_DBS; i++)
+	{
+		if (cp_shared->standby_dbs[i] == dboid)
+		{
+			if (!has_syncs)
+				cp_shared->standby_dbs[i] = InvalidOid;
+			return;
+		}
+		if (cp_shared->standby_dbs[i] == InvalidOid && free_entry < 0)
+			free_entry = i;
+	}
+	if (!has_syncs)
+		return;
+	if (free_entry >= 0)
+		cp_shared->standby_dbs[free_entry] = dboid;
+	else
+		cp_shared->standby_dbs_overflow = true;
+}
+
+void
 cp_wake_launcher(void)
 {
 	pid_t		pid;

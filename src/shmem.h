@@ -130,11 +130,20 @@ typedef struct CpProbeSlot
 	bool		again;
 } CpProbeSlot;
 
+/*
+ * On a hot standby, the databases whose last probe found syncs that run on
+ * this server (option run_on): the launcher probes them often, the others
+ * seldom (launcher.c).  More of them than fit: every database often.
+ */
+#define CP_STANDBY_DBS 64
+
 typedef struct CpShared
 {
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	CpProbeSlot probes[CP_PROBE_SLOTS];
+	Oid			standby_dbs[CP_STANDBY_DBS];	/* InvalidOid: unused */
+	bool		standby_dbs_overflow;
 	int			nslots;
 	CpSyncSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } CpShared;
@@ -180,5 +189,8 @@ extern bool cp_slot_available(Oid dboid, const pg_uuid_t *sync_id);
 
 /* Wake the launcher (SIGUSR1 sets its latch). */
 extern void cp_wake_launcher(void);
+
+/* A standby's probe: whether its database has syncs that run here. */
+extern void cp_standby_db_note(Oid dboid, bool has_syncs);
 
 #endif							/* CALABI_PUSH_SHMEM_H */

@@ -85,6 +85,17 @@ CREATE TABLE sync (
     home_system     bigint NOT NULL,
     home_database   oid NOT NULL,
     home_timeline   integer NOT NULL,
+    -- A sync that runs on a standby (option run_on) keeps its progress in
+    -- a state file there, not in this row (24_run_on.sql): the commands
+    -- that change progress on the primary's side -- start_sync, resync --
+    -- are numbered (command_seq), and each records its number where the
+    -- standby looks for it (start_command, slot_reset_command,
+    -- sync_stream.reset_command) and applies it to its state once.
+    command_seq     bigint NOT NULL DEFAULT 0,
+    start_command   bigint NOT NULL DEFAULT 0,
+    slot_reset_command bigint NOT NULL DEFAULT 0,
+    -- the state file's writes a promoted standby took over (_state_import)
+    standby_import  bigint NOT NULL DEFAULT 0,
     created_by      name NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -107,6 +118,8 @@ CREATE TABLE sync_stream (
     -- reads of a view or foreign table go on from the previous run's
     -- largest value; NULL for the other methods
     cursor_column   name,
+    -- the resync() that last reset it (sync.command_seq; 24_run_on.sql)
+    reset_command   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (sync_id, relid)
 );
 

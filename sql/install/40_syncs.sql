@@ -105,7 +105,7 @@ AS $$
 DECLARE
     known constant text[] := ARRAY['batch_bytes', 'batch_linger_ms', 'batch_rows',
         'chunk_rows', 'cursor', 'failover', 'lookback', 'max_backoff', 'publication',
-        'run_as', 'schedule'];
+        'run_as', 'run_on', 'schedule'];
     o jsonb;
     w constant text := 'sync';
     defaults constant jsonb := _sync_defaults();
@@ -117,6 +117,7 @@ DECLARE
     schedule_ms bigint;
     publication text;
     failover boolean;
+    run_on text;
     lookback jsonb;
     lookback_interval interval;
     v jsonb;
@@ -168,6 +169,20 @@ BEGIN
     IF o ? 'failover' THEN
         failover := _boolean_option(w, 'failover', o->'failover');
     END IF;
+    -- where the sync runs: 'primary' (stored as no option), or the
+    -- cluster_name of the server that runs it (24_run_on.sql)
+    IF o ? 'run_on' THEN
+        run_on := _string_option(w, 'run_on', o->'run_on');
+        IF length(run_on) > 63 OR run_on ~ '[^\x20-\x7e]' THEN
+            RAISE EXCEPTION 'sync option "run_on" must be "primary" or a cluster_name'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A cluster_name is at most 63 printable ASCII characters.',
+                      HINT = 'Give the cluster_name setting of the standby that should run the sync, e.g. ''{"run_on": "replica1"}''.';
+        END IF;
+        IF run_on = 'primary' THEN
+            run_on := NULL;
+        END IF;
+    END IF;
     r_cursor := o->'cursor';
     IF o ? 'lookback' THEN
         v := o->'lookback';
@@ -208,6 +223,7 @@ BEGIN
         'max_backoff', _ms_text(max_backoff_ms),
         'publication', publication,
         'failover', failover,
+        'run_on', run_on,
         'lookback', lookback));
 END
 $$;
@@ -976,6 +992,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave it out, or use method => ''cdc''.';
     END IF;
+    IF _create_sync.method = 'cdc' AND opts.r_options ? 'run_on' THEN
+        RAISE EXCEPTION 'a cdc sync cannot run on a standby yet'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Decoding on a standby is not built yet: CDC syncs run on the primary.',
+                  HINT = 'Leave "run_on" out; full_refresh, xmin and cursor syncs can run on a standby.';
+    END IF;
     IF _create_sync.method = 'cdc' THEN
         IF (opts.r_options->>'failover')::boolean
            AND current_setting('server_version_num')::int < 170000 THEN
@@ -1126,7 +1148,10 @@ DECLARE
 BEGIN
     s := _sync_for_update(_start_sync.name);
     PERFORM _refuse_copied(s);
-    IF _sync_is_running(s) THEN
+    -- a sync that runs on another server (run_on) may have stopped there
+    -- (a refusal, a run-once done) without this catalog knowing: starting
+    -- it is a command that server applies (24_run_on.sql)
+    IF _sync_is_running(s) AND _runs_here(s.options) THEN
         RAISE EXCEPTION 'sync "%" is already running', s.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Stop it first with calabi_push.stop_sync(%L), or read its tables again with calabi_push.resync(%L).',
@@ -1158,11 +1183,12 @@ BEGIN
     END IF;
     UPDATE sync y
        SET enabled = true, error_stopped = false,
-           run_started_at = now(), run_completed_at = NULL
+           run_started_at = now(), run_completed_at = NULL,
+           command_seq = y.command_seq + 1, start_command = y.command_seq + 1
      WHERE y.id = s.id;
     -- a sync that was enabled (done with its run, or stopped by a refusal)
     -- may still have a worker: restart it
-    PERFORM calabi_push._sync_changed(s.id, true, s.enabled);
+    PERFORM calabi_push._sync_changed(s.id, _runs_here(s.options), s.enabled);
 END
 $$;
 
@@ -1244,19 +1270,25 @@ BEGIN
                   DETAIL = format('The sync''s relations: %s.', listed),
                   HINT = 'Name one of its relations, or leave rel out to read all of them again.';
     END IF;
+    -- numbered for a server that runs it from a state file (run_on)
+    UPDATE sync y SET command_seq = y.command_seq + 1 WHERE y.id = s.id
+    RETURNING y.command_seq INTO s.command_seq;
     UPDATE sync_stream t
-       SET phase = 'pending', checkpoint = NULL, rows_sent = 0
+       SET phase = 'pending', checkpoint = NULL, rows_sent = 0, reset_command = s.command_seq
      WHERE t.sync_id = s.id AND (_resync.rel IS NULL OR t.relid = _resync.rel);
     -- cdc, every table: start over from a new slot (the way out of a slot
     -- that was lost, invalidated or consumed elsewhere); one table: it is
     -- read again while the others keep streaming
     IF s.method = 'cdc' AND _resync.rel IS NULL THEN
-        UPDATE sync y SET cdc_lsn = NULL WHERE y.id = s.id;
+        UPDATE sync y SET cdc_lsn = NULL, slot_reset_command = s.command_seq WHERE y.id = s.id;
     END IF;
     -- a sync stopped by an error (a refused batch, a lost cdc slot) is
-    -- started again: reading everything again is the way out of it
-    IF s.error_stopped THEN
-        UPDATE sync y SET enabled = true, error_stopped = false, run_started_at = now()
+    -- started again: reading everything again is the way out of it.  On
+    -- another server (run_on) this catalog cannot tell: it is started again
+    -- there all the same.
+    IF s.error_stopped OR (s.enabled AND NOT _runs_here(s.options)) THEN
+        UPDATE sync y SET enabled = true, error_stopped = false, run_started_at = now(),
+                          start_command = s.command_seq
          WHERE y.id = s.id;
         s.enabled := true;
         s.error_stopped := false;
@@ -1266,7 +1298,7 @@ BEGIN
     -- reads them at its next start_sync.
     IF s.enabled AND NOT s.error_stopped THEN
         UPDATE sync y SET run_completed_at = NULL WHERE y.id = s.id;
-        PERFORM calabi_push._sync_changed(s.id, true, true);
+        PERFORM calabi_push._sync_changed(s.id, _runs_here(s.options), true);
     END IF;
 END
 $$;

@@ -13,11 +13,14 @@ SELECT s.name,
            -- primary): it does not run here until adopt_sync(); last_error
            -- says why and how
            WHEN c.why IS NOT NULL THEN 'copied'
-           WHEN NOT s.enabled AND s.error_stopped THEN 'error'
+           -- (on a standby that runs the sync, its state file says so)
+           WHEN s.error_stopped THEN 'error'
            WHEN NOT s.enabled THEN 'stopped'
-           -- a hot standby runs no sync: its primary does (a promoted
-           -- server runs them from then on)
-           WHEN pg_catalog.pg_is_in_recovery() THEN 'standby'
+           -- the sync runs on another server (option run_on): on the
+           -- primary, one of its standbys; on a hot standby, its primary
+           -- (a promoted server runs them from then on)
+           WHEN NOT calabi_push._runs_here(s.options) THEN
+               CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'standby' ELSE 'on_standby' END
            -- a CDC sync's first start creates its slot, which waits for
            -- the transactions running then to end (state_detail: which)
            WHEN r.state = 'creating_slot' THEN
@@ -27,7 +30,10 @@ SELECT s.name,
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
            ELSE 'starting'
        END AS state,
-       CASE WHEN r.state = 'waiting_for_standbys' THEN
+       CASE WHEN NOT calabi_push._runs_here(s.options) AND s.options ? 'run_on' THEN
+                pg_catalog.format('it runs on the server whose cluster_name is %L: its sync_status there shows its progress',
+                                  s.options->>'run_on')
+            WHEN r.state = 'waiting_for_standbys' THEN
                 'its failover slot waits for the standbys of synchronized_standby_slots ('
                 || pg_catalog.current_setting('synchronized_standby_slots', true)
                 || ') to flush the WAL it would decode: see pg_replication_slots'
@@ -77,7 +83,9 @@ SELECT s.name,
        CASE WHEN s.method = 'cdc' AND r.pid IS NOT NULL THEN
            greatest(coalesce(now() - r.cdc_pending_since, interval '0'), interval '0')
        END AS lag_time
-  FROM calabi_push.sync s
+  -- a sync that runs on this standby: its progress is in its state file
+  FROM calabi_push.sync s0
+  CROSS JOIN LATERAL calabi_push._sync_state(s0, calabi_push._standby_state(s0.id)) s
   -- why the sync is a copy of one made elsewhere (NULL: it belongs here)
   CROSS JOIN LATERAL (SELECT calabi_push._copied(s.name, s.home_system, s.home_database,
                                                  s.home_timeline) AS why) c
@@ -97,21 +105,23 @@ SELECT s.name,
         LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid AND b.pid <> 0) w ON true;
 
 COMMENT ON VIEW sync_status IS
-'one row per sync: state (starting, waiting_for_transactions, running, waiting_for_standbys, retrying, idle, waiting_for_worker, stopped, error, copied, standby) and what it waits for, worker, progress counters and the last error';
+'one row per sync: state (starting, waiting_for_transactions, running, waiting_for_standbys, retrying, idle, waiting_for_worker, stopped, error, copied, standby, on_standby) and what it waits for, worker, progress counters and the last error';
 
 CREATE VIEW stream_status AS
 WITH streams AS (
-    SELECT st.*, c.relkind,
+    -- a sync that runs on this standby: its progress is in its state file
+    SELECT (calabi_push._stream_state(st0, calabi_push._standby_state(st0.sync_id))).*,
+           c.relkind,
            CASE c.relkind
                WHEN 'p' THEN (SELECT sum(greatest(pc.reltuples, 0))::int8
-                                FROM pg_catalog.pg_partition_tree(st.relid) pt
+                                FROM pg_catalog.pg_partition_tree(st0.relid) pt
                                 JOIN pg_catalog.pg_class pc ON pc.oid = pt.relid
                                WHERE pt.isleaf)
                WHEN 'r' THEN nullif(c.reltuples, -1)::int8
                WHEN 'm' THEN nullif(c.reltuples, -1)::int8
            END AS rows_estimate
-      FROM calabi_push.sync_stream st
-      LEFT JOIN pg_catalog.pg_class c ON c.oid = st.relid
+      FROM calabi_push.sync_stream st0
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = st0.relid
 )
 SELECT s.name AS sync,
        st.relid AS relation,

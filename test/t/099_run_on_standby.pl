@@ -1,0 +1,197 @@
+# A sync that runs on a standby (option run_on, sql/install/24_run_on.sql):
+# the primary never runs it; the standby whose cluster_name it names reads
+# its own copy of the tables and keeps the sync's progress in a state file
+# (its catalog is read-only), which survives a crash; the primary's
+# start_sync, stop_sync and resync reach it through the replayed catalog;
+# sync_status on the standby shows the file's progress.  Promoted beside
+# its live old primary, the standby carries on from its own checkpoint,
+# takes the file into its catalog, and never reuses a batch number; the
+# old primary's copy stays stopped.  The receiver stores into a third
+# server, so that it outlives either.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use CalabiPushTest;
+use CalabiReceiver;
+use CalabiSyncTest;
+
+my $dest = PostgreSQL::Test::Cluster->new('dest');
+$dest->init;
+$dest->start;
+
+# (PostgreSQL::Test::Cluster starts each server with its node's name as
+# cluster_name)
+my $primary = calabi_node('primary', init => { allows_streaming => 1 });
+$primary->safe_psql('postgres', 'CREATE EXTENSION calabi_push');
+my $token = 'tok-' . int(rand(1e9)) . '-secret';
+my $recv = CalabiReceiver->start(node => $dest, dbname => 'calabi_dest', token => $token);
+$primary->safe_psql('postgres', sprintf(q{
+	SELECT calabi_push.create_destination('recv', '%s', token => '%s',
+	         options => jsonb_build_object('ca_file', '%s'));
+	CREATE TABLE t (id int PRIMARY KEY, v text);
+	INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 20000) g;
+	CREATE VIEW v AS SELECT id, upper(v) AS v FROM t WHERE id % 10 = 0;},
+	$recv->url, $token, $recv->ca_file));
+
+$primary->backup('b');
+my $standby = PostgreSQL::Test::Cluster->new('replica1');
+$standby->init_from_backup($primary, 'b', has_streaming => 1);
+$standby->append_conf('postgresql.conf', 'hot_standby_feedback = on');
+$standby->start;
+
+$primary->safe_psql('postgres', q{
+	SELECT calabi_push.create_sync('fr', 'recv', ARRAY['t', 'v']::regclass[],
+	         options => '{"batch_rows": 200, "run_on": "replica1"}');
+	SELECT calabi_push.start_sync('fr');});
+$primary->wait_for_catchup($standby);
+
+my ($dboid, $sync_id) = split /\|/, $primary->safe_psql('postgres', q{
+	SELECT d.oid, s.id FROM pg_database d, calabi_push.sync s
+	 WHERE d.datname = 'postgres' AND s.name = 'fr'});
+my $state_file = $standby->data_dir . "/pg_calabi_push/$dboid/$sync_id.json";
+
+# the batches of fr the receiver answered: their numbers, and how many it
+# refused
+sub accepted
+{
+	my @reqs = @{ ingest_requests($recv, 'fr') };
+	return ([ map { $_->{batch_seq} } grep { ($_->{status} // 0) == 200 } @reqs ],
+		scalar(grep { ($_->{status} // 0) >= 400 } @reqs));
+}
+
+sub no_number_twice
+{
+	my ($name) = @_;
+	my ($seqs, $refused) = accepted();
+	my %seen;
+	my @twice = grep { $seen{$_}++ } @$seqs;
+	is($refused, 0, "$name: the receiver refused no batch");
+	is(scalar(@twice), 0, "$name: no batch number was accepted twice");
+	return $seqs;
+}
+
+sub dest_equals_source
+{
+	my ($node, $name) = @_;
+	for my $rel ('t', 'v')
+	{
+		my $src = stream_rows_source($node, "public.$rel");
+		my $dst = stream_rows_dest_in($dest, 'calabi_dest', 'public', $rel, [ 'id', 'v' ]);
+		is(scalar(@$dst), scalar(@$src), "$name: $rel: row count");
+		is_deeply($dst, $src, "$name: $rel: destination equals source");
+	}
+}
+
+sub run_completes
+{
+	my ($node, $name) = @_;
+	ok( $node->poll_query_until('postgres', q{
+			SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
+			  FROM calabi_push.sync_status WHERE name = 'fr'}),
+		"$name: the run ended");
+	is(sync_status($node, 'fr', q{state || ' ' || coalesce(last_error, '')}), 'idle ',
+		"$name: the run completed, with no error");
+}
+
+sub sync_workers
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'calabi_push sync'});
+}
+
+# --- the standby runs it, the primary does not
+run_completes($standby, 'on the standby');
+dest_equals_source($standby, 'first run');
+is(sync_status($primary, 'fr', 'state'), 'on_standby', 'the primary says the sync runs elsewhere');
+like(sync_status($primary, 'fr', 'state_detail'), qr/cluster_name is 'replica1'/,
+	'... and where');
+is(sync_workers($primary), '0', 'the primary runs no worker for it');
+is(sync_status($standby, 'fr', 'records_sent'), 22000,
+	'the standby\'s sync_status shows the progress of its state file');
+is($primary->safe_psql('postgres', q{SELECT records_sent FROM calabi_push.sync WHERE name = 'fr'}),
+	'0', 'the primary\'s catalog holds none of it');
+ok(-f $state_file, 'the progress is in a state file of the standby');
+is($standby->safe_psql('postgres', q{
+		SELECT string_agg(phase, ',' ORDER BY ordinal) FROM calabi_push.stream_status WHERE sync = 'fr'}),
+	'done,done', 'stream_status on the standby shows the streams done');
+my $seqs = no_number_twice('first run');
+
+# --- a crash of the standby mid-read: the read resumes from its checkpoint
+$primary->safe_psql('postgres', q{UPDATE t SET v = 'second ' || id WHERE id % 4 = 0});
+$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
+$primary->safe_psql('postgres', q{SELECT calabi_push.resync('fr')});
+ok( $standby->poll_query_until('postgres', q{
+		SELECT phase = 'reading' AND rows_sent >= 400
+		  FROM calabi_push.stream_status WHERE sync = 'fr' AND relation = 't'::regclass}),
+	'resync on the primary: the standby reads again');
+my $generation = $standby->safe_psql('postgres', q{
+	SELECT generation FROM calabi_push.stream_status WHERE sync = 'fr' AND relation = 't'::regclass});
+$standby->stop('immediate');
+$recv->clear_faults;
+$standby->start;
+ok( $standby->poll_query_until('postgres', q{
+		SELECT rows_sent > 0 FROM calabi_push.stream_status WHERE sync = 'fr' AND relation = 't'::regclass}),
+	'after the crash, the stream shows its checkpoint');
+run_completes($standby, 'after the crash');
+is($standby->safe_psql('postgres', q{
+		SELECT generation FROM calabi_push.stream_status WHERE sync = 'fr' AND relation = 't'::regclass}),
+	$generation, 'the read under way resumed (same generation)');
+dest_equals_source($standby, 'after the crash');
+$seqs = no_number_twice('after the crash');
+
+# --- stop_sync and start_sync on the primary reach the standby
+$primary->safe_psql('postgres', q{
+	ALTER TABLE t SET (autovacuum_enabled = off);
+	SELECT calabi_push.stop_sync('fr');});
+ok( $standby->poll_query_until('postgres', q{
+		SELECT state = 'stopped' FROM calabi_push.sync_status WHERE name = 'fr'}),
+	'stop_sync on the primary: stopped on the standby');
+my $completed = sync_status($standby, 'fr', 'completed_at');
+$primary->safe_psql('postgres', q{
+	DELETE FROM t WHERE id % 5 = 0;
+	SELECT calabi_push.start_sync('fr');});
+ok( $standby->poll_query_until('postgres', qq{
+		SELECT completed_at > '$completed' AND state = 'idle'
+		  FROM calabi_push.sync_status WHERE name = 'fr'}),
+	'start_sync on the primary: a new run on the standby');
+dest_equals_source($standby, 'after start_sync');
+$seqs = no_number_twice('after start_sync');
+
+# --- promotion beside the live old primary: the standby carries on
+$primary->safe_psql('postgres', q{
+	SELECT calabi_push.create_sync('other', 'recv', ARRAY['t']::regclass[]);
+	UPDATE t SET v = 'third ' || id WHERE id % 3 = 0;});
+$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
+$primary->safe_psql('postgres', q{SELECT calabi_push.resync('fr')});
+$primary->wait_for_catchup($standby);
+ok( $standby->poll_query_until('postgres', q{
+		SELECT phase = 'reading' AND rows_sent >= 400
+		  FROM calabi_push.stream_status WHERE sync = 'fr' AND relation = 't'::regclass}),
+	'a third run reads on the standby');
+my $sent_before = $standby->safe_psql('postgres', q{SELECT batches_sent FROM calabi_push.sync_status WHERE name = 'fr'});
+$standby->promote;
+$standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()')
+  or die 'the standby was not promoted';
+$recv->clear_faults;
+run_completes($standby, 'promoted');
+ok(!-f $state_file, 'promoted: the state file was taken into the catalog');
+cmp_ok($standby->safe_psql('postgres', q{SELECT batches_sent FROM calabi_push.sync WHERE name = 'fr'}),
+	'>', $sent_before, 'promoted: the catalog carries the standby\'s counters on');
+cmp_ok($standby->safe_psql('postgres', q{SELECT standby_import FROM calabi_push.sync WHERE name = 'fr'}),
+	'>', 0, 'promoted: the import is recorded');
+is(sync_status($standby, 'other', 'state'), 'copied',
+	'promoted beside a live primary: the syncs the primary ran are copies');
+dest_equals_source($standby, 'promoted');
+no_number_twice('promoted');
+is(sync_status($primary, 'fr', 'state'), 'on_standby', 'the old primary still does not run it');
+is(sync_workers($primary), '0', 'the old primary runs no worker');
+
+$recv->stop;
+$standby->stop;
+$primary->stop;
+$dest->stop;
+done_testing();
