@@ -10,6 +10,7 @@
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/bufpage.h"
@@ -64,8 +65,13 @@ cp_changed_take(CpChangedSnapshot *snap, CpChangedMark *mark)
 	FullTransactionId next;
 	int			n;
 
-	/* in this order: see changed.h */
-	mark->lsn = GetXLogInsertRecPtr();
+	/*
+	 * In this order: see changed.h.  On a hot standby the position is the
+	 * end of the last record replayed: replay advances the next id past a
+	 * record's transaction before it applies the record, and moves this
+	 * position after, so the same holds.
+	 */
+	mark->lsn = RecoveryInProgress() ? GetXLogReplayRecPtr(NULL) : GetXLogInsertRecPtr();
 	mark->next = ReadNextFullTransactionId();
 	s = GetLatestSnapshot();
 	/* every id of s is before it */

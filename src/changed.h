@@ -17,8 +17,9 @@
  * (freezing keeps the raw xmin).
  *
  * Pages: a page's LSN is the end of the last WAL record that changed it.
- * Each run keeps a mark: the WAL insert position, then the next
- * transaction id, read in that order before its snapshot.  A transaction
+ * Each run keeps a mark: the WAL insert position (on a hot standby, the
+ * replayed one), then the next transaction id, read in that order before
+ * its snapshot.  A transaction
  * whose id is at or above a mark's next id was assigned after that mark's
  * position was read, so every page it changed has an LSN above that
  * position.  Every transaction new to a run has an id at or above the

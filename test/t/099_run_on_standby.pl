@@ -161,6 +161,62 @@ ok( $standby->poll_query_until('postgres', qq{
 dest_equals_source($standby, 'after start_sync');
 $seqs = no_number_twice('after start_sync');
 
+# --- xmin and cursor syncs read the standby's tables too, incrementally
+$primary->safe_psql('postgres', q{
+	CREATE TABLE x (id int PRIMARY KEY, v text);
+	INSERT INTO x SELECT g, 'x ' || g FROM generate_series(1, 16000) g;
+	CREATE TABLE c (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), v text);
+	INSERT INTO c (id, v) SELECT g, 'c ' || g FROM generate_series(1, 3000) g;
+	SELECT calabi_push.create_sync('xs', 'recv', ARRAY['x']::regclass[], method => 'xmin',
+	         destination_sync_mode => 'append_dedup',
+	         options => '{"run_on": "replica1", "batch_rows": 500}');
+	SELECT calabi_push.create_sync('cs', 'recv', ARRAY['c']::regclass[], method => 'cursor',
+	         destination_sync_mode => 'append_dedup',
+	         options => '{"run_on": "replica1", "cursor": "updated_at", "batch_rows": 500}');
+	SELECT calabi_push.start_sync('xs');
+	SELECT calabi_push.start_sync('cs');});
+for my $sync ('xs', 'cs')
+{
+	ok( $standby->poll_query_until('postgres', qq{
+			SELECT state = 'idle' AND completed_at IS NOT NULL AND last_error IS NULL
+			  FROM calabi_push.sync_status WHERE name = '$sync'}),
+		"$sync: the first run completed on the standby");
+}
+is(sync_status($standby, 'xs', 'records_sent'), 16000, 'xmin: the first run read the table whole');
+is(sync_status($standby, 'cs', 'records_sent'), 3000, 'cursor: the first run read the table whole');
+$primary->safe_psql('postgres', q{
+	UPDATE x SET v = 'xmin ' || id WHERE id <= 1000;
+	UPDATE c SET v = 'cursor ' || id, updated_at = clock_timestamp() WHERE id % 6 = 0;});
+for my $sync ('xs', 'cs')
+{
+	my $done = sync_status($standby, $sync, 'completed_at');
+	$primary->safe_psql('postgres', "SELECT calabi_push.start_sync('$sync')");
+	ok( $standby->poll_query_until('postgres', qq{
+			SELECT state = 'idle' AND completed_at > '$done' AND last_error IS NULL
+			  FROM calabi_push.sync_status WHERE name = '$sync'}),
+		"$sync: start_sync on the primary: an incremental run on the standby");
+}
+is($standby->safe_psql('postgres', q{SELECT read FROM calabi_push.stream_status WHERE sync = 'xs'}),
+	'incremental', 'xmin: the second run read what changed');
+cmp_ok(sync_status($standby, 'xs', 'records_sent'), '<=', 16000 + 2 * 1000,
+	'xmin: the second run sent about the updated rows, not the table');
+# the pages no transaction since the first run wrote are skipped by their
+# LSN, compared with the replay position the first run marked
+cmp_ok($standby->safe_psql('postgres', q{SELECT pages_skipped FROM calabi_push.stream_status WHERE sync = 'xs'}),
+	'>', 50, 'xmin: the pages no one wrote since were skipped');
+cmp_ok(sync_status($standby, 'cs', 'records_sent'), '<=', 3000 + 500 + 2,
+	'cursor: the second run sent the updated rows (and its boundary) only');
+for my $rel ('x', 'c')
+{
+	my $src = stream_rows_source($standby, "public.$rel");
+	my $dst = stream_rows_dest_in($dest, 'calabi_dest', 'public', $rel, [ 'id', 'v' ]);
+	s/, "updated_at": "[^"]*"// for @$src;
+	is_deeply($dst, $src, "$rel: destination equals source");
+}
+$primary->safe_psql('postgres', q{
+	SELECT calabi_push.drop_sync('xs');
+	SELECT calabi_push.drop_sync('cs');});
+
 # --- promotion beside the live old primary: the standby carries on
 $primary->safe_psql('postgres', q{
 	SELECT calabi_push.create_sync('other', 'recv', ARRAY['t']::regclass[]);
