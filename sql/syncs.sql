@@ -906,12 +906,63 @@ SELECT state, state_detail, pid FROM calabi_push.sync_status WHERE name = 'on_re
 -- catalog knowing: start_sync and resync are commands it applies, numbered
 SELECT calabi_push.start_sync('on_replica');
 SELECT calabi_push.resync('on_replica', 'cp_sync_test.orders');
-SELECT command_seq, start_command, slot_reset_command, enabled, error_stopped
+SELECT command_seq, start_command, restart_command, slot_reset_command, enabled, error_stopped
   FROM calabi_push.sync WHERE name = 'on_replica';
 SELECT t.reset_command FROM calabi_push.sync_stream t
   JOIN calabi_push.sync s ON s.id = t.sync_id WHERE s.name = 'on_replica';
 SELECT calabi_push.stop_sync('on_replica');
 SELECT state FROM calabi_push.sync_status WHERE name = 'on_replica';
+SELECT calabi_push.drop_sync('on_replica');
+
+-- The state a standby keeps for such a sync (24_run_on.sql), computed by
+-- SQL functions that run on a primary as well.
+SELECT calabi_push.create_sync('on_replica', 'sync-dest',
+                               ARRAY['cp_sync_test.orders', 'cp_sync_test.paid']::regclass[],
+                               destination_sync_mode => 'append',
+                               options => '{"run_on": "replica1"}') IS NOT NULL AS created;
+CREATE TEMP TABLE st AS
+SELECT s.id, calabi_push._state_load(s.id, NULL) AS state FROM calabi_push.sync s WHERE s.name = 'on_replica';
+-- the first state: the catalog's progress, numbers above any used before
+SELECT (state#>>'{sync,next_batch_seq}')::int8 > 1700000000::int8 * 1048576 AS seq_above_floor,
+       (SELECT bool_and((e->>'generation')::int8 > 1700000000::int8 * 1048576)
+          FROM jsonb_array_elements(state->'streams') e) AS generations_above_floor,
+       state->'applied_command' AS applied, state->'writes' AS writes
+  FROM st;
+-- only progress is read from a state: never the definition
+SELECT y.method, y.run_as, y.destination, y.records_sent, y.next_batch_seq
+  FROM calabi_push.sync s,
+       calabi_push._sync_state(s, '{"sync": {"method": null, "run_as": 10, "destination": "x",
+                                             "records_sent": 7, "next_batch_seq": null}}') y
+ WHERE s.name = 'on_replica';
+SELECT y.phase, y.rows_sent, y.cursor_column
+  FROM calabi_push.sync_stream t,
+       calabi_push._stream_state(t, jsonb_build_object('streams', jsonb_build_array(jsonb_build_object(
+           'relid', t.relid::oid, 'phase', 'nonsense', 'rows_sent', 3, 'cursor_column', 'x')))) y
+ WHERE t.relid = 'cp_sync_test.orders'::regclass
+   AND t.sync_id = (SELECT id FROM calabi_push.sync WHERE name = 'on_replica');
+-- both streams done; then start_sync, then resync of one: applied in their
+-- order, the new run reads both, the resync's stream from its start
+UPDATE st SET state = jsonb_set(state, '{streams}', (
+    SELECT jsonb_agg(e || '{"phase": "done", "checkpoint": {"phase": "done"}, "rows_sent": 5}')
+      FROM jsonb_array_elements(state->'streams') e));
+SELECT calabi_push.start_sync('on_replica');
+SELECT calabi_push.resync('on_replica', 'cp_sync_test.paid');
+SELECT e->>'relid' = 'cp_sync_test.paid'::regclass::oid::text AS paid, e->>'phase' AS phase,
+       e->'checkpoint' AS checkpoint, e->'rows_sent' AS rows_sent
+  FROM st, jsonb_array_elements(calabi_push._state_load(st.id, st.state)->'streams') e ORDER BY 1;
+SELECT calabi_push._state_load(st.id, st.state)->'applied_command' AS applied FROM st;
+-- a promoted standby takes its state over, with the commands applied,
+-- once (the file's writes)
+UPDATE st SET state = calabi_push._state_written(jsonb_set(state, '{sync,records_sent}', '42'));
+SELECT calabi_push._state_import(st.id, calabi_push._state_load(st.id, st.state)) AS imported FROM st;
+SELECT calabi_push._state_import(st.id, calabi_push._state_load(st.id, st.state)) AS imported_again FROM st;
+SELECT records_sent, standby_import > 0 AS import_recorded,
+       next_batch_seq > 1700000000::int8 * 1048576 AS seq_above_floor
+  FROM calabi_push.sync WHERE name = 'on_replica';
+SELECT t.phase, t.checkpoint FROM calabi_push.sync_stream t JOIN calabi_push.sync s ON s.id = t.sync_id
+ WHERE s.name = 'on_replica' ORDER BY t.ordinal;
+-- a sync cannot name this server's own cluster_name (not testable here:
+-- this instance has none; test/t/099_run_on_standby.pl)
 SELECT calabi_push.drop_sync('on_replica');
 
 

@@ -307,13 +307,23 @@ state_update(const pg_uuid_t *id, const char *sql, int nargs, Oid *types,
 		proc_exit(1);
 	}
 	exec(sql, nargs, types, values, SPI_OK_SELECT);
-	if (SPI_processed != 1)
-		elog(ERROR, "calabi_push state query returned %llu rows: %s",
-			 (unsigned long long) SPI_processed, sql);
-	next = text_column(1, TopMemoryContext);
+	next = SPI_processed == 1 ? text_column(1, TopMemoryContext) : NULL;
+	/* the queries that read the catalog return none then */
+	if (next == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the sync no longer exists: it was dropped on the primary")));
 	cp_state_file_write(MyDatabaseId, id, next);
 	pfree(file_state);
 	file_state = next;
+}
+
+static void
+state_file_context(void *arg)
+{
+	errcontext("reading the state file pg_calabi_push/%u/%s.json (move it away, and the sync starts from the catalog above every batch number used before)",
+			   MyDatabaseId,
+			   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum((pg_uuid_t *) arg))));
 }
 
 CpSyncDef *
@@ -332,6 +342,11 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	char		snulls[2] = {' ', 'n'};
 	bool		imported = false;
 
+	if (file_state != NULL)
+	{
+		pfree(file_state);
+		file_state = NULL;
+	}
 	begin();
 	if (!catalog_present())
 	{
@@ -346,11 +361,6 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 	 * resync) the primary took since.  Here on a primary that was such a
 	 * standby until promoted, the file's progress becomes the catalog's.
 	 */
-	if (file_state != NULL)
-	{
-		pfree(file_state);
-		file_state = NULL;
-	}
 	exec("SELECT calabi_push._runs_here(options), options ? 'run_on'"
 		 " FROM calabi_push.sync WHERE id = $1", 1, types, values, SPI_OK_SELECT);
 	if (SPI_processed == 1)
@@ -371,12 +381,20 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		}
 		if (named && RecoveryInProgress())
 		{
+			ErrorContextCallback errcallback;
+
+			/* a file that is not JSON: say which (its hint: _standby_state) */
+			errcallback.callback = state_file_context;
+			errcallback.arg = (void *) id;
+			errcallback.previous = error_context_stack;
+			error_context_stack = &errcallback;
 			/* column 1: the state to write, when it changed; else column 2 */
 			exec_nulls("SELECT CASE WHEN x IS DISTINCT FROM $2::jsonb"
 					   "  THEN calabi_push._state_written(x) END::text, x::text"
 					   " FROM (SELECT calabi_push._state_load($1, $2::jsonb) AS x) y",
 					   2, stypes, svalues, snulls, SPI_OK_SELECT);
 			file_state = text_column(1, TopMemoryContext);
+			error_context_stack = errcallback.previous;
 			if (file_state != NULL)
 				cp_state_file_write(MyDatabaseId, id, file_state);
 			else
@@ -389,7 +407,7 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		}
 		else if (old != NULL)
 		{
-			exec("SELECT calabi_push._state_import($1, $2::jsonb)",
+			exec("SELECT calabi_push._state_import($1, calabi_push._state_load($1, $2::jsonb))",
 				 2, stypes, svalues, SPI_OK_SELECT);
 			imported = true;
 			svalues[1] = (Datum) 0;
@@ -645,7 +663,8 @@ cp_catalog_reserve_batch_seq(const CpSyncDef *sync, int n)
 					 "SELECT calabi_push._state_written(jsonb_set(s, '{sync,next_batch_seq}',"
 					 "  to_jsonb((s#>>'{sync,next_batch_seq}')::int8 + $3)))::text,"
 					 " (s#>>'{sync,next_batch_seq}')::int8"
-					 " FROM (SELECT $2::jsonb AS s) x",
+					 " FROM (SELECT $2::jsonb AS s) x"
+					 " WHERE EXISTS (SELECT 1 FROM calabi_push.sync WHERE id = $1)",
 					 3, ftypes, fvalues, false);
 		first = int_column(SPI_tuptable->vals[0], 2);
 		end();
@@ -756,6 +775,36 @@ cp_catalog_set_cdc_lsn(const CpSyncDef *sync, XLogRecPtr position, bool created)
 		 " WHERE id = $1 AND (cdc_lsn IS NOT NULL OR $3)",
 		 3, types, values, SPI_OK_UPDATE);
 	end();
+}
+
+void
+cp_catalog_import_states(void)
+{
+	List	   *ids = uuid_list("SELECT id FROM calabi_push.sync"
+								" WHERE options ? 'run_on' AND calabi_push._runs_here(options)");
+	ListCell   *lc;
+
+	foreach(lc, ids)
+	{
+		pg_uuid_t  *id = lfirst(lc);
+		char	   *state = cp_state_file_read(MyDatabaseId, id);
+		Oid			types[2] = {UUIDOID, TEXTOID};
+
+		if (state == NULL)
+			continue;
+		begin();
+		exec("SELECT calabi_push._state_import($1, calabi_push._state_load($1, $2::jsonb))",
+			 2, types, (Datum[]) {uuid_datum(id), CStringGetTextDatum(state)}, SPI_OK_SELECT);
+		end();
+		cp_state_file_remove(MyDatabaseId, id);
+	}
+	cp_state_file_remove_others(MyDatabaseId, cp_catalog_sync_ids());
+}
+
+List *
+cp_catalog_sync_ids(void)
+{
+	return uuid_list("SELECT id FROM calabi_push.sync");
 }
 
 List *
@@ -892,7 +941,9 @@ cp_catalog_record_error(const pg_uuid_t *id, const char *message,
 	if (file_state == NULL && RecoveryInProgress())
 		return;
 	begin();
-	if (file_state != NULL)
+	if (!catalog_present())
+		;
+	else if (file_state != NULL)
 	{
 		Oid			ftypes[5] = {UUIDOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
 		Datum		fvalues[5] = {values[0], state_datum(), values[1], values[2], values[3]};
@@ -971,15 +1022,17 @@ cp_catalog_settle_timeline(uint64 sysid, TimeLineID tli, bool failover)
 	 * _identity_moved()).
 	 */
 	/*
-	 * A sync this server ran as a standby (run_on) is no copy, even beside
-	 * a live old primary, and its numbers are its own: the state file it
-	 * kept here holds them (_state_import).
+	 * A sync that runs on this server (run_on) is no copy, even beside a
+	 * live old primary: that server never runs it.  The numbers of one
+	 * that ran here as a standby are its own: the state file it kept here
+	 * holds them (_state_import, next).
 	 */
 	if (failover)
 		exec("SELECT calabi_push._identity_moved(id, false) FROM calabi_push.sync"
 			 " WHERE home_system = $1 AND home_database = $2"
 			 " AND home_timeline > 0 AND home_timeline <> $3"
-			 " AND NOT (options ? 'run_on' AND calabi_push._runs_here(options))",
+			 " AND NOT (options ? 'run_on' AND calabi_push._runs_here(options)"
+			 "  AND calabi_push._standby_state(id) IS NOT NULL)",
 			 3, types, values, SPI_OK_SELECT);
 	exec("UPDATE calabi_push.sync SET home_timeline = CASE WHEN $4"
 		 "  OR (options ? 'run_on' AND calabi_push._runs_here(options)) THEN $3 ELSE 0 END"

@@ -160,6 +160,15 @@ typedef struct CpStandbySync
 
 extern List *cp_catalog_standby_syncs(void);
 
+/* Every sync of this database (pg_uuid_t *; NIL when the extension is absent). */
+extern List *cp_catalog_sync_ids(void);
+
+/*
+ * A primary's probe: the state files of syncs this server ran as a standby
+ * become the catalog's (each once), and those of dropped syncs go.
+ */
+extern void cp_catalog_import_states(void);
+
 /* CDC syncs of this database (NIL when the extension is absent). */
 extern List *cp_catalog_cdc_syncs(void);
 

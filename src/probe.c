@@ -60,7 +60,6 @@ static void
 probe_standby(void)
 {
 	List	   *syncs = cp_catalog_standby_syncs();
-	List	   *keep = NIL;
 	ListCell   *lc;
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);
@@ -69,7 +68,6 @@ probe_standby(void)
 		CpStandbySync *sync = lfirst(lc);
 		CpSyncSlot *slot = cp_slot_find(MyDatabaseId, &sync->id);
 
-		keep = lappend(keep, &sync->id);
 		if (!sync->run)
 		{
 			if (slot != NULL && slot->should_run)
@@ -107,7 +105,11 @@ probe_standby(void)
 	cp_standby_db_note(MyDatabaseId, syncs != NIL);
 	LWLockRelease(cp_shared->lock);
 
-	cp_state_file_remove_others(MyDatabaseId, keep);
+	/*
+	 * The files of syncs dropped on the primary go; a sync that runs
+	 * elsewhere keeps its file (the cluster_name may come back).
+	 */
+	cp_state_file_remove_others(MyDatabaseId, cp_catalog_sync_ids());
 }
 
 /* Tell the launcher which syncs of this database should run. */
@@ -125,6 +127,8 @@ probe_database(void)
 
 	/* copies of syncs made elsewhere are stopped, never started */
 	cp_home_check_syncs();
+	/* what this server kept in state files while it was a standby */
+	cp_catalog_import_states();
 	ids = cp_catalog_enabled_syncs();
 
 	LWLockAcquire(cp_shared->lock, LW_EXCLUSIVE);

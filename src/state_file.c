@@ -66,7 +66,8 @@ ensure_dir(const char *path, const char *parent)
 	else if (errno != EEXIST)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create directory \"%s\": %m", path)));
+				 errmsg("could not create directory \"%s\": %m", path),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 }
 
 char *
@@ -86,24 +87,27 @@ cp_state_file_read(Oid dboid, const pg_uuid_t *id)
 			return NULL;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open file \"%s\": %m", path)));
+				 errmsg("could not open file \"%s\": %m", path),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	}
 	if (fstat(fd, &st) < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not stat file \"%s\": %m", path)));
+				 errmsg("could not stat file \"%s\": %m", path),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	if (st.st_size > STATE_FILE_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("calabi_push state file \"%s\" is too large (%lld bytes)",
 						path, (long long) st.st_size),
-				 errhint("Move it away and resync the sync, which then starts over.")));
+				 errhint("Move it away: the sync then starts from the catalog, above every batch number used before.")));
 	data = palloc(st.st_size + 1);
 	got = read(fd, data, st.st_size);
 	if (got != st.st_size)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not read file \"%s\": %m", path)));
+				 errmsg("could not read file \"%s\": %m", path),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	data[got] = '\0';
 	CloseTransientFile(fd);
 	return data;
@@ -128,7 +132,8 @@ cp_state_file_write(Oid dboid, const pg_uuid_t *id, const char *json)
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", tmp)));
+				 errmsg("could not create file \"%s\": %m", tmp),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	errno = 0;
 	if (write(fd, json, len) != (ssize_t) len)
 	{
@@ -137,16 +142,19 @@ cp_state_file_write(Oid dboid, const pg_uuid_t *id, const char *json)
 			errno = ENOSPC;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", tmp)));
+				 errmsg("could not write file \"%s\": %m", tmp),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	}
 	if (pg_fsync(fd) != 0)
 		ereport(data_sync_elevel(ERROR),
 				(errcode_for_file_access(),
-				 errmsg("could not fsync file \"%s\": %m", tmp)));
+				 errmsg("could not fsync file \"%s\": %m", tmp),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	if (CloseTransientFile(fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not close file \"%s\": %m", tmp)));
+				 errmsg("could not close file \"%s\": %m", tmp),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 	(void) durable_rename(tmp, path, ERROR);
 }
 
@@ -166,7 +174,8 @@ cp_state_file_remove(Oid dboid, const pg_uuid_t *id)
 	else if (errno != ENOENT)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not remove file \"%s\": %m", path)));
+				 errmsg("could not remove file \"%s\": %m", path),
+				 errhint("A sync that runs on this standby keeps its progress there: check the space and permissions of the data directory's pg_calabi_push.")));
 }
 
 void
@@ -221,34 +230,71 @@ cp_state_file_remove_others(Oid dboid, List *keep)
 	fsync_fname(dir, true);
 }
 
-static void
-state_file_context(void *arg)
-{
-	errcontext("calabi_push state file of sync %s", (const char *) arg);
-}
-
 /*
  * _standby_state(sync_id): the state file of a sync that runs (or ran,
- * until a promoted server's worker took it over) on this server, as
- * jsonb; NULL when there is none.
+ * until a promoted server took it over) on this server, as jsonb; NULL
+ * when there is none, or (with a WARNING: sync_status and the probe go on
+ * for the other syncs) when it is not JSON.
+ *
+ * Its last_error may hold what an endpoint answered, which sync_status
+ * shows only to superusers and the destination's owner: to any other
+ * role, last_error is the redacted text here, so that no reader of
+ * sync_status gets more by calling this function itself.  (The
+ * destination's owner sees the redacted text too, on a standby.)
  */
 Datum
 calabi_push_standby_state(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
-	ErrorContextCallback errcallback;
 	char	   *text;
-	Datum		result;
+	volatile Datum result = (Datum) 0;
+	MemoryContext caller = CurrentMemoryContext;
 
 	cp_require_status_reader(fcinfo);
 	text = cp_state_file_read(MyDatabaseId, id);
 	if (text == NULL)
 		PG_RETURN_NULL();
-	errcallback.callback = state_file_context;
-	errcallback.arg = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-	errcallback.previous = error_context_stack;
-	error_context_stack = &errcallback;
-	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
-	error_context_stack = errcallback.previous;
+
+	/* jsonb_in's errors touch no shared state: caught without a subtransaction */
+	PG_TRY();
+	{
+		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("calabi_push state file of sync %s is not valid JSON: %s",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))),
+						edata->message),
+				 errhint("The sync's worker stops on it too. Move the file (pg_calabi_push/%u/ in the data directory) away: the sync then starts from the catalog, above every batch number used before.",
+						 MyDatabaseId)));
+		PG_RETURN_NULL();
+	}
+	PG_END_TRY();
+
+	if (!superuser())
+	{
+		Datum		path[2] = {CStringGetTextDatum("sync"), CStringGetTextDatum("last_error_redacted")};
+		bool		isnull;
+		Datum		redacted = jsonb_get_element(DatumGetJsonbP(result), path, 2, &isnull, false);
+		JsonbValue	value;
+
+		path[1] = CStringGetTextDatum("last_error");
+		if (isnull)
+			value.type = jbvNull;
+		else
+		{
+			/* a scalar jsonb, as its one element */
+			if (!JsonbExtractScalar(&DatumGetJsonbP(redacted)->root, &value))
+				value.type = jbvNull;
+		}
+		result = jsonb_set_element(DatumGetJsonbP(result), path, 2, &value);
+	}
 	PG_RETURN_DATUM(result);
 }

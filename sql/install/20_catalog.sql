@@ -89,10 +89,13 @@ CREATE TABLE sync (
     -- a state file there, not in this row (24_run_on.sql): the commands
     -- that change progress on the primary's side -- start_sync, resync --
     -- are numbered (command_seq), and each records its number where the
-    -- standby looks for it (start_command, slot_reset_command,
-    -- sync_stream.reset_command) and applies it to its state once.
+    -- standby looks for it and applies it to its state once: start_sync
+    -- (a new run), resync's start again of a sync stopped in error
+    -- (restart_command), its new slot for every table (slot_reset_command)
+    -- and its streams read again (sync_stream.reset_command).
     command_seq     bigint NOT NULL DEFAULT 0,
     start_command   bigint NOT NULL DEFAULT 0,
+    restart_command bigint NOT NULL DEFAULT 0,
     slot_reset_command bigint NOT NULL DEFAULT 0,
     -- the state file's writes a promoted standby took over (_state_import)
     standby_import  bigint NOT NULL DEFAULT 0,

@@ -54,6 +54,37 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1048576)::bigint $$;
 REVOKE ALL ON FUNCTION _identity_floor() FROM PUBLIC;
 
+-- A stream of a sync (of method) in its new home: its generation above
+-- every one used before, and its read started again where it must be.
+-- Which streams read again from the start:
+-- - reads under way in refresh_start/refresh_end brackets: a full refresh,
+--   a CDC backfill.  An xmin or cursor read sends none, and resuming it
+--   from a stale position sends some rows again, no more; its checkpoint
+--   also holds the previous run's position, which a new read would lose,
+--   reading the whole relation again.
+-- - in another cluster, every xmin stream: its position is a snapshot of
+--   the other cluster's transaction ids, which mean nothing here (rows
+--   written here by transactions numbered below it would be taken as
+--   unchanged and never sent).  A cursor's position is a value of the
+--   data: it stays.
+-- Also for the state file a standby starts from the catalog (24_run_on.sql).
+CREATE FUNCTION _stream_moved(t sync_stream, method text, other_cluster boolean)
+RETURNS sync_stream
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, calabi_push, pg_temp
+AS $$
+BEGIN
+    t.generation := greatest(t.generation, _identity_floor());
+    IF (method IN ('full_refresh', 'cdc') AND t.phase = 'reading')
+       OR (method = 'xmin' AND other_cluster) THEN
+        t.phase := 'pending';
+        t.checkpoint := NULL;
+        t.rows_sent := 0;
+    END IF;
+    RETURN t;
+END
+$$;
+
 -- other_cluster: the sync moved into another cluster (adopt_sync with
 -- keep_identity after a dump and restore, or pg_upgrade).
 CREATE FUNCTION _identity_moved(sync_id uuid, other_cluster boolean)
@@ -63,27 +94,12 @@ SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
     UPDATE sync y SET next_batch_seq = greatest(y.next_batch_seq, _identity_floor())
      WHERE y.id = _identity_moved.sync_id;
-    -- Which streams read again from the start:
-    -- - reads under way in refresh_start/refresh_end brackets: a full
-    --   refresh, a CDC backfill.  An xmin or cursor read sends none, and
-    --   resuming it from a stale position sends some rows again, no more;
-    --   its checkpoint also holds the previous run's position, which a new
-    --   read would lose, reading the whole relation again.
-    -- - in another cluster, every xmin stream: its position is a snapshot
-    --   of the other cluster's transaction ids, which mean nothing here
-    --   (rows written here by transactions numbered below it would be
-    --   taken as unchanged and never sent).  A cursor's position is a
-    --   value of the data: it stays.
     UPDATE sync_stream t
-       SET generation = greatest(t.generation, _identity_floor()),
-           phase = CASE WHEN r.again THEN 'pending' ELSE t.phase END,
-           checkpoint = CASE WHEN r.again THEN NULL ELSE t.checkpoint END,
-           rows_sent = CASE WHEN r.again THEN 0 ELSE t.rows_sent END
-      FROM (SELECT s.relid,
-                   (y.method IN ('full_refresh', 'cdc') AND s.phase = 'reading')
-                   OR (y.method = 'xmin' AND _identity_moved.other_cluster) AS again
-              FROM sync_stream s JOIN sync y ON y.id = s.sync_id
-             WHERE s.sync_id = _identity_moved.sync_id) r
-     WHERE t.sync_id = _identity_moved.sync_id AND t.relid = r.relid;
+       SET (generation, phase, checkpoint, rows_sent) =
+           (SELECT m.generation, m.phase, m.checkpoint, m.rows_sent
+              FROM _stream_moved(t, y.method, _identity_moved.other_cluster) m)
+      FROM sync y
+     WHERE y.id = t.sync_id AND t.sync_id = _identity_moved.sync_id;
 $$;
-REVOKE ALL ON FUNCTION _identity_moved(uuid, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION _stream_moved(sync_stream, text, boolean),
+    _identity_moved(uuid, boolean) FROM PUBLIC;

@@ -67,22 +67,38 @@ AS $$
       'read_started_at', t.read_started_at, 'read_finished_at', t.read_finished_at)
 $$;
 
--- A sync row as the state (NULL: the catalog's own) says it is.
+-- A sync row as the state (NULL: the catalog's own) says it is.  Only the
+-- progress columns are taken from the state, and a NOT NULL one only when
+-- it is not null: the definition (method, role, destination, options) is
+-- the catalog's, whatever a state file on disk holds.
 CREATE FUNCTION _sync_state(s sync, state jsonb)
 RETURNS sync
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
-AS $$ SELECT jsonb_populate_record(s, state->'sync') $$;
+AS $$
+  SELECT jsonb_populate_record(s, (
+      SELECT jsonb_object_agg(k, v) FROM jsonb_each(state->'sync') e(k, v)
+       WHERE k IN ('last_ack_at', 'last_error', 'last_error_redacted', 'last_error_at',
+                   'run_started_at', 'run_completed_at', 'cdc_lsn')
+          OR (k IN ('next_batch_seq', 'batches_sent', 'records_sent', 'bytes_sent',
+                    'retries', 'error_stopped') AND v <> 'null')))
+$$;
 GRANT EXECUTE ON FUNCTION _sync_state(sync, jsonb) TO PUBLIC;
 
+-- The same of a stream row (its progress: phase, generation, checkpoint,
+-- rows sent, read times).
 CREATE FUNCTION _stream_state(t sync_stream, state jsonb)
 RETURNS sync_stream
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
-  SELECT jsonb_populate_record(t, (SELECT e - 'relid'
-                                     FROM jsonb_array_elements(state->'streams') e
-                                    WHERE (e->>'relid')::oid = t.relid::oid))
+  SELECT jsonb_populate_record(t, (
+      SELECT jsonb_object_agg(k, v)
+        FROM jsonb_array_elements(state->'streams') e, jsonb_each(e) f(k, v)
+       WHERE (e->>'relid')::oid = t.relid::oid
+         AND (k IN ('checkpoint', 'read_started_at', 'read_finished_at')
+              OR (k IN ('generation', 'rows_sent') AND v <> 'null')
+              OR (k = 'phase' AND v <@ '["pending", "reading", "done"]'))))
 $$;
 GRANT EXECUTE ON FUNCTION _stream_state(sync_stream, jsonb) TO PUBLIC;
 
@@ -176,6 +192,7 @@ AS $$
                                  WHERE (k->>'relid')::oid = (e->>'relid')::oid
                                  LIMIT 1) a ON true), '[]')),
       _acked_sync(_state_sync(sync_id, state), batches, records, bytes, retries, reached))
+   WHERE EXISTS (SELECT 1 FROM sync y WHERE y.id = sync_id)
 $$;
 
 -- The stream's read starts again from the start (a stream reset: resync(),
@@ -193,14 +210,26 @@ AS $$
          FROM jsonb_array_elements(state->'streams') WITH ORDINALITY x(e, n)), '[]'))
 $$;
 
--- The state of a sync that runs on this standby, as its worker starts: the
--- catalog's progress the first time (nothing ran here before), then what
--- the primary decided since the state last looked: start_sync and resync
--- (sync.command_seq counts them; each records the number it took), which
--- on a primary change the progress columns themselves.
+-- The state of a sync that runs on this standby, as its worker starts
+-- (NULL: the sync no longer exists).
+--
+-- The first time (no state file here), the catalog's progress -- which is
+-- the primary's and may be far behind what ran elsewhere: on a standby
+-- rebuilt or re-cloned from the primary, on one whose file was moved
+-- away -- moved as after a failover (22_home.sql, _stream_moved): batch
+-- numbers and generations above every one used before, reads under way in
+-- refresh brackets started again.  Its writes count on from those the
+-- catalog imported already (_state_import).
+--
+-- Then what the primary decided since the state last looked: start_sync
+-- and resync (sync.command_seq numbers them; each records its number),
+-- which on a primary change the progress columns themselves.  In their
+-- order: the streams resync reset before a start_sync, then the start (a
+-- new run reads every stream again once all are done), then those reset
+-- after it.
 CREATE FUNCTION _state_load(sync_id uuid, state jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
@@ -215,22 +244,29 @@ BEGIN
     END IF;
     IF st IS NULL THEN
         RETURN jsonb_build_object(
-            'sync', _state_of_sync(s),
-            'streams', coalesce((SELECT jsonb_agg(_state_of_stream(y) ORDER BY y.ordinal)
+            'sync', _state_of_sync(s) || jsonb_build_object(
+                'next_batch_seq', greatest(s.next_batch_seq, _identity_floor())),
+            'streams', coalesce((SELECT jsonb_agg(_state_of_stream(_stream_moved(y, s.method, false))
+                                                  ORDER BY y.ordinal)
                                    FROM sync_stream y WHERE y.sync_id = s.id), '[]'),
             'applied_command', s.command_seq,
-            'writes', 0);
+            'writes', s.standby_import);
     END IF;
     applied := coalesce((st->>'applied_command')::int8, 0);
     IF s.command_seq <= applied THEN
         RETURN st;
     END IF;
-    FOR t IN SELECT * FROM sync_stream y WHERE y.sync_id = s.id AND y.reset_command > applied LOOP
+    FOR t IN SELECT * FROM sync_stream y
+              WHERE y.sync_id = s.id AND y.reset_command > applied
+                AND (s.start_command <= applied OR y.reset_command < s.start_command) LOOP
         st := _state_stream_reset(st, t.relid);
         st := jsonb_set(st, '{sync,run_completed_at}', 'null');
     END LOOP;
-    IF s.slot_reset_command > applied THEN
-        st := jsonb_set(st, '{sync,cdc_lsn}', 'null');
+    -- resync started it again (stopped in error, or maybe: 40_syncs.sql)
+    IF s.restart_command > applied THEN
+        st := jsonb_set(st, '{sync}', st->'sync' || jsonb_build_object(
+            'error_stopped', false, 'run_started_at', s.run_started_at,
+            'run_completed_at', null));
     END IF;
     IF s.start_command > applied THEN
         st := jsonb_set(st, '{sync}', st->'sync' || jsonb_build_object(
@@ -243,6 +279,14 @@ BEGIN
                 (SELECT jsonb_agg(e || '{"phase": "pending", "rows_sent": 0}' ORDER BY n)
                    FROM jsonb_array_elements(st->'streams') WITH ORDINALITY x(e, n)), '[]'));
         END IF;
+        FOR t IN SELECT * FROM sync_stream y
+                  WHERE y.sync_id = s.id AND y.reset_command > s.start_command LOOP
+            st := _state_stream_reset(st, t.relid);
+            st := jsonb_set(st, '{sync,run_completed_at}', 'null');
+        END LOOP;
+    END IF;
+    IF s.slot_reset_command > applied THEN
+        st := jsonb_set(st, '{sync,cdc_lsn}', 'null');
     END IF;
     RETURN jsonb_set(st, '{applied_command}', to_jsonb(s.command_seq));
 END
@@ -250,6 +294,8 @@ $$;
 
 -- A promoted server takes over the progress its state file kept while it
 -- was a standby (once: sync.standby_import remembers the file's writes).
+-- state has the commands the catalog holds applied (_state_load): those the
+-- standby had not seen yet, and those taken here since the promotion.
 CREATE FUNCTION _state_import(sync_id uuid, state jsonb)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE

@@ -181,6 +181,14 @@ BEGIN
         END IF;
         IF run_on = 'primary' THEN
             run_on := NULL;
+        -- every server of that name runs it: this one too, and the
+        -- standbys that share its name (Debian gives every cluster one
+        -- such as '15/main')
+        ELSIF run_on = current_setting('cluster_name') THEN
+            RAISE EXCEPTION 'sync option "run_on" names this server (cluster_name %)', run_on
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A sync runs on every server whose cluster_name is its run_on: standbys that share this server''s name would run it too.',
+                      HINT = 'Leave "run_on" out to run the sync here; to run it on a standby, give that standby a cluster_name of its own and name it.';
         END IF;
     END IF;
     r_cursor := o->'cursor';
@@ -1288,7 +1296,7 @@ BEGIN
     -- there all the same.
     IF s.error_stopped OR (s.enabled AND NOT _runs_here(s.options)) THEN
         UPDATE sync y SET enabled = true, error_stopped = false, run_started_at = now(),
-                          start_command = s.command_seq
+                          restart_command = s.command_seq
          WHERE y.id = s.id;
         s.enabled := true;
         s.error_stopped := false;

@@ -30,9 +30,22 @@ SELECT s.name,
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
            ELSE 'starting'
        END AS state,
+       -- where it runs, and (on the primary) how many standbys of that
+       -- name stream from it now: none, the sync does not run; more than
+       -- one, each runs it (give each its own cluster_name)
        CASE WHEN NOT calabi_push._runs_here(s.options) AND s.options ? 'run_on' THEN
-                pg_catalog.format('it runs on the server whose cluster_name is %L: its sync_status there shows its progress',
-                                  s.options->>'run_on')
+                pg_catalog.format('it runs on the server whose cluster_name is %L: its sync_status there shows its progress%s',
+                                  s.options->>'run_on',
+                                  CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
+                                      (SELECT CASE pg_catalog.count(*)
+                                                  WHEN 0 THEN ' (no standby of that name streams from this server now)'
+                                                  WHEN 1 THEN ''
+                                                  ELSE pg_catalog.format(' (%s standbys of that name stream from this server: each runs the sync; give each its own cluster_name)',
+                                                                         pg_catalog.count(*))
+                                              END
+                                         FROM pg_catalog.pg_stat_replication r
+                                        WHERE r.application_name = s.options->>'run_on')
+                                  ELSE '' END)
             WHEN r.state = 'waiting_for_standbys' THEN
                 'its failover slot waits for the standbys of synchronized_standby_slots ('
                 || pg_catalog.current_setting('synchronized_standby_slots', true)
@@ -109,9 +122,7 @@ COMMENT ON VIEW sync_status IS
 
 CREATE VIEW stream_status AS
 WITH streams AS (
-    -- a sync that runs on this standby: its progress is in its state file
-    SELECT (calabi_push._stream_state(st0, calabi_push._standby_state(st0.sync_id))).*,
-           c.relkind,
+    SELECT st.*, c.relkind,
            CASE c.relkind
                WHEN 'p' THEN (SELECT sum(greatest(pc.reltuples, 0))::int8
                                 FROM pg_catalog.pg_partition_tree(st0.relid) pt
@@ -121,6 +132,8 @@ WITH streams AS (
                WHEN 'm' THEN nullif(c.reltuples, -1)::int8
            END AS rows_estimate
       FROM calabi_push.sync_stream st0
+      -- a sync that runs on this standby: its progress is in its state file
+      CROSS JOIN LATERAL calabi_push._stream_state(st0, calabi_push._standby_state(st0.sync_id)) st
       LEFT JOIN pg_catalog.pg_class c ON c.oid = st0.relid
 )
 SELECT s.name AS sync,

@@ -24,7 +24,7 @@ $dest->start;
 
 # (PostgreSQL::Test::Cluster starts each server with its node's name as
 # cluster_name)
-my $primary = calabi_node('primary', init => { allows_streaming => 1 });
+my $primary = calabi_node('main1', init => { allows_streaming => 1 });
 $primary->safe_psql('postgres', 'CREATE EXTENSION calabi_push');
 my $token = 'tok-' . int(rand(1e9)) . '-secret';
 my $recv = CalabiReceiver->start(node => $dest, dbname => 'calabi_dest', token => $token);
@@ -41,6 +41,13 @@ my $standby = PostgreSQL::Test::Cluster->new('replica1');
 $standby->init_from_backup($primary, 'b', has_streaming => 1);
 $standby->append_conf('postgresql.conf', 'hot_standby_feedback = on');
 $standby->start;
+
+# a sync cannot name the server it is created on: standbys sharing that
+# name would run it too
+my $e = sql_error($primary, 'postgres', q{SELECT calabi_push.create_sync('mine', 'recv', ARRAY['t']::regclass[],
+		options => '{"run_on": "main1"}')});
+like($e->{message}, qr/names this server/, 'run_on naming the primary itself is refused');
+like($e->{hint}, qr/cluster_name of its own/, '... saying the way out');
 
 $primary->safe_psql('postgres', q{
 	SELECT calabi_push.create_sync('fr', 'recv', ARRAY['t', 'v']::regclass[],
@@ -160,6 +167,78 @@ ok( $standby->poll_query_until('postgres', qq{
 	'start_sync on the primary: a new run on the standby');
 dest_equals_source($standby, 'after start_sync');
 $seqs = no_number_twice('after start_sync');
+
+# --- what is on disk is not trusted beyond the progress it holds: a state
+# file that names another method, role and destination changes none of
+# them; one that is not JSON stops only its sync, loudly
+my $saved = slurp_file($state_file);
+(my $forged = $saved) =~ s/"sync": \{/"sync": {"method": null, "run_as": 10, "destination": "nowhere", /;
+$standby->stop;
+append_to_file($state_file . '.forged', $forged);
+rename($state_file . '.forged', $state_file) or die "rename: $!";
+$standby->start;
+$completed = sync_status($standby, 'fr', 'completed_at');
+$primary->safe_psql('postgres', q{SELECT calabi_push.start_sync('fr')});
+ok( $standby->poll_query_until('postgres', qq{
+		SELECT completed_at > '$completed' AND state = 'idle' AND last_error IS NULL
+		  FROM calabi_push.sync_status WHERE name = 'fr'}),
+	'a forged state file: the sync ran as defined in the catalog');
+$standby->stop;
+$saved = slurp_file($state_file);
+unlink($state_file);
+append_to_file($state_file, '{"sync": {"retries": 1');
+$standby->start;
+my ($ret, $out, $err) = $standby->psql('postgres',
+	q{SELECT name, state FROM calabi_push.sync_status WHERE name = 'fr'});
+like($out, qr/^fr\|/, 'a state file that is not JSON: sync_status still answers');
+like($err, qr/WARNING:.*state file of sync .* is not valid JSON.*HINT:.*Move the file/s,
+	'... and warns, saying the way out');
+ok(wait_until(sub { slurp_file($standby->logfile) =~ /reading the state file pg_calabi_push\/$dboid\/$sync_id.json \(move it away/ }),
+	'... the worker stops on it in error, naming the file and the way out');
+$standby->stop;
+unlink($state_file);
+append_to_file($state_file, $saved);
+$standby->start;
+
+# --- a standby without the state file (rebuilt from the primary, or the
+# file moved away) starts from the catalog, above every number used before
+$seqs = no_number_twice('before the file went');
+$standby->stop;
+unlink($state_file);
+$standby->start;
+$primary->safe_psql('postgres', q{SELECT calabi_push.start_sync('fr')});
+$primary->wait_for_catchup($standby);
+ok( $standby->poll_query_until('postgres', q{
+		SELECT st.completed_at IS NOT NULL AND st.state = 'idle' AND st.last_error IS NULL
+		   AND (calabi_push._standby_state(s.id)->>'applied_command')::int8 = s.command_seq
+		  FROM calabi_push.sync_status st JOIN calabi_push.sync s USING (name) WHERE name = 'fr'}),
+	'without its state file: the standby ran the sync again');
+dest_equals_source($standby, 'without its state file');
+$seqs = no_number_twice('without its state file');
+
+# --- drop_sync on the primary while the standby reads: the worker stops,
+# nothing crashes, the file goes
+$primary->safe_psql('postgres', q{
+	SELECT calabi_push.create_sync('gone', 'recv', ARRAY['t']::regclass[],
+	         options => '{"batch_rows": 50, "run_on": "replica1"}');
+	SELECT calabi_push.start_sync('gone');});
+my $gone_id = $primary->safe_psql('postgres', q{SELECT id FROM calabi_push.sync WHERE name = 'gone'});
+$recv->fault({ kind => 'stall', seconds => 1, count => -1 });
+ok( $standby->poll_query_until('postgres', q{
+		SELECT rows_sent >= 100 FROM calabi_push.stream_status WHERE sync = 'gone'}),
+	'a second sync reads on the standby');
+my $started = $standby->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+$primary->safe_psql('postgres', q{SELECT calabi_push.drop_sync('gone')});
+ok( $standby->poll_query_until('postgres', q{
+		SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'calabi_push sync'
+		   AND application_name = 'calabi_push sync gone'}),
+	'drop_sync on the primary: the standby\'s worker stopped');
+$recv->clear_faults;
+ok(wait_until(sub { !-f $standby->data_dir . "/pg_calabi_push/$dboid/$gone_id.json" }),
+	'... and its state file went');
+is($standby->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
+	'... with no crash of the standby');
+unlike(slurp_file($standby->logfile), qr/terminated by signal/, 'no process died of a signal');
 
 # --- xmin and cursor syncs read the standby's tables too, incrementally
 $primary->safe_psql('postgres', q{
