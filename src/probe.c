@@ -73,8 +73,13 @@ probe_standby(void)
 			if (slot != NULL && slot->should_run)
 				cp_sync_slot_stop(slot);
 		}
-		/* a command restarts the worker, which applies it */
-		else if (sync->commanded || slot == NULL || !slot->should_run)
+		/*
+		 * A command restarts the worker, which applies it; one waiting out
+		 * its backoff after failures applies it when it starts (restarting
+		 * it at each probe would undo the backoff).
+		 */
+		else if ((sync->commanded && (slot == NULL || slot->proc.life != CP_SLOT_BACKOFF)) ||
+				 slot == NULL || !slot->should_run)
 		{
 			if (cp_sync_slot_start(MyDatabaseId, &sync->id, sync->commanded) == NULL)
 			{

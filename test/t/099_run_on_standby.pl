@@ -14,8 +14,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use CalabiPushTest;
-use CalabiReceiver;
 use CalabiSyncTest;
 
 my $dest = PostgreSQL::Test::Cluster->new('dest');
@@ -24,17 +22,12 @@ $dest->start;
 
 # (PostgreSQL::Test::Cluster starts each server with its node's name as
 # cluster_name)
-my $primary = calabi_node('main1', init => { allows_streaming => 1 });
-$primary->safe_psql('postgres', 'CREATE EXTENSION calabi_push');
-my $token = 'tok-' . int(rand(1e9)) . '-secret';
-my $recv = CalabiReceiver->start(node => $dest, dbname => 'calabi_dest', token => $token);
-$primary->safe_psql('postgres', sprintf(q{
-	SELECT calabi_push.create_destination('recv', '%s', token => '%s',
-	         options => jsonb_build_object('ca_file', '%s'));
+my ($primary, $recv) = sync_setup(name => 'main1', init => { allows_streaming => 1 },
+	dest_node => $dest);
+$primary->safe_psql('postgres', q{
 	CREATE TABLE t (id int PRIMARY KEY, v text);
 	INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 20000) g;
-	CREATE VIEW v AS SELECT id, upper(v) AS v FROM t WHERE id % 10 = 0;},
-	$recv->url, $token, $recv->ca_file));
+	CREATE VIEW v AS SELECT id, upper(v) AS v FROM t WHERE id % 10 = 0;});
 
 $primary->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('replica1');
