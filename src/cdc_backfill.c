@@ -41,6 +41,34 @@
  * No transaction is held open across chunks, and the slot's decoding never
  * waits for the backfill: other tables keep streaming.
  *
+ * On a hot standby (a sync that runs there, PostgreSQL 16 and later) no
+ * message can be written: the watermark is a position W instead, the
+ * replay position read just after the chunk's snapshot is taken, counting
+ * the record being replayed (GetCurrentReplayRecPtr), and the chunk is
+ * placed as soon as the decoder has read up to W: after every record that
+ * ends at or before W, before any that ends after it.  That is exact:
+ *
+ *	- a transaction the snapshot sees had its commit replayed before the
+ *	  snapshot was taken, and its commit record's end was published as the
+ *	  position being replayed before its redo made it visible (the startup
+ *	  process sets it before each redo, and reading it after the snapshot
+ *	  sees it): its commit ends at or before W, so the chunk comes after
+ *	  its changes in the stream, as on a primary;
+ *	- a transaction whose commit ends at or before W but that the snapshot
+ *	  does not see (replayed between the snapshot and the read of W) is
+ *	  decoded before the chunk is placed: its changes were noted and are
+ *	  classified against the snapshot as newer, which drops their rows from
+ *	  the chunk (4. above);
+ *	- a transaction whose commit ends after W was replayed after the
+ *	  snapshot: the snapshot does not see it, and its changes come after
+ *	  the chunk in the stream.
+ *
+ * The decoder reads only WAL already replayed, so it is never past W when
+ * the chunk is read; the rows placed carry W as their _calabi_cdc_lsn.  A
+ * snapshot taken on a standby lists the running transactions in subxip
+ * (see chunk_begin).  A promotion while a chunk waits changes nothing: W
+ * is a position in the WAL the promoted server continues.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -59,6 +87,7 @@
 #include "utils/snapmgr.h"
 
 #include "cdc_change.h"
+#include "cdc_decoder.h"
 #include "cdc_relcache.h"
 #include "cdc_sync.h"
 #include "compat.h"
@@ -239,7 +268,13 @@ cp_cdc_backfill_touch(void *arg, const char *key, int len, bool partial)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-/* Whether the chunk's snapshot sees the committed transaction xid. */
+/*
+ * Whether the chunk's snapshot sees the committed transaction xid (a
+ * top-level one: the decoder's).  Of a snapshot taken on a standby, xip
+ * holds what its subxip did (see chunk_begin): every transaction the
+ * primary runs, top-level ones included, is known there as running until
+ * its commit or abort is replayed.
+ */
 static bool
 chunk_sees(const CpCdcChunk *chunk, TransactionId xid)
 {
@@ -306,6 +341,11 @@ snapshot_in_flux(Snapshot snapshot)
 	for (int i = 0; i < snapshot->xcnt; i++)
 		if (TransactionIdDidCommit(snapshot->xip[i]))
 			return true;
+	/* taken on a standby: the running transactions are all in subxip */
+	if (snapshot->takenDuringRecovery)
+		for (int i = 0; i < snapshot->subxcnt; i++)
+			if (TransactionIdDidCommit(snapshot->subxip[i]))
+				return true;
 	/* xids from xmax on: assigned since, or completing while it was taken */
 	while (TransactionIdPrecedes(xid, next) && checked++ < 10000)
 	{
@@ -331,12 +371,37 @@ chunk_begin(void *arg, Snapshot snapshot)
 	Relation	rel;
 	StringInfoData text;
 
-	/* in the chunk's memory (the reader's current context) */
+	/*
+	 * In the chunk's memory (the reader's current context).  A snapshot
+	 * taken on a standby keeps every transaction it counts as running, top
+	 * level or not, in subxip (GetSnapshotData), and xcnt is 0; the decoder
+	 * names transactions by their top-level xid, which is among them.
+	 */
 	chunk->xmin = snapshot->xmin;
 	chunk->xmax = snapshot->xmax;
-	chunk->xcnt = snapshot->xcnt;
-	chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
-	memcpy(chunk->xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
+	if (snapshot->takenDuringRecovery)
+	{
+		chunk->xcnt = snapshot->subxcnt;
+		chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->subxcnt, 1));
+		memcpy(chunk->xip, snapshot->subxip, sizeof(TransactionId) * snapshot->subxcnt);
+	}
+	else
+	{
+		chunk->xcnt = snapshot->xcnt;
+		chunk->xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
+		memcpy(chunk->xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
+	}
+
+	/*
+	 * On a standby the watermark is the position of the WAL replayed, read
+	 * now that the snapshot is taken: with the record being replayed, so
+	 * that it is at or after the commit of every transaction the snapshot
+	 * sees (see the header).  A promotion since the snapshot changes
+	 * nothing: the position stays valid, and the WAL before it the same.
+	 */
+	chunk->by_position = snapshot->takenDuringRecovery;
+	chunk->watermark_lsn = chunk->by_position ?
+		cp_current_replay_rec_ptr() : InvalidXLogRecPtr;
 	chunk->read_at = GetCurrentTimestamp();
 	b->read->emitted_at = chunk->read_at;
 	initStringInfo(&chunk->rows);
@@ -443,15 +508,36 @@ cp_cdc_backfill_read_chunk(CpRun *run)
 	/*
 	 * The watermark: flushed, or an idle server would not let the decoder
 	 * see it for a long time.  Every slot of the database decodes it, so it
-	 * names the sync and the chunk.
+	 * names the sync and the chunk.  A chunk read on a standby, which
+	 * cannot write WAL, has its position already (chunk_begin).
 	 */
 	chunk->watermark_seq = ++cdc->watermark_seq;
-	snprintf(chunk->watermark_text, sizeof(chunk->watermark_text), "%s:" INT64_FORMAT,
-			 run->sync->id_text, chunk->watermark_seq);
-	lsn = cp_log_logical_message("calabi_push", chunk->watermark_text,
-								 strlen(chunk->watermark_text));
-	XLogFlush(lsn);
+	if (!chunk->by_position)
+	{
+		snprintf(chunk->watermark_text, sizeof(chunk->watermark_text), "%s:" INT64_FORMAT,
+				 run->sync->id_text, chunk->watermark_seq);
+		lsn = cp_log_logical_message("calabi_push", chunk->watermark_text,
+									 strlen(chunk->watermark_text));
+		XLogFlush(lsn);
+	}
 	chunk->state = CP_CHUNK_WAITING;
+}
+
+bool
+cp_cdc_backfill_reached(CpRun *run)
+{
+	CpCdcChunk *chunk = &run->cdc->chunk;
+
+	/*
+	 * Every record ending at or before the position is decoded, and none
+	 * after it: the chunk goes between them (see the header).  The
+	 * transactions before it whose changes the chunk lacks have been noted
+	 * (their commit was decoded), and are classified when it is placed.
+	 */
+	if (chunk->state == CP_CHUNK_WAITING && chunk->by_position &&
+		cp_decoder_position(run->cdc->decoder) >= chunk->watermark_lsn)
+		chunk->state = CP_CHUNK_REACHED;
+	return chunk->state == CP_CHUNK_REACHED;
 }
 
 static int

@@ -3,14 +3,15 @@
  * cdc_decoder.c
  *	  Logical decoding inside a sync worker (see cdc_decoder.h).
  *
- * logicalfuncs.c is the model: read the WAL that is flushed, record by
- * record, with the waiting page reader, and stop at the flush position seen
- * when the round began.  A record that begins before that position may end
- * after it (the WAL writer flushes whole pages only, unless a commit asks
- * for more), and the reader then waits for its end: a stop is served in
- * that wait (read_page).  Unlike the SQL functions the context lives for the whole
- * worker: a new one would re-read everything from the slot's restart_lsn,
- * which moves only at running-xacts records.
+ * logicalfuncs.c is the model: read the WAL that is flushed (on a hot
+ * standby, PostgreSQL 16 and later: replayed), record by record, with the
+ * waiting page reader, and stop at the position seen when the round began.
+ * A record that begins before that position may end after it (the WAL
+ * writer flushes whole pages only, unless a commit asks for more), and the
+ * reader then waits for its end: a stop is served in that wait
+ * (cp_decoder_read_page).  Unlike the SQL functions the context lives for
+ * the whole worker: a new one would re-read everything from the slot's
+ * restart_lsn, which moves only at running-xacts records.
  *
  * Decoding runs outside any transaction, as in a walsender: the reorder
  * buffer replays each transaction in one of its own.  The output plugin's
@@ -92,7 +93,7 @@ struct CpDecoder
  * synchronized_standby_slots is empty, so a failover slot without it (the
  * standbys may then lag the destination) costs nothing.
  */
-static bool wait_for_standbys = false;	/* read_page's copy of failover */
+static bool wait_for_standbys = false;	/* the page reader's copy of failover */
 
 /* the slot's confirmed position is saved to disk at most this often */
 #define SAVE_INTERVAL_MS 1000
@@ -112,34 +113,50 @@ no_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 	elog(ERROR, "calabi_push sync worker: unexpected output plugin write");
 }
 
+XLogRecPtr
+cp_decoder_wal_end(void)
+{
+	/* a standby's WAL is decodable once replayed (logicalfuncs.c's end) */
+	if (RecoveryInProgress())
+		return cp_replay_rec_ptr();
+	return cp_flush_rec_ptr();
+}
+
 /*
- * read_local_xlog_page, once the page holds flushed WAL up to what the
- * reader asks for.  Until then it waits here, where a stop is served
- * (cp_worker_stop_point: no record is half decoded while the reader reads
- * a page), rather than in read_local_xlog_page's own wait, which checks only
- * for interrupts: a clean stop (CP_STOP_DEFER) raises none, and at a
- * server's shutdown nothing flushed the record's end any more, so the worker
- * slept there, and the shutdown waited for it, forever (seen on PostgreSQL
- * 18, test/t/062_cdc_two_phase.pl: pg_ctl stop timed out).  On a standby
- * the position is the replayed one, which read_local_xlog_page awaits.
- * A failover slot's reader also waits here for the standbys to have it.
+ * read_local_xlog_page, once the page holds WAL up to what the reader asks
+ * for: flushed, or on a standby replayed (cp_decoder_wal_end).  Until then
+ * it waits here, where a stop is served (cp_worker_stop_point: no record
+ * is half decoded while the reader reads a page), rather than in
+ * read_local_xlog_page's own wait, which checks only for interrupts: a
+ * clean stop (CP_STOP_DEFER) raises none, and at a server's shutdown
+ * nothing flushed the record's end any more, so the worker slept there,
+ * and the shutdown waited for it, forever (seen on PostgreSQL 18,
+ * test/t/062_cdc_two_phase.pl: pg_ctl stop timed out).  On a standby the
+ * same holds of replay, which stops with the server (or waits on a
+ * primary that is gone), and a new slot there waits for a record of the
+ * primary's running transactions, which an idle primary may not write for
+ * long (cdc_slot.c).  A failover slot's reader also waits here for the
+ * standbys to have it; on a standby there are none to wait for: its slot
+ * cannot fail over.  read_local_xlog_page follows a timeline switch (a
+ * promotion, or the primary's) itself.
  */
-static int
-read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
-		  XLogRecPtr targetRecPtr, char *cur_page)
+int
+cp_decoder_read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
+					 XLogRecPtr targetRecPtr, char *cur_page)
 {
 	XLogRecPtr	needed = targetPagePtr + reqLen;
 	XLogRecPtr	limit = InvalidXLogRecPtr;
 	bool		waited_for_standbys = false;
 	int			count;
 
-	while (!RecoveryInProgress())
+	for (;;)
 	{
-		XLogRecPtr	flushed = cp_flush_rec_ptr();
+		bool		in_recovery = RecoveryInProgress();
+		XLogRecPtr	available = cp_decoder_wal_end();
 
-		if (needed <= flushed)
+		if (needed <= available)
 		{
-			if (!wait_for_standbys)
+			if (!wait_for_standbys || in_recovery)
 				break;
 
 			/*
@@ -150,9 +167,9 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 			 * cut where the standbys are known to be, as a walsender's
 			 * logical_read_xlog_page is cut at the position it waited for.
 			 */
-			if (cp_standby_slots_confirmed(flushed))
+			if (cp_standby_slots_confirmed(available))
 			{
-				limit = flushed;
+				limit = available;
 				break;
 			}
 			if (cp_standby_slots_confirmed(needed))
@@ -168,10 +185,10 @@ read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
 		CHECK_FOR_INTERRUPTS();
 
 		/*
-		 * Once the postmaster is gone (kill -9) nothing flushes WAL any
-		 * more: the worker would wait here for ever, holding the shared
-		 * memory that the next postmaster refuses to share, so the server
-		 * could not start again.  Exit as WL_EXIT_ON_PM_DEATH does.
+		 * Once the postmaster is gone (kill -9) nothing flushes or replays
+		 * WAL any more: the worker would wait here for ever, holding the
+		 * shared memory that the next postmaster refuses to share, so the
+		 * server could not start again.  Exit as WL_EXIT_ON_PM_DEATH does.
 		 */
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -207,16 +224,25 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, bool failover,
 	CheckLogicalDecodingRequirements();
 	cp_replication_slot_acquire(slot_name, true);
 
+	/*
+	 * A sync running on a standby (run_on) has a slot of the standby's own,
+	 * which cannot fail over (standbys do not copy slots onward): the option
+	 * means nothing there, and waiting for synchronized_standby_slots, a
+	 * primary's setting, would be wrong.  A promotion under way keeps it so
+	 * until the worker starts again.
+	 */
+	if (RecoveryInProgress())
+		failover = false;
 #ifdef CP_HAVE_FAILOVER_SLOTS
 
 	/*
 	 * The slot follows the sync's option: it may differ on a slot created
 	 * by an older version of the library, or whose flag was changed behind
 	 * the sync's back (ALTER_REPLICATION_SLOT).  A slot a standby synced
-	 * keeps its flag (and synced) at promotion.  No worker runs on a
-	 * standby, where core forbids the change on a synced slot.
+	 * keeps its flag (and synced) at promotion.  Never changed on a
+	 * standby, where core forbids the flag.
 	 */
-	if (cp_slot_failover(MyReplicationSlot) != failover)
+	else if (cp_slot_failover(MyReplicationSlot) != failover)
 	{
 		cp_set_slot_failover(failover);
 		ereport(LOG,
@@ -234,7 +260,7 @@ cp_decoder_open(const char *slot_name, XLogRecPtr start_lsn, bool failover,
 	 * commit and the slot's save, nothing acknowledged is sent again.
 	 */
 	decoder->ctx = CreateDecodingContext(start_lsn, options, false,
-										 XL_ROUTINE(.page_read = read_page,
+										 XL_ROUTINE(.page_read = cp_decoder_read_page,
 													.segment_open = wal_segment_open,
 													.segment_close = wal_segment_close),
 										 no_prepare_write, no_write, NULL);
@@ -263,7 +289,7 @@ cp_decoder_read(CpDecoder *decoder, bool (*stop) (void *arg), void *arg,
 
 	/* a failover slot's round waits for the standbys: see "Failover slots" */
 	end_of_wal = XLogRecPtrIsInvalid(decoder->round_end) ?
-		cp_flush_rec_ptr() : decoder->round_end;
+		cp_decoder_wal_end() : decoder->round_end;
 	if (decoder->failover && !cp_standby_slots_confirmed(end_of_wal))
 	{
 		decoder->round_end = end_of_wal;

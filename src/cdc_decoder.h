@@ -12,9 +12,26 @@
 #include "postgres.h"
 
 #include "access/xlogdefs.h"
+#include "access/xlogreader.h"
 #include "nodes/pg_list.h"
 
 typedef struct CpDecoder CpDecoder;
+
+/*
+ * The end of the WAL there is to decode: flushed, or on a hot standby
+ * (PostgreSQL 16 and later) replayed.
+ */
+extern XLogRecPtr cp_decoder_wal_end(void);
+
+/*
+ * The decoder's page reader (an XLogReaderRoutine page_read): waits for
+ * the WAL up to cp_decoder_wal_end, serving a stop, a reload and the
+ * postmaster's death meanwhile (see the .c).  Also the reader of a slot's
+ * creation (cdc_slot.c).
+ */
+extern int	cp_decoder_read_page(XLogReaderState *state,
+								 XLogRecPtr targetPagePtr, int reqLen,
+								 XLogRecPtr targetRecPtr, char *cur_page);
 
 /*
  * Acquire the slot and start decoding after start_lsn (changes committed

@@ -29,6 +29,7 @@
 #include "replication/logical.h"
 #include "replication/slot.h"
 #include "pgstat.h"
+#include "replication/walreceiver.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/procarray.h"
@@ -39,6 +40,7 @@
 #include "utils/varlena.h"
 
 #include "catalog.h"
+#include "cdc_decoder.h"
 #include "cdc_slot.h"
 #include "compat.h"
 #include "worker.h"
@@ -97,6 +99,32 @@ cp_cdc_check_server(void)
 				 errmsg("change data capture needs wal_level = logical"),
 				 errdetail("wal_level is \"%s\".", GetConfigOption("wal_level", false, false)),
 				 errhint("Run ALTER SYSTEM SET wal_level = logical; and restart the server.")));
+#ifdef CP_HAVE_STANDBY_DECODING
+	/*
+	 * On a hot standby the WAL is the primary's: decoding needs its level
+	 * (core checks it too, when the slot is made or read, without a hint).
+	 */
+	if (RecoveryInProgress() && cp_primary_wal_level() < WAL_LEVEL_LOGICAL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("change data capture on a standby needs wal_level = logical on the primary"),
+				 errdetail("This server is a hot standby; the WAL it replays is written at a lower level."),
+				 errhint("Run ALTER SYSTEM SET wal_level = logical; on the primary and restart it.")));
+#else
+
+	/*
+	 * A sync made to run here (run_on) on a server that cannot decode in
+	 * recovery: say so before core's bare "logical decoding cannot be used
+	 * while in recovery".
+	 */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("change data capture cannot decode on a standby of PostgreSQL %s",
+						PG_MAJORVERSION),
+				 errdetail("Logical decoding on a hot standby exists from PostgreSQL 16 on."),
+				 errhint("Run the sync on the primary: create it again without \"run_on\", or with the primary's cluster_name.")));
+#endif
 	if (max_replication_slots <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -110,6 +138,33 @@ cp_cdc_check_server(void)
 						   setting),
 				 errhint("Add it to the list: ALTER SYSTEM SET output_plugin_libraries = %s%scalabi_push; then SELECT pg_reload_conf();",
 						 setting, setting[0] ? ", " : "")));
+}
+
+void
+cp_cdc_check_standby(const char *sync_name)
+{
+#ifdef CP_HAVE_STANDBY_DECODING
+	bool		no_slot = PrimarySlotName == NULL || PrimarySlotName[0] == '\0';
+
+	/*
+	 * A slot on a standby needs the catalog rows of the transactions it
+	 * has still to decode, which the primary's vacuum removes unless the
+	 * standby tells it its horizon (hot_standby_feedback), also while the
+	 * two are disconnected (a physical slot on the primary keeps it then).
+	 * Without that, replay invalidates the slot when such rows go, and the
+	 * sync needs resync: say so at every start, when it can still be
+	 * avoided.
+	 */
+	if (RecoveryInProgress() && (!hot_standby_feedback || no_slot))
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("the replication slot of sync \"%s\" may be invalidated on this standby by the primary's vacuum",
+						sync_name),
+				 errdetail("%s", !hot_standby_feedback ?
+						   "hot_standby_feedback is off: the primary removes catalog rows the slot still needs to decode." :
+						   "primary_slot_name is empty: while the standby is disconnected, the primary may remove catalog rows the slot still needs to decode."),
+				 errhint("On this standby set hot_standby_feedback = on and primary_slot_name to a physical slot made for it on the primary, then reload.")));
+#endif
 }
 
 static bool find_slot(const char *name, ReplicationSlot *copy);
@@ -231,29 +286,46 @@ cp_cdc_slot_create(const char *name, const char *sync_name, bool failover)
 	/*
 	 * A new logical slot becomes consistent only once every transaction
 	 * running when it is created has ended, however long that takes: say
-	 * so when there are some (sync_status names them while it waits).
+	 * so when there are some (sync_status names them while it waits).  On
+	 * a standby they are the primary's, and what ends the wait is a record
+	 * of the transactions running there that the primary writes (its
+	 * bgwriter every 15 s, only while the server writes): no lock here
+	 * names them, so the log says what to do instead.
 	 */
-	oldest = GetOldestActiveTransactionId();
-	if (TransactionIdPrecedes(oldest, ReadNextTransactionId()))
-	{
-		int			pid = BackendXidGetPid(oldest);
-
+	if (RecoveryInProgress())
 		ereport(LOG,
-				(errmsg("creating replication slot \"%s\" waits for the transactions running now to end, the oldest of which is %u (%s)",
-						name, oldest,
-						pid != 0 ? psprintf("process %d", pid) : "a prepared transaction"),
-				 errhint("sync_status shows the sync as \"waiting_for_transactions\" and names them in state_detail; end them, or stop_sync to cancel.")));
+				(errmsg("creating replication slot \"%s\" on a standby waits for the primary to record its running transactions, and for those to end",
+						name),
+				 errhint("The primary records them every 15 s while it writes; SELECT pg_log_standby_snapshot(); on the primary records them at once. stop_sync cancels.")));
+	else
+	{
+		oldest = GetOldestActiveTransactionId();
+		if (TransactionIdPrecedes(oldest, ReadNextTransactionId()))
+		{
+			int			pid = BackendXidGetPid(oldest);
+
+			ereport(LOG,
+					(errmsg("creating replication slot \"%s\" waits for the transactions running now to end, the oldest of which is %u (%s)",
+							name, oldest,
+							pid != 0 ? psprintf("process %d", pid) : "a prepared transaction"),
+					 errhint("sync_status shows the sync as \"waiting_for_transactions\" and names them in state_detail; end them, or stop_sync to cancel.")));
+		}
 	}
 
 	/*
 	 * As pg_create_logical_replication_slot: ephemeral until the start
 	 * point is found, so that an error or a crash leaves nothing behind
 	 * (an ephemeral slot may be a failover slot: only temporary ones may
-	 * not, which standbys never copy).
+	 * not, which standbys never copy).  A standby's slot cannot fail over
+	 * (core refuses it: standbys do not copy slots onward); cdc_decoder.c
+	 * leaves the flag alone there.  The WAL that makes the slot consistent
+	 * may be long to come on a standby (see above): the decoder's page
+	 * reader serves a stop, a reload and the postmaster's death while it
+	 * waits, where core's would not.
 	 */
-	cp_slot_create(name, failover);
+	cp_slot_create(name, failover && !RecoveryInProgress());
 	ctx = CreateInitDecodingContext(PLUGIN_NAME, NIL, false, InvalidXLogRecPtr,
-									XL_ROUTINE(.page_read = read_local_xlog_page,
+									XL_ROUTINE(.page_read = cp_decoder_read_page,
 											   .segment_open = wal_segment_open,
 											   .segment_close = wal_segment_close),
 									NULL, NULL, NULL);

@@ -26,6 +26,13 @@ extern void cp_cdc_slot_name(const pg_uuid_t *sync_id, char *name);
 extern void cp_cdc_check_server(void);
 
 /*
+ * On a hot standby, warn when the primary may remove catalog rows the
+ * sync's slot still needs (hot_standby_feedback, primary_slot_name): the
+ * slot would be invalidated.
+ */
+extern void cp_cdc_check_standby(const char *sync_name);
+
+/*
  * Create the slot (dropping this sync's own leftover of the same name first,
  * never a slot of another database or plugin) and return the position from
  * which its changes are complete; failover: a failover slot (PG17, the

@@ -10,8 +10,9 @@
  *	- decode the WAL flushed so far (cdc_decoder.c); the output plugin's
  *	  lines come back through the sink below, straight into the batch;
  *	- between decoding rounds, the backfill reads a chunk of a table and
- *	  writes a watermark into the WAL; when the decoder reaches it, the
- *	  chunk takes its place in the stream (cdc_backfill.c);
+ *	  writes a watermark into the WAL (on a standby, notes the position
+ *	  replayed); when the decoder reaches it, the chunk takes its place in
+ *	  the stream (cdc_backfill.c);
  *	- when decoding has caught up with the WAL, what is batched is sent at
  *	  once (latency); while it has not, batches go when full (throughput);
  *	- with nothing to do, it sleeps until a commit in its database wakes it
@@ -71,6 +72,12 @@
  * commit announced but not yet flushed, a delivery) is looked at this often.
  */
 #define NAP_MS 10
+/*
+ * On a hot standby no commit wakes the worker (the primary's are replayed,
+ * none is made here): the replayed position is looked at this often
+ * instead.  An empty pass costs a few microseconds.
+ */
+#define STANDBY_POLL_MS 50
 /*
  * Batch numbers kept reserved before each decoding round: one transaction
  * may need that many batches (a billion rows at the default batch_rows).
@@ -372,8 +379,12 @@ sink_message(void *arg, XLogRecPtr lsn, const char *prefix, Size size,
 	CpRun	   *run = arg;
 	CpCdcChunk *chunk = &run->cdc->chunk;
 
-	/* every slot of the database sees every watermark: only ours count */
-	if (chunk->state == CP_CHUNK_WAITING && strcmp(prefix, "calabi_push") == 0 &&
+	/*
+	 * Every slot of the database sees every watermark: only ours count.  A
+	 * chunk read on a standby has a position instead (cdc_backfill.c).
+	 */
+	if (chunk->state == CP_CHUNK_WAITING && !chunk->by_position &&
+		strcmp(prefix, "calabi_push") == 0 &&
 		size == strlen(chunk->watermark_text) &&
 		memcmp(content, chunk->watermark_text, size) == 0)
 	{
@@ -410,7 +421,7 @@ stop_decoding(void *arg)
 {
 	CpRun	   *run = arg;
 
-	return run->cdc->chunk.state == CP_CHUNK_REACHED || checkpoint_due_sampled(run) ||
+	return cp_cdc_backfill_reached(run) || checkpoint_due_sampled(run) ||
 		run->cdc->too_large != NULL || cp_worker_stop_requested();
 }
 
@@ -521,7 +532,8 @@ save_idle_position(CpRun *run)
 									quiet ? IDLE_SAVE_QUIET_MS : IDLE_SAVE_MS))
 		return;
 	cp_catalog_set_cdc_lsn(run->sync, position, false);
-	cdc->idle_floor = GetXLogInsertRecPtr();
+	/* on a standby the save is a file: no WAL of its own to ignore */
+	cdc->idle_floor = RecoveryInProgress() ? position : GetXLogInsertRecPtr();
 	cdc->decoded_lsn = Max(cdc->decoded_lsn, position);
 	cdc->last_idle_save = now;
 	cdc->delivered_since_save = false;
@@ -536,7 +548,8 @@ save_idle_position(CpRun *run)
  * chunk is in progress, or a commit was announced beyond the WAL flushed
  * when the round began (synchronous_commit off: the WAL writer flushes it
  * soon).  Otherwise a commit in this database sets our latch (wakeup.c);
- * the fallback poll finds WAL that none announced.  A catalog check due
+ * the fallback poll finds WAL that none announced (on a standby, where
+ * nothing announces, a short poll: STANDBY_POLL_MS).  A catalog check due
  * is never missed.  CHECK_FOR_INTERRUPTS and the reload of the
  * configuration follow at the top of the loop (a signal sets the latch).
  */
@@ -550,6 +563,8 @@ wait_for_work(CpRun *run, bool caught_up, XLogRecPtr flushed)
 		cdc->chunk.state != CP_CHUNK_NONE || cdc->backfill_stream >= 0 ||
 		cp_wakeup_announced() > flushed)
 		timeout = NAP_MS;
+	else if (RecoveryInProgress())
+		timeout = Min(cp_wakeup_fallback_ms(), STANDBY_POLL_MS);
 	else
 		timeout = cp_wakeup_fallback_ms();
 	/* a batch waiting out calabi_push.cdc_send_interval: its time */
@@ -683,6 +698,7 @@ start_run(CpRun *run)
 
 	cp_cdc_slot_name(&run->sync->id, cdc->slot_name);
 	cp_cdc_check_server();
+	cp_cdc_check_standby(run->sync->name);
 
 	begin_cancellable();
 	/* names and keys of the streams; each checked readable by run_as */
@@ -691,9 +707,11 @@ start_run(CpRun *run)
 	/*
 	 * Every precondition, against the present catalog.  Changes committed
 	 * before this point that violate one under their own catalog were made
-	 * while a cause since fixed stood (see cp_cdc_sink_violation).
+	 * while a cause since fixed stood (see cp_cdc_sink_violation).  On a
+	 * standby, before the replayed position: the check's snapshot sees
+	 * every commit replayed before it.
 	 */
-	cdc->trusted_lsn = GetXLogInsertRecPtr();
+	cdc->trusted_lsn = RecoveryInProgress() ? cp_replay_rec_ptr() : GetXLogInsertRecPtr();
 	cp_cdc_check_streams(run);
 
 #ifndef CP_HAVE_FAILOVER_SLOTS
@@ -872,7 +890,7 @@ run_loop(CpRun *run)
 		 * sync stays caught up.
 		 */
 		round_start = GetCurrentTimestamp();
-		flushed = cp_flush_rec_ptr();
+		flushed = cp_decoder_wal_end();
 		if (!decoder_behind && flushed > cp_decoder_position(cdc->decoder))
 		{
 			decoder_behind = true;
@@ -882,6 +900,8 @@ run_loop(CpRun *run)
 		nrecords = cp_decoder_read(cdc->decoder, stop_decoding, run, &at_end);
 		run->in_decoding = false;
 		cp_worker_stop_point();
+		/* a chunk read on a standby may be placed where the round ended */
+		(void) cp_cdc_backfill_reached(run);
 		/* sync_status shows a failover slot's wait for the standbys */
 		cp_worker_standby_wait(cp_decoder_waits_for_standbys(cdc->decoder));
 		if (at_end)

@@ -71,10 +71,15 @@ typedef struct CpCdcChunk
 	List	   *after;			/* text values (keyed) or one block number */
 	bool		exhausted;
 
-	/* its watermark */
+	/*
+	 * Its watermark: a logical message (watermark_text), whose position is
+	 * watermark_lsn once decoded; or, read on a standby (by_position), the
+	 * position itself, taken after the snapshot (cdc_backfill.c).
+	 */
 	int64		watermark_seq;
 	char		watermark_text[64];
 	XLogRecPtr	watermark_lsn;
+	bool		by_position;
 } CpCdcChunk;
 
 /* A decoded change too large to send (cdc_sync.c), for the error. */
@@ -164,6 +169,12 @@ extern void cp_cdc_backfill_init(CpRun *run);
 extern bool cp_cdc_backfill_wants_chunk(CpRun *run);
 extern void cp_cdc_backfill_read_chunk(CpRun *run);
 extern void cp_cdc_backfill_place_chunk(CpRun *run);
+/*
+ * Whether the chunk is to be placed now (CP_CHUNK_REACHED): its watermark
+ * was decoded, or, read on a standby, the decoder has read up to its
+ * position.  Cheap: asked after every record decoded.
+ */
+extern bool cp_cdc_backfill_reached(CpRun *run);
 extern void cp_cdc_backfill_touch(void *arg, const char *key, int len, bool partial);
 extern void cp_cdc_backfill_state(CpRun *run, int idx, StringInfo state);
 extern void cp_cdc_backfill_restart(CpRun *run, int idx);

@@ -274,6 +274,26 @@ typedef enum CpSlotInvalidation
 #endif
 
 /*
+ * Logical decoding on a hot standby (PG16): a slot can be created and read
+ * there, on WAL as far as it is replayed; before 16 core refuses it
+ * ("logical decoding cannot be used while in recovery"), and so do we,
+ * earlier and with a hint (cp_cdc_check_server).  PG15 moved the replay
+ * positions to xlogrecovery.h: GetXLogReplayRecPtr (the end of the last
+ * record replayed) and GetCurrentReplayRecPtr (the same, or the end of the
+ * record being replayed: set before its redo runs).  Expanded where
+ * access/xlog.h is included.
+ */
+#if PG_VERSION_NUM >= 160000
+#define CP_HAVE_STANDBY_DECODING 1
+#define cp_primary_wal_level() GetActiveWalLevelOnStandby()
+#endif
+#if PG_VERSION_NUM >= 150000
+#include "access/xlogrecovery.h"
+#endif
+#define cp_replay_rec_ptr() GetXLogReplayRecPtr(NULL)
+#define cp_current_replay_rec_ptr() GetCurrentReplayRecPtr(NULL)
+
+/*
  * This process's number in the PGPROC array (GetPGProcByNumber's): PG17
  * replaced PGPROC.pgprocno by MyProcNumber.  Expanded where
  * storage/proc.h is included.
