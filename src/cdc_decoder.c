@@ -147,6 +147,7 @@ cp_decoder_read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLe
 	XLogRecPtr	needed = targetPagePtr + reqLen;
 	XLogRecPtr	limit = InvalidXLogRecPtr;
 	bool		waited_for_standbys = false;
+	int			polls = 0;
 	int			count;
 
 	for (;;)
@@ -202,8 +203,13 @@ cp_decoder_read_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLe
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		/* the standbys take milliseconds at least: no need to poll as fast */
-		pg_usleep(waited_for_standbys ? 10000L : 1000L);
+		/*
+		 * The end of a record is flushed or replayed within a millisecond
+		 * or so; the standbys take milliseconds at least, and so may the
+		 * primary a standby waits for (a new slot there may wait for its
+		 * running-transactions record for long): no need to poll as fast.
+		 */
+		pg_usleep(waited_for_standbys || ++polls > 1000 ? 10000L : 1000L);
 	}
 	if (waited_for_standbys)
 		cp_worker_standby_wait(false);
