@@ -115,6 +115,13 @@ probe_standby(void)
 	 * elsewhere keeps its file (the cluster_name may come back).
 	 */
 	cp_state_file_remove_others(MyDatabaseId, cp_catalog_sync_ids());
+
+	/*
+	 * The slots the CDC syncs that ran here made on this standby (16+),
+	 * once drop_sync is replayed: left, each would hold WAL here, and the
+	 * primary's vacuum through hot_standby_feedback.
+	 */
+	cp_cdc_drop_orphan_slots();
 }
 
 /* Tell the launcher which syncs of this database should run. */

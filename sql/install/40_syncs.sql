@@ -940,8 +940,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'With cursor, use append_dedup (the default where every relation has a key) or append.';
     END IF;
+    -- the slot of a sync that runs on another server (run_on) is that
+    -- server's: only the settings count here (the primary's wal_level
+    -- holds for its standbys too)
     IF _create_sync.method = 'cdc' THEN
-        PERFORM _check_cdc_server(_create_sync.name);
+        PERFORM _check_cdc_server(CASE WHEN _runs_here(_create_sync.options)
+                                       THEN _create_sync.name END);
     END IF;
 
     SELECT * INTO opts FROM _sync_options(_create_sync.options);
@@ -1000,11 +1004,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave it out, or use method => ''cdc''.';
     END IF;
-    IF _create_sync.method = 'cdc' AND opts.r_options ? 'run_on' THEN
-        RAISE EXCEPTION 'a cdc sync cannot run on a standby yet'
+    -- logical decoding on a standby came with PostgreSQL 16 (docs/cdc.md,
+    -- "Decoding on a standby")
+    IF _create_sync.method = 'cdc' AND NOT _runs_here(opts.r_options)
+       AND current_setting('server_version_num')::int < 160000 THEN
+        RAISE EXCEPTION 'a CDC sync cannot run on a standby of PostgreSQL %',
+                        current_setting('server_version')
             USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Decoding on a standby is not built yet: CDC syncs run on the primary.',
-                  HINT = 'Leave "run_on" out; full_refresh, xmin and cursor syncs can run on a standby.';
+                  DETAIL = format('"run_on" names %L, not this server; a standby decodes only from PostgreSQL 16 on.',
+                                  opts.r_options->>'run_on'),
+                  HINT = 'Logical decoding on a standby needs PostgreSQL 16 or later: leave "run_on" out to run the sync on the primary.';
     END IF;
     IF _create_sync.method = 'cdc' THEN
         IF (opts.r_options->>'failover')::boolean
@@ -1167,7 +1176,8 @@ BEGIN
     END IF;
     PERFORM _check_sync_streams(s);
     IF s.method = 'cdc' THEN
-        PERFORM _check_cdc_server(s.name, 'calabi_push_' || replace(s.id::text, '-', ''));
+        PERFORM _check_cdc_server(CASE WHEN _runs_here(s.options) THEN s.name END,
+                                  'calabi_push_' || replace(s.id::text, '-', ''));
     END IF;
     -- what create_sync checked for the method may have changed since
     -- (row-level security, replica identity, persistence, key, access

@@ -22,9 +22,11 @@ SELECT s.name,
            WHEN NOT calabi_push._runs_here(s.options) THEN
                CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'standby' ELSE 'on_standby' END
            -- a CDC sync's first start creates its slot, which waits for
-           -- the transactions running then to end (state_detail: which)
+           -- the transactions running then to end (state_detail: which);
+           -- on a standby always, for the primary's (docs/cdc.md)
            WHEN r.state = 'creating_slot' THEN
-               CASE WHEN w.waits_for IS NOT NULL THEN 'waiting_for_transactions' ELSE 'starting' END
+               CASE WHEN w.waits_for IS NOT NULL OR pg_catalog.pg_is_in_recovery()
+                    THEN 'waiting_for_transactions' ELSE 'starting' END
            WHEN r.state IS NOT NULL THEN r.state
            WHEN s.run_completed_at IS NOT NULL AND r.last_exit = 'done' THEN 'idle'
            WHEN r.next_restart_at IS NOT NULL THEN 'retrying'
@@ -46,6 +48,8 @@ SELECT s.name,
                                          FROM pg_catalog.pg_stat_replication r
                                         WHERE r.application_name = s.options->>'run_on')
                                   ELSE '' END)
+            WHEN r.state = 'creating_slot' AND pg_catalog.pg_is_in_recovery() THEN
+                'its new replication slot waits for the primary to record the transactions running there, and for those to end: the primary records them every 15 s while it writes, SELECT pg_log_standby_snapshot() on the primary at once'
             WHEN r.state = 'waiting_for_standbys' THEN
                 'its failover slot waits for the standbys of synchronized_standby_slots ('
                 || pg_catalog.current_setting('synchronized_standby_slots', true)
