@@ -7,10 +7,11 @@
 # standby replays it.  A write load runs on the primary through the
 # backfill and the streaming, and the standby is restarted in the middle:
 # the destination ends equal to the source, and nothing is decoded on the
-# primary (it has no slot of the sync).
+# primary (it has no slot of the sync).  Promoted, the standby carries the
+# sync on through the same slot.
 #
 # Before 16 create_sync refuses a CDC sync that runs on a standby, naming
-# the version, with a hint.
+# the version, with a hint; the standby's worker refuses one stored anyway.
 use strict;
 use warnings;
 
@@ -40,24 +41,6 @@ $primary->safe_psql('postgres', qq{
 my $create = q{SELECT calabi_push.create_sync('s', 'recv', ARRAY['t']::regclass[], method => 'cdc',
 	options => '{"run_on": "standby1", "batch_rows": 200, "chunk_rows": 250}')};
 
-if ($primary->safe_psql('postgres', 'SHOW server_version_num') < 160000)
-{
-	my $e = sql_error($primary, 'postgres', $create);
-	ok($e, 'before 16: create_sync refuses a CDC sync that runs on another server');
-	is($e->{sqlstate}, '0A000', '... feature_not_supported');
-	like($e->{message}, qr/a CDC sync cannot run on a standby of PostgreSQL \d+/,
-		'... naming the version');
-	like($e->{hint}, qr/Logical decoding on a standby needs PostgreSQL 16 or later/,
-		'... with the way out');
-	is($primary->safe_psql('postgres', 'SELECT count(*) FROM calabi_push.sync'), '0',
-		'... and creates nothing');
-	$recv->stop;
-	$primary->stop;
-	$dest->stop;
-	done_testing();
-	exit 0;
-}
-
 # the standby: its own physical slot on the primary, and feedback, so that
 # the primary keeps the catalog rows the standby's logical slot needs
 $primary->safe_psql('postgres', q{SELECT pg_create_physical_replication_slot('sb')});
@@ -71,7 +54,42 @@ primary_slot_name = 'sb'
 hot_standby_feedback = on
 });
 $standby->start;
-$primary->wait_for_replay_catchup($standby);
+$primary->wait_for_catchup($standby);
+
+if ($primary->safe_psql('postgres', 'SHOW server_version_num') < 160000)
+{
+	my $e = sql_error($primary, 'postgres', $create);
+	ok($e, 'before 16: create_sync refuses a CDC sync that runs on another server');
+	is($e->{sqlstate}, '0A000', '... feature_not_supported');
+	like($e->{message}, qr/a CDC sync cannot run on a standby of PostgreSQL \d+/,
+		'... naming the version');
+	like($e->{hint}, qr/Logical decoding on a standby needs PostgreSQL 16 or later/,
+		'... with the way out');
+	is($primary->safe_psql('postgres', 'SELECT count(*) FROM calabi_push.sync'), '0',
+		'... and creates nothing');
+
+	# one stored all the same (a dump of a newer server): the standby's
+	# worker refuses it as loudly, before anything is made
+	$primary->safe_psql('postgres', q{
+		SELECT calabi_push.create_sync('s', 'recv', ARRAY['t']::regclass[], method => 'cdc');
+		UPDATE calabi_push.sync SET options = options || '{"run_on": "standby1"}' WHERE name = 's';
+		SELECT calabi_push.start_sync('s');});
+	ok( wait_until(sub { slurp_file($standby->logfile) =~
+				/ERROR:  change data capture cannot decode on a standby of PostgreSQL \d+\n(?:[^\n]*\n)*?[^\n]*HINT:  Run the sync on the primary/ }),
+		'before 16: the standby\'s worker refuses to decode, with a hint');
+	ok( $standby->poll_query_until('postgres', q{
+			SELECT last_error LIKE '%cannot decode on a standby of PostgreSQL%'
+			  FROM calabi_push.sync_status WHERE name = 's'}),
+		'... and sync_status on the standby says why');
+	is($standby->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'}),
+		'0', '... having made no slot');
+	$recv->stop;
+	$standby->stop;
+	$primary->stop;
+	$dest->stop;
+	done_testing();
+	exit 0;
+}
 
 # a transaction with an xid stays open on the primary: the standby's new
 # slot waits for it to end (as a slot on the primary would), once the
@@ -162,7 +180,7 @@ sub sync_diag
 sub wait_dest_equals_source
 {
 	my ($what) = @_;
-	$primary->wait_for_replay_catchup($standby);
+	$primary->wait_for_catchup($standby);
 	my $src = join("\n", @{ stream_rows_source($primary, 'public.t') });
 	my $ok = wait_until(sub {
 			join("\n", @{ stream_rows_dest_in($dest, 'calabi_dest', 'public', 't') }) eq $src });
@@ -203,6 +221,35 @@ is($primary->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WH
 	'0', 'still no slot of the sync on the primary');
 unlike(slurp_file($standby->logfile), qr/cannot execute .* during recovery|read-only transaction|PANIC/,
 	'the standby\'s worker wrote nothing the standby refuses');
+
+# --- promotion (beside the live old primary, as the sync runs on the
+# standby): the sync carries on there through the slot the standby made,
+# across the new timeline; a table read again on the promoted server
+# places its chunks by logical message, as on any primary
+$standby->promote;
+$standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()')
+  or die 'the standby was not promoted';
+# (until the promoted server has taken the sync's state file into its
+# catalog, the sync is bound to the old timeline: resync would refuse)
+ok( $standby->poll_query_until('postgres', q{
+		SELECT standby_import > 0 FROM calabi_push.sync WHERE name = 's'}),
+	'promoted: the sync\'s state was taken into the catalog');
+$standby->safe_psql('postgres', q{
+	INSERT INTO t SELECT g, 'promoted ' || g FROM generate_series(200001, 200200) g;
+	UPDATE t SET v = 'promoted update' WHERE id % 13 = 0;
+	SELECT calabi_push.resync('s', 't');
+	DELETE FROM t WHERE id % 19 = 0;
+});
+ok( $standby->poll_query_until('postgres', q{
+		SELECT bool_and(phase = 'done') FROM calabi_push.stream_status WHERE sync = 's'}),
+	'promoted: the table was read again') or sync_diag('promoted');
+my $src = join("\n", @{ stream_rows_source($standby, 'public.t') });
+ok( wait_until(sub {
+			join("\n", @{ stream_rows_dest_in($dest, 'calabi_dest', 'public', 't') }) eq $src }),
+	'promoted: the destination caught up with the new primary') or sync_diag('promoted');
+assert_dest_equals_source_in($standby, 'postgres', 'calabi_dest', 'public', 't', 'promoted', $dest);
+is(sync_status($standby, 's', "state || ':' || coalesce(last_error, '') || ':' || slot_name"),
+	"running::$slot", 'promoted: running through the same slot, no error');
 
 $recv->stop;
 $standby->stop;
