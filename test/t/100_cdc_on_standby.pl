@@ -222,6 +222,28 @@ is($primary->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WH
 unlike(slurp_file($standby->logfile), qr/cannot execute .* during recovery|read-only transaction|PANIC/,
 	'the standby\'s worker wrote nothing the standby refuses');
 
+# --- drop_sync on the primary: the standby's probe drops the slot the
+# standby made for the sync (left, it would hold WAL there, and the
+# primary's vacuum through hot_standby_feedback)
+$primary->safe_psql('postgres', q{
+	CREATE TABLE u (id int PRIMARY KEY);
+	INSERT INTO u VALUES (1), (2);
+	SELECT calabi_push.create_sync('s2', 'recv', ARRAY['u']::regclass[], method => 'cdc',
+	         options => '{"run_on": "standby1"}');
+	SELECT calabi_push.start_sync('s2');});
+my $slot2 = sync_status($primary, 's2', 'slot_name');
+ok( wait_until(sub {
+			$primary->safe_psql('postgres', 'SELECT pg_log_standby_snapshot()');
+			$standby->safe_psql('postgres', q{
+				SELECT state = 'running' FROM calabi_push.sync_status WHERE name = 's2'}) eq 't' }),
+	'a second sync runs on the standby');
+$primary->safe_psql('postgres', q{SELECT calabi_push.drop_sync('s2')});
+ok( $standby->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name = '$slot2'"),
+	'dropped on the primary: its slot on the standby is dropped too');
+like(slurp_file($standby->logfile), qr/calabi_push dropped replication slot "$slot2": its sync no longer exists/,
+	'... and the standby\'s log says so');
+
 # --- promotion (beside the live old primary, as the sync runs on the
 # standby): the sync carries on there through the slot the standby made,
 # across the new timeline; a table read again on the promoted server
