@@ -28,8 +28,8 @@
 #include "miscadmin.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
-#include "pgstat.h"
 #include "replication/walreceiver.h"
+#include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/procarray.h"
@@ -123,7 +123,7 @@ cp_cdc_check_server(void)
 				 errmsg("change data capture cannot decode on a standby of PostgreSQL %s",
 						PG_MAJORVERSION),
 				 errdetail("Logical decoding on a hot standby exists from PostgreSQL 16 on."),
-				 errhint("Run the sync on the primary: create it again without \"run_on\", or with the primary's cluster_name.")));
+				 errhint("Run the sync on the primary: create it again without \"run_on\".")));
 #endif
 	if (max_replication_slots <= 0)
 		ereport(ERROR,
