@@ -437,7 +437,8 @@ cp_catalog_load_sync(const pg_uuid_t *id, MemoryContext mcxt)
 		 " 'client_secret' = ANY (d.secrets) AND sec.client_secret IS NULL,"
 		 " 'client_key' = ANY (d.secrets) AND sec.client_key IS NULL,"
 		 /* why it is a copy of a sync made elsewhere (src/home.c) */
-		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline),"
+		 " calabi_push._copied(s.name, s.home_system, s.home_database, s.home_timeline,"
+		 "  s.options ? 'run_on' AND calabi_push._runs_here(s.options)),"
 		 " s.options->>'lookback',"
 		 " COALESCE((d.options->>'compression_level')::int, 0),"
 		 " COALESCE((s.options->>'failover')::bool, false), s.error_stopped"
@@ -1053,7 +1054,8 @@ cp_catalog_stop_copied(void)
 		exec("UPDATE calabi_push.sync s SET enabled = false, error_stopped = true,"
 			 " last_error = c.why, last_error_redacted = c.why, last_error_at = now()"
 			 " FROM (SELECT id, calabi_push._copied(name, home_system, home_database,"
-			 "  home_timeline) AS why FROM calabi_push.sync) c"
+			 "  home_timeline, options ? 'run_on' AND calabi_push._runs_here(options)) AS why"
+			 "  FROM calabi_push.sync) c"
 			 " WHERE c.id = s.id AND s.enabled AND c.why IS NOT NULL"
 			 " RETURNING c.why",
 			 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);

@@ -103,11 +103,14 @@ calabi_push_here(PG_FUNCTION_ARGS)
 /*
  * NULL when a sync with that home belongs here; else why not, with the way
  * out (sync_status.last_error shows it as it is).  A hot standby compares
- * no timeline: it replays its primary's, and runs no sync anyway.
+ * no timeline: it replays its primary's.  Neither does a sync whose run_on
+ * names this server (runs_here_by_name): promoted, this server carries on
+ * the progress it kept as a standby, whoever ran the sync's catalog row
+ * (the probe binds it to the new timeline, sql/install/24_run_on.sql).
  */
 static char *
 copied_reason(const char *name, int64 home_system, Oid home_database,
-			  int32 home_timeline)
+			  int32 home_timeline, bool runs_here_by_name)
 {
 	TimeLineID	tli;
 
@@ -120,7 +123,7 @@ copied_reason(const char *name, int64 home_system, Oid home_database,
 	if (home_timeline == 0)
 		return psprintf("sync \"%s\" is a copy on a promoted server: when this server was promoted, the server it was copied from still answered at primary_conninfo; give it its own identity with calabi_push.adopt_sync('%s'), or drop it",
 						name, name);
-	if (RecoveryInProgress())
+	if (RecoveryInProgress() || runs_here_by_name)
 		return NULL;
 	tli = current_timeline();
 	if ((TimeLineID) home_timeline != tli)
@@ -130,7 +133,8 @@ copied_reason(const char *name, int64 home_system, Oid home_database,
 }
 
 /*
- * _copied(name, home_system, home_database, home_timeline).  Executable by
+ * _copied(name, home_system, home_database, home_timeline,
+ * runs_here_by_name).  Executable by
  * PUBLIC for the sync_status view (which calls it as the querying role);
  * it admits the roles that may read that view, as _sync_runtime() does.
  */
@@ -142,7 +146,7 @@ calabi_push_copied(PG_FUNCTION_ARGS)
 	cp_require_status_reader(fcinfo);
 
 	why = copied_reason(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
-						PG_GETARG_OID(2), PG_GETARG_INT32(3));
+						PG_GETARG_OID(2), PG_GETARG_INT32(3), PG_GETARG_BOOL(4));
 	if (why == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(why));

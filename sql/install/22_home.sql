@@ -18,11 +18,14 @@ REVOKE ALL ON FUNCTION _here() FROM PUBLIC;
 -- The sync_status view calls it as the role that queries the view, so
 -- every role may execute it; the function refuses roles without SELECT on
 -- sync_status, as _sync_runtime() does.
-CREATE FUNCTION _copied(name text, home_system bigint, home_database oid, home_timeline integer)
+-- runs_here_by_name: its run_on names this server (24_run_on.sql,
+-- _runs_here()), which then compares no timeline.
+CREATE FUNCTION _copied(name text, home_system bigint, home_database oid, home_timeline integer,
+                        runs_here_by_name boolean)
 RETURNS text
 AS 'MODULE_PATHNAME', 'calabi_push_copied'
 LANGUAGE C STRICT STABLE;
-GRANT EXECUTE ON FUNCTION _copied(text, bigint, oid, integer) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION _copied(text, bigint, oid, integer, boolean) TO PUBLIC;
 
 -- A sync goes on under its identity in a new home: after a failover, a
 -- point-in-time recovery, or adopt_sync(keep_identity => true).  The

@@ -316,7 +316,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, calabi_push, pg_temp
 AS $$
 DECLARE
-    why text := _copied(s.name, s.home_system, s.home_database, s.home_timeline);
+    why text := _copied(s.name, s.home_system, s.home_database, s.home_timeline,
+                        s.options ? 'run_on' AND _runs_here(s.options));
 BEGIN
     IF why IS NOT NULL THEN
         RAISE EXCEPTION '%', why
@@ -1345,7 +1346,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave it out (false: a new identity), or pass true.';
     END IF;
-    IF _copied(s.name, s.home_system, s.home_database, s.home_timeline) IS NULL THEN
+    IF _copied(s.name, s.home_system, s.home_database, s.home_timeline,
+               s.options ? 'run_on' AND _runs_here(s.options)) IS NULL THEN
         RAISE EXCEPTION 'sync "%" is not a copy: it belongs to this database', s.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('There is nothing to adopt; calabi_push.resync(%L) reads its tables again.', s.name);

@@ -105,7 +105,9 @@ SELECT s.name,
   CROSS JOIN LATERAL calabi_push._sync_state(s0, calabi_push._standby_state(s0.id)) s
   -- why the sync is a copy of one made elsewhere (NULL: it belongs here)
   CROSS JOIN LATERAL (SELECT calabi_push._copied(s.name, s.home_system, s.home_database,
-                                                 s.home_timeline) AS why) c
+                                                 s.home_timeline,
+                                                 s.options ? 'run_on'
+                                                 AND calabi_push._runs_here(s.options)) AS why) c
   LEFT JOIN calabi_push._sync_runtime() r ON r.sync_id = s.id
   -- the worker creating the slot waits on the lock of each transaction
   -- running when it began, in turn: the sessions holding them.  A prepared
