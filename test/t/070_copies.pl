@@ -184,9 +184,9 @@ is($e->{sqlstate}, '42501', 'a member of run_as cannot keep the identity');
 like($e->{hint}, qr/adopt_sync\('fr'\)/, 'the hint gives the call that gives it its own');
 $e = sql_error($node, 'copy2', q{SELECT calabi_push._adopt_sync('fr', false)});
 ok(defined $e, 'the implementation cannot be called directly');
-$e = sql_error($node, 'copy2', q{SELECT calabi_push._copied('fr', 1, 1, 1)});
+$e = sql_error($node, 'copy2', q{SELECT calabi_push._copied('fr', 1, 1, 1, false)});
 ok(!defined $e, 'a superuser may call _copied');
-$e = sql_error($node, 'copy2', q{SET ROLE cp_copy_nobody; SELECT calabi_push._copied('fr', 1, 1, 1)});
+$e = sql_error($node, 'copy2', q{SET ROLE cp_copy_nobody; SELECT calabi_push._copied('fr', 1, 1, 1, false)});
 is($e->{sqlstate}, '42501', '_copied refuses roles that may not read sync_status');
 is($node->safe_psql('copy2', q{SELECT count(*) FROM calabi_push.sync_status WHERE state = 'copied'}),
 	'2', 'copy2: still both copied');
