@@ -17,7 +17,7 @@ use CalabiReceiver;
 use JSON::PP ();
 
 use Exporter 'import';
-our @EXPORT = qw(sync_setup wait_for_state stream_rows_source stream_rows_dest
+our @EXPORT = qw(sync_setup run_completes wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
   sql_error wait_until ingest_requests start_connect_proxy sent_messages
@@ -70,6 +70,19 @@ sub wait_for_state_in
 	my $list = join(',', map { "'$_'" } @states);
 	return $node->poll_query_until($db,
 		"SELECT state IN ($list) FROM calabi_push.sync_status WHERE name = '$sync'");
+}
+
+# The run of sync $sync (in database "postgres") ends, completed with no
+# error (a refused batch would stop it in error).
+sub run_completes
+{
+	my ($node, $sync, $name) = @_;
+	ok( $node->poll_query_until('postgres', qq{
+			SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
+			  FROM calabi_push.sync_status WHERE name = '$sync'}),
+		"$name: the run ended");
+	is(sync_status($node, $sync, q{state || ' ' || coalesce(last_error, '')}), 'idle ',
+		"$name: the run completed, with no error");
 }
 
 sub sync_status_in

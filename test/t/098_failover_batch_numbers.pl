@@ -55,18 +55,6 @@ sub dest_equals_source
 	is_deeply($dst, $src, "$name: destination equals source");
 }
 
-# the run of fr on $node ends: completed with no batch refused
-sub run_completes
-{
-	my ($node, $name) = @_;
-	ok( $node->poll_query_until('postgres', q{
-			SELECT state = 'error' OR (state = 'idle' AND completed_at IS NOT NULL)
-			  FROM calabi_push.sync_status WHERE name = 'fr'}),
-		"$name: the run ended");
-	is(sync_status($node, 'fr', q{state || ' ' || coalesce(last_error, '')}), 'idle ',
-		"$name: the run completed, no batch refused");
-}
-
 ok(wait_for_state($primary, 'fr', 'idle'), 'primary: the first run completed');
 
 $primary->backup('b');
@@ -107,7 +95,7 @@ my $next = $standby->safe_psql('postgres',
 cmp_ok($next, '>', $max_before, 'promoted: next_batch_seq is above every number sent before');
 
 $standby->safe_psql('postgres', q{SELECT calabi_push.resync('fr')});
-run_completes($standby, 'promoted');
+run_completes($standby, 'fr', 'promoted');
 my ($after, $refused) = accepted();
 is($refused, 0, 'the receiver refused no batch');
 my @new = @$after[ scalar(@$before) .. $#$after ];
@@ -146,7 +134,7 @@ $standby->safe_psql('postgres', q{
 	UPDATE t SET v = 'after adopting' WHERE id % 7 = 0;
 	SELECT calabi_push.resync('fr');
 	SELECT calabi_push.start_sync('fr');});
-run_completes($standby, 'adopted');
+run_completes($standby, 'fr', 'adopted');
 dest_equals_source($standby, 'after adopting');
 
 $recv->stop;
