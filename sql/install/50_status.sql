@@ -127,7 +127,12 @@ COMMENT ON VIEW sync_status IS
 'one row per sync: state (starting, waiting_for_transactions, running, waiting_for_standbys, retrying, idle, waiting_for_worker, stopped, error, copied, standby, on_standby) and what it waits for, worker, progress counters and the last error';
 
 CREATE VIEW stream_status AS
-WITH streams AS (
+-- a sync that runs on this standby: its progress is in its state file,
+-- read once per sync (not once per stream)
+WITH states AS MATERIALIZED (
+    SELECT y.id, calabi_push._standby_state(y.id) AS state FROM calabi_push.sync y
+),
+streams AS (
     SELECT st.*, c.relkind,
            CASE c.relkind
                WHEN 'p' THEN (SELECT sum(greatest(pc.reltuples, 0))::int8
@@ -138,8 +143,8 @@ WITH streams AS (
                WHEN 'm' THEN nullif(c.reltuples, -1)::int8
            END AS rows_estimate
       FROM calabi_push.sync_stream st0
-      -- a sync that runs on this standby: its progress is in its state file
-      CROSS JOIN LATERAL calabi_push._stream_state(st0, calabi_push._standby_state(st0.sync_id)) st
+      JOIN states f ON f.id = st0.sync_id
+      CROSS JOIN LATERAL calabi_push._stream_state(st0, f.state) st
       LEFT JOIN pg_catalog.pg_class c ON c.oid = st0.relid
 )
 SELECT s.name AS sync,

@@ -17,7 +17,7 @@ use CalabiReceiver;
 use JSON::PP ();
 
 use Exporter 'import';
-our @EXPORT = qw(sync_setup run_completes wait_for_state stream_rows_source stream_rows_dest
+our @EXPORT = qw(sync_setup dest_node run_completes wait_for_state stream_rows_source stream_rows_dest
   assert_dest_equals_source sync_status wait_for_state_in sync_status_in
   stream_rows_source_in stream_rows_dest_in assert_dest_equals_source_in
   sql_error wait_until ingest_requests start_connect_proxy sent_messages
@@ -47,6 +47,17 @@ sub sync_setup
 		  . $receiver->ca_file
 		  . "') || '$dest_options'::jsonb)");
 	return ($node, $receiver, $token);
+}
+
+# A started node "dest" of its own for the receiver's database (sync_setup's
+# dest_node): it outlives the source's servers in a failover, and their WAL
+# holds only the source's writes.
+sub dest_node
+{
+	my $dest = PostgreSQL::Test::Cluster->new('dest');
+	$dest->init;
+	$dest->start;
+	return $dest;
 }
 
 # The helpers below act on the sync's database "postgres" and the

@@ -23,9 +23,7 @@ use CalabiSyncTest;
 
 # the destination database lives on a node of its own: it outlives the
 # primary
-my $dest = PostgreSQL::Test::Cluster->new('dest');
-$dest->init;
-$dest->start;
+my $dest = dest_node();
 my ($primary, $recv) = sync_setup(name => 'primary', init => { allows_streaming => 1 },
 	dest_node => $dest);
 allow_output_plugin($primary);

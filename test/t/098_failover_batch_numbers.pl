@@ -20,9 +20,7 @@ use CalabiPushTest;
 use CalabiReceiver;
 use CalabiSyncTest;
 
-my $dest = PostgreSQL::Test::Cluster->new('dest');
-$dest->init;
-$dest->start;
+my $dest = dest_node();
 
 my $primary = calabi_node('primary', init => { allows_streaming => 1 });
 $primary->safe_psql('postgres', 'CREATE EXTENSION calabi_push');

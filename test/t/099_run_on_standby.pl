@@ -16,9 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use CalabiSyncTest;
 
-my $dest = PostgreSQL::Test::Cluster->new('dest');
-$dest->init;
-$dest->start;
+my $dest = dest_node();
 
 # (PostgreSQL::Test::Cluster starts each server with its node's name as
 # cluster_name)

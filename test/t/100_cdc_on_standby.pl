@@ -27,9 +27,7 @@ my $rows = 6000;
 
 # the destination lives on a node of its own: the standby's worker sends
 # there, and the primary's WAL holds only the source's writes
-my $dest = PostgreSQL::Test::Cluster->new('dest');
-$dest->init;
-$dest->start;
+my $dest = dest_node();
 my ($primary, $recv) = sync_setup(name => 'primary', init => { allows_streaming => 1 },
 	dest_node => $dest);
 allow_output_plugin($primary);
